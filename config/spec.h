@@ -1,0 +1,106 @@
+// The deployment spec: an immutable, validated value built from deploy.toml.
+// Nothing downstream of config/ sees TOML. All durations are milliseconds.
+#pragma once
+
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace deployctl {
+
+using Duration = std::chrono::milliseconds;
+using EnvList = std::vector<std::pair<std::string, std::string>>;  // in file order
+
+enum class RestartPolicy { always, on_failure, never };
+enum class HealthKind { control, http, tcp, exec, none };
+
+struct BackoffSpec {
+  Duration initial{100};
+  Duration max{30000};
+  Duration reset_after{60000};
+  double jitter = 0.2;  // 0..1: each delay is scaled by a factor in [1 - jitter, 1 + jitter]
+};
+
+struct CrashLoopSpec {
+  int restarts = 5;  // this many restarts...
+  Duration within{60000};  // ...inside this window means crash-loop
+};
+
+struct RestartSpec {
+  RestartPolicy policy = RestartPolicy::always;
+  BackoffSpec backoff;
+  CrashLoopSpec crash_loop;
+};
+
+struct HealthSpec {
+  HealthKind kind = HealthKind::control;
+  std::string path;                  // http only
+  std::vector<std::string> command;  // exec only
+  Duration interval{1000};
+  Duration timeout{500};
+  int failures = 3;
+  Duration start_period{30000};
+};
+
+struct MemorySpec {
+  std::optional<std::uint64_t> max;            // bytes
+  std::optional<std::uint64_t> restart_above;  // bytes
+};
+
+struct StopSpec {
+  int signal = SIGTERM;
+  Duration timeout{30000};
+};
+
+struct RolloutSpec {
+  int max_surge = 1;
+  int max_unavailable = 0;
+};
+
+struct ListenAddress {
+  std::string host;  // numeric IPv4 or IPv6 literal, without brackets
+  std::uint16_t port = 0;
+  std::string text;  // as written in the spec, e.g. "127.0.0.1:8000"
+};
+
+struct ServiceSpec {
+  std::string name;
+  std::vector<std::string> command;  // argv; may contain {replica} and {port}
+  int replicas = 1;                  // "auto" is resolved to the CPU count at load time
+  bool replicas_auto = false;
+  std::vector<ListenAddress> listen;
+  std::optional<std::uint16_t> port;  // per-replica base port: replica i gets port + i
+  EnvList env;                        // may contain {replica} and {port}
+  std::string env_file;               // absolute, or empty
+  std::string working_dir;            // absolute (resolved against the spec file's directory)
+  std::string user;
+  std::string group;
+  RestartSpec restart;
+  HealthSpec health;
+  MemorySpec memory;
+  StopSpec stop;
+  RolloutSpec rollout;
+};
+
+struct PreStartStep {
+  std::string name;
+  std::vector<std::string> command;
+  Duration timeout{60000};
+  EnvList env;
+  std::string working_dir;  // absolute
+};
+
+struct Spec {
+  std::string name;
+  std::string path;  // absolute path of the file it was loaded from
+  std::vector<PreStartStep> pre_start;
+  std::vector<ServiceSpec> services;  // in file order
+
+  const ServiceSpec* find_service(std::string_view service_name) const;
+};
+
+}  // namespace deployctl
