@@ -1,0 +1,112 @@
+// The lifecycle of one replica slot (e.g. web.2) as a state machine: State × Event → Actions.
+// Pure: it performs nothing; the supervisor performs the returned actions, in order.
+//
+//  state         event                 → state        actions
+//  stopped       start                 → starting     Spawn
+//  backoff/crash timer                 → starting     Spawn                        (restarts + 1)
+//  starting      spawned               → starting     ArmTimer(start_period)
+//  starting      ready                 → ready        CancelTimer, StartHealth
+//  starting      timer                 → unhealthy    Signal(stop), ArmTimer(stop.timeout)  [start-timeout]
+//  ready         unhealthy             → unhealthy    Signal(stop), ArmTimer(stop.timeout)  [health]
+//  start/ready   protocol_error        → unhealthy    Signal(stop), ArmTimer(stop.timeout)  [protocol]
+//  start/ready   drain                 → draining     SendDrain, ArmTimer(stop.timeout)
+//  running       stop                  → stopping     Signal(stop), ArmTimer(stop.timeout)
+//  unhealthy/draining/stopping timer   → (same)       Kill
+//  draining/stopping exited            → stopped      CancelTimer, RecordExit[stop], Retire
+//  other running exited/spawn_failed   → by policy:   RecordExit, then
+//        fail-fast start (never ready)   failed       StartFailed
+//        policy says no restart          failed | stopped
+//        restart                         starting     Spawn (delay 0) | backoff/crash-loop ArmTimer(delay)
+//  backoff/crash stop or drain         → stopped      CancelTimer, Retire
+// Any other (state, event) pair is ignored: no transition, no action.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backoff.h"
+#include "clock.h"
+
+namespace deployctl {
+
+enum class ReplicaState {
+  stopped, starting, ready, unhealthy, draining, stopping, backoff, crash_loop, failed
+};
+
+enum class ExitReason { exit, signal, health, start_timeout, protocol, exec, stop };
+
+const char* state_name(ReplicaState state);
+const char* reason_name(ExitReason reason);
+
+// How a process ended: exactly one of code/signal is set (neither for an exec failure).
+struct ExitStatus {
+  std::optional<int> code;
+  std::optional<int> signal;
+  bool operator==(const ExitStatus&) const = default;
+};
+
+struct ReplicaEvent {
+  enum class Kind { start, spawned, spawn_failed, ready, unhealthy, protocol_error, timer, drain,
+                    stop, exited };
+  Kind kind;
+  ExitStatus status{};  // for `exited`
+};
+
+struct ReplicaAction {
+  enum class Kind { spawn, signal, kill, send_drain, arm_timer, cancel_timer, start_health,
+                    record_exit, start_failed, retire };
+  Kind kind;
+  int signal = 0;          // for `signal`
+  Duration delay{0};       // for `arm_timer`
+  ExitReason reason{};     // for `record_exit`
+  ExitStatus status{};     // for `record_exit`
+  bool operator==(const ReplicaAction&) const = default;
+};
+
+std::string to_string(const ReplicaAction& action);
+
+// What the machine needs from the service spec.
+struct ReplicaPolicy {
+  RestartSpec restart;
+  StopSpec stop;
+  Duration start_period{30000};
+  static ReplicaPolicy from(const ServiceSpec& service);
+};
+
+class ReplicaMachine {
+ public:
+  explicit ReplicaMachine(ReplicaPolicy policy)
+      : policy_(policy), backoff_(policy.restart.backoff, policy.restart.crash_loop) {}
+
+  // `random01` (uniform in [0, 1)) feeds backoff jitter.
+  std::vector<ReplicaAction> handle(const ReplicaEvent& event, TimePoint now, double random01);
+
+  // While set, a replica that exits before it was ever ready fails the start instead of
+  // restarting (`up` fails fast). The supervisor clears it once the deployment is up.
+  void set_fail_fast(bool fail_fast) { fail_fast_ = fail_fast; }
+
+  ReplicaState state() const { return state_; }
+  bool running() const;   // a process exists (or is being spawned)
+  bool retiring() const { return state_ == ReplicaState::draining || state_ == ReplicaState::stopping; }
+  int restarts() const { return restarts_; }
+  TimePoint started_at() const { return started_at_; }
+  bool ever_ready() const { return ever_ready_; }
+
+ private:
+  using Actions = std::vector<ReplicaAction>;
+  Actions begin_stop(ReplicaState next, ExitReason reason);
+  Actions on_exit(ExitStatus status, TimePoint now, double random01);
+  Actions spawn(TimePoint now);
+
+  ReplicaPolicy policy_;
+  RestartBackoff backoff_;
+  ReplicaState state_ = ReplicaState::stopped;
+  std::optional<ExitReason> pending_reason_;  // why the supervisor is stopping it
+  TimePoint started_at_{};
+  bool ever_ready_ = false;  // in this slot's current run of starts since `start`
+  bool fail_fast_ = false;
+  int restarts_ = 0;
+};
+
+}  // namespace deployctl
