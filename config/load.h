@@ -1,0 +1,67 @@
+// Loading deploy.toml into a validated Spec, and the small value parsers the spec uses.
+// Every function here is pure (apart from reading the file in load_spec_file, the working
+// directory for relative paths, and the CPU count for replicas = "auto") and never throws.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "spec.h"
+
+namespace deployctl {
+
+// One problem in a spec file. Positions are 1-based; 0 when unknown.
+struct SpecError {
+  std::string file;
+  int line = 0;
+  int column = 0;
+  std::string key;      // dotted path, e.g. "services.web.restart.backoff.initial"; "" for syntax
+  std::string message;  // what is wrong and what would be right
+
+  // "FILE:LINE:COL: KEY: MESSAGE"; "KEY: " is omitted when key is empty, ":LINE:COL" when
+  // the position is unknown.
+  std::string to_string() const;
+};
+
+// Exactly one of spec / errors is non-empty. errors are sorted by (line, column).
+struct LoadResult {
+  std::optional<Spec> spec;
+  std::vector<SpecError> errors;
+};
+
+// Reads and validates the file. An unreadable file is reported as an error; Spec::path is the
+// absolute path of the file.
+LoadResult load_spec_file(const std::string& path);
+
+// Validates toml_text as if it were the file at file_path: file_path names the file in errors,
+// gives the default spec name (its stem) and is the base for relative paths in the spec.
+LoadResult parse_spec(std::string_view toml_text, const std::string& file_path);
+
+// "100ms", "1s", "1.5s", "2m", "1h", "1m30s" (units largest first, each at most once).
+// Must be a whole number of milliseconds, at most one year. On failure *error says why.
+std::optional<Duration> parse_duration(std::string_view text, std::string* error);
+
+// "512MiB", "1G", "64K", "1.5G", "1024": K/M/G/T and KiB/MiB/GiB/TiB are 1024-based (as in
+// systemd), a trailing "B" is optional, case does not matter. Fractions are truncated to bytes.
+std::optional<std::uint64_t> parse_size(std::string_view text, std::string* error);
+
+// Shell-like word splitting, never run by a shell: blanks separate words; '...' is literal;
+// "..." honours \" \\ \$ \` and \newline; a backslash outside quotes escapes the next character.
+// Nothing is expanded ($, ~, * stay as written). Errors: unterminated quote, trailing
+// backslash, no words at all, or an unquoted shell operator word such as "&&" or "|".
+std::vector<std::string> split_command(std::string_view text, std::string* error);
+
+// Replaces {replica} and, when port is set, {port} (this replica's own port, already offset);
+// "{{" and "}}" become literal braces. Any other {x} is left as written (the loader rejects it).
+std::string expand_placeholders(std::string_view text, int replica, std::optional<int> port);
+
+// "SIGTERM", "TERM", "sigterm" or "15". Numbers are accepted from 1 to NSIG - 1.
+std::optional<int> parse_signal(std::string_view text);
+
+// 15 -> "SIGTERM"; a number without a standard name is returned as digits ("40").
+std::string signal_name(int signal);
+
+}  // namespace deployctl

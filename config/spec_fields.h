@@ -1,0 +1,61 @@
+// Internal to config/: fields shared by services and pre_start steps (command, env, paths),
+// and the per-section readers that fill a ServiceSpec.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "spec.h"
+#include "toml_reader.h"
+
+namespace deployctl::detail {
+
+// Which placeholders a value may use, and why {port} or {replica} may not.
+struct PlaceholderRules {
+  bool replica = true;
+  bool port = true;
+  std::string_view no_replica_reason;  // shown when {replica} is used but not allowed
+  std::string_view no_port_reason;     // shown when {port} is used but not allowed
+};
+
+// argv from an array of strings or a string split by split_command.
+std::optional<std::vector<std::string>> read_command(TableReader& reader, std::string_view key,
+                                                     const PlaceholderRules& rules);
+
+// NAME = value pairs in file order; numbers and booleans become their text.
+std::optional<EnvList> read_env(TableReader& reader, std::string_view key,
+                                const PlaceholderRules& rules);
+
+// A non-empty path; relative paths are resolved against base (absolute, normalised).
+std::optional<std::string> read_path(TableReader& reader, std::string_view key,
+                                     const std::filesystem::path& base);
+
+// base / path, normalised, without a trailing separator.
+std::string resolve_path(const std::filesystem::path& base, const std::string& path);
+
+// What the health section needs to know about the rest of its service.
+struct ServiceFacts {
+  bool has_port = false;
+  bool has_listen = false;
+};
+
+// Listen addresses already taken, by service name, to catch one address bound twice.
+using ListenClaims = std::vector<std::pair<ListenAddress, std::string>>;
+
+// Reads the [services.NAME] table; every problem goes to diag.
+ServiceSpec read_service(const toml::table& table, const std::string& name,
+                         const std::filesystem::path& spec_dir, ListenClaims* claims,
+                         Diagnostics& diag);
+
+void read_restart(TableReader& service, RestartSpec* restart);
+void read_health(TableReader& service, const ServiceFacts& facts, const PlaceholderRules& rules,
+                 HealthSpec* health);
+void read_memory(TableReader& service, MemorySpec* memory);
+void read_stop(TableReader& service, StopSpec* stop);
+void read_rollout(TableReader& service, RolloutSpec* rollout);
+
+}  // namespace deployctl::detail
