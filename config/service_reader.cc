@@ -14,7 +14,8 @@ void read_replicas(TableReader& reader, ServiceSpec* service) {
   const toml::node* node = reader.find("replicas");
   if (!node) return;
   if (const auto* text = node->as_string(); text && text->get() == "auto") {
-    service->replicas = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const unsigned cpus = std::thread::hardware_concurrency();
+    service->replicas = static_cast<int>(std::clamp(cpus, 1u, unsigned{kMaxReplicas}));
     service->replicas_auto = true;
   } else if (node->is_integer()) {
     if (auto count = reader.integer("replicas", 0, kMaxReplicas)) {
