@@ -77,7 +77,7 @@ def test_bad_spec_exits_2_naming_file_line_and_column(deployment, case, command)
     assert columns is None or int(where[2]) in columns, run.describe()
     for needle in needles:
         assert needle in run.stderr, run.describe()
-    assert dep.deployctl("status", str(dep.spec_path)).returncode == 3, "a bad spec started"
+    assert dep.deployctl("status", "--name", "itest").returncode == 3, "a bad spec started"
 
 
 def test_good_spec_validates(deployment):

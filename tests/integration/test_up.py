@@ -79,9 +79,11 @@ def test_status_table_has_one_row_per_replica_under_the_documented_columns(deplo
     run = dep.deployctl("status", str(dep.spec_path))
     assert run.returncode == 0, run.describe()
     lines = run.stdout.splitlines()
-    assert re.fullmatch(r"REPLICA\s+PID\s+STATE\s+HEALTH\s+UPTIME\s+RESTARTS\s+LAST EXIT\s+RSS\s*",
-                        lines[0]), run.stdout
-    rows = {line.split()[0]: line.split() for line in lines[1:] if line.strip()}
+    header = r"REPLICA\s+PID\s+STATE\s+HEALTH\s+UPTIME\s+RESTARTS\s+LAST EXIT\s+RSS\s*"
+    below = next((i for i, line in enumerate(lines) if re.fullmatch(header, line)), None)
+    assert below is not None, f"no header line with the documented columns:\n{run.stdout}"
+    rows = {line.split()[0]: line.split() for line in lines[below + 1:]
+            if re.match(r"\S+\.\d+\s", line)}  # summary lines may surround the table
     assert sorted(rows) == sorted(pids), run.stdout
     for replica_id, pid in pids.items():
         assert rows[replica_id][1:3] == [str(pid), "ready"], run.stdout

@@ -37,7 +37,8 @@ FIRST_LISTEN_FD = 3
 
 
 def replica_id():
-    return os.environ.get("DEPLOYCTL_REPLICA", "?")
+    """SERVICE.INDEX, e.g. web.2, from DEPLOYCTL_SERVICE and DEPLOYCTL_REPLICA (the index)."""
+    return f"{os.environ.get('DEPLOYCTL_SERVICE', '?')}.{os.environ.get('DEPLOYCTL_REPLICA', '?')}"
 
 
 def boottime_now():
