@@ -1,0 +1,127 @@
+#include "server_options.h"
+
+#include <arpa/inet.h>
+
+#include <charconv>
+
+namespace deployctl::server {
+namespace {
+
+bool is_numeric_address(const std::string& host, int family) {
+  unsigned char storage[sizeof(in6_addr)];
+  return inet_pton(family, host.c_str(), storage) == 1;  // pure: parses text only
+}
+
+std::optional<std::uint16_t> parse_port(std::string_view text) {
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value > 65535) {
+    return std::nullopt;
+  }
+  return static_cast<std::uint16_t>(value);
+}
+
+// Splits "--name=value" into name and value; a bare "--name" has no value.
+struct Flag {
+  std::string_view name;
+  std::optional<std::string_view> value;
+};
+
+Flag split_flag(std::string_view arg) {
+  std::size_t eq = arg.find('=');
+  if (!arg.starts_with("--") || eq == std::string_view::npos) return {arg, std::nullopt};
+  return {arg.substr(0, eq), arg.substr(eq + 1)};
+}
+
+}  // namespace
+
+std::optional<ListenAddress> parse_listen_address(std::string_view text, std::string* error) {
+  std::size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos) {
+    *error = "--listen " + std::string(text) + ": expected HOST:PORT, e.g. 127.0.0.1:8000";
+    return std::nullopt;
+  }
+  std::string_view host = text.substr(0, colon);
+  auto port = parse_port(text.substr(colon + 1));
+  if (!port) {
+    *error = "--listen " + std::string(text) + ": the port must be a number from 0 to 65535";
+    return std::nullopt;
+  }
+  ListenAddress address{std::string(host), *port};
+  if (host == "localhost") {
+    address.host = "127.0.0.1";
+  } else if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    address.host = std::string(host.substr(1, host.size() - 2));
+    if (!is_numeric_address(address.host, AF_INET6)) {
+      *error = "--listen " + std::string(text) + ": not a numeric IPv6 address in brackets";
+      return std::nullopt;
+    }
+  } else if (!is_numeric_address(address.host, AF_INET)) {
+    *error = "--listen " + std::string(text) +
+             ": HOST must be a numeric IPv4 address, [IPv6] or localhost";
+    return std::nullopt;
+  }
+  return address;
+}
+
+OptionsResult parse_options(std::span<const std::string_view> args) {
+  OptionsResult result;
+  Options& options = result.options;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    Flag flag = split_flag(args[i]);
+    auto take_value = [&]() -> std::optional<std::string_view> {
+      if (flag.value) return flag.value;
+      if (i + 1 < args.size()) return args[++i];
+      result.error = std::string(flag.name) + " needs a value";
+      return std::nullopt;
+    };
+    bool takes_value = flag.name == "--listen" || flag.name == "--root";
+    if (!takes_value && flag.value) {
+      result.error = std::string(flag.name) + " takes no value";
+    } else if (flag.name == "--help" || flag.name == "-h") {
+      options.help = true;
+    } else if (flag.name == "--version") {
+      options.version = true;
+    } else if (flag.name == "--debug-endpoints") {
+      options.debug_endpoints = true;
+    } else if (flag.name == "--listen") {
+      if (auto text = take_value()) {
+        if (auto address = parse_listen_address(*text, &result.error)) {
+          options.listen.push_back(*address);
+        }
+      }
+    } else if (flag.name == "--root") {
+      if (auto text = take_value()) {
+        if (text->empty()) result.error = "--root needs a directory";
+        options.root = std::string(*text);
+      }
+    } else {
+      result.error = "unknown argument '" + std::string(args[i]) + "'";
+    }
+    if (!result.error.empty()) return result;
+  }
+  if (options.listen.empty()) {
+    options.listen.push_back(*parse_listen_address(kDefaultListen, &result.error));
+  }
+  return result;
+}
+
+std::string usage_text() {
+  return "usage: deploy-server [--listen HOST:PORT]... [--root DIR] [--debug-endpoints]\n"
+         "\n"
+         "A small, fast HTTP/1.1 server; the reference worker of deployctl.\n"
+         "\n"
+         "  --listen HOST:PORT  address to listen on (repeatable; default 127.0.0.1:8000);\n"
+         "                      HOST is numeric IPv4, [IPv6] or localhost. Ignored when\n"
+         "                      sockets are inherited via LISTEN_FDS/LISTEN_PID.\n"
+         "  --root DIR          serve static files from DIR (GET / serves DIR/index.html)\n"
+         "  --debug-endpoints   enable GET /sleep/<ms> (at most 10000), for tests\n"
+         "  --help, --version\n"
+         "\n"
+         "Routes: GET /healthz, GET /whoami, GET /, static files. HEAD works everywhere.\n"
+         "Environment: DEPLOYCTL_CONTROL_FD (worker control protocol), NOTIFY_SOCKET,\n"
+         "LISTEN_FDS/LISTEN_PID, DEPLOYCTL_SERVICE, DEPLOYCTL_REPLICA.\n"
+         "SIGTERM/SIGINT drain gracefully; a second one exits at once.\n";
+}
+
+}  // namespace deployctl::server

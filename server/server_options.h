@@ -1,0 +1,41 @@
+// deploy-server's command line. Pure: parsing never touches the system.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace deployctl::server {
+
+struct ListenAddress {
+  std::string host;  // a numeric IPv4 or IPv6 address (no brackets)
+  std::uint16_t port = 0;
+};
+
+inline constexpr std::string_view kDefaultListen = "127.0.0.1:8000";
+
+struct Options {
+  std::vector<ListenAddress> listen;  // never empty after a successful parse
+  std::optional<std::string> root;    // --root: document root for static files
+  bool debug_endpoints = false;       // --debug-endpoints: GET /sleep/<ms>
+  bool help = false;
+  bool version = false;
+};
+
+struct OptionsResult {
+  Options options;
+  std::string error;  // non-empty: a usage error, already phrased for stderr
+};
+
+// `args` excludes the program name.
+OptionsResult parse_options(std::span<const std::string_view> args);
+
+// "HOST:PORT" with HOST a numeric IPv4 address, "[IPv6]" or "localhost" (= 127.0.0.1).
+std::optional<ListenAddress> parse_listen_address(std::string_view text, std::string* error);
+
+std::string usage_text();
+
+}  // namespace deployctl::server
