@@ -18,3 +18,12 @@ def deployment():
     problems = [problem for dep in made for problem in dep.close()]
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def measure(capsys):
+    """`measure(text)` shows a measured number on the terminal, even for a passing test."""
+    def show(text: str) -> None:
+        with capsys.disabled():
+            print(f"\n[measure] {text}")
+    return show

@@ -72,7 +72,7 @@ TIMER_SLACK_EARLY = 0.02  # clock tick granularity of the fork time
 TIMER_SLACK_LATE = 0.5  # a busy 2-core machine
 
 
-def test_killed_replica_is_replaced_while_the_port_never_refuses(deployment, capsys):
+def test_killed_replica_is_replaced_while_the_port_never_refuses(deployment, measure):
     dep = deployment(ONE_SERVER)
     assert dep.up().returncode == 0
     old = dep.replica_pids()["web.0"]
@@ -86,8 +86,7 @@ def test_killed_replica_is_replaced_while_the_port_never_refuses(deployment, cap
                               what="web.0 replaced by a new ready process")
         kill_to_ready = time.monotonic() - killed_at
         client.wait_for_successes(client.successes + 20, 10)
-    with capsys.disabled():
-        print(f"\n[measure] kill -9 -> new replica ready: {kill_to_ready * 1000:.0f} ms")
+    measure(f"kill -9 -> new replica ready: {kill_to_ready * 1000:.0f} ms")
 
     failures = client.failure_counts()
     assert failures["refused"] == 0, client.summary()
@@ -105,7 +104,7 @@ def test_killed_replica_is_replaced_while_the_port_never_refuses(deployment, cap
                f"the log line 'web.0 (pid {old}) exited: signal 9 (SIGKILL)'")
 
 
-def test_frozen_replica_is_replaced_after_failing_its_health_checks(deployment):
+def test_frozen_replica_is_replaced_after_failing_its_health_checks(deployment, measure):
     dep = deployment(FREEZABLE)
     assert dep.up().returncode == 0
     old = dep.replica_pids()["web.0"]
@@ -124,10 +123,13 @@ def test_frozen_replica_is_replaced_after_failing_its_health_checks(deployment):
         noticed_after = time.monotonic() - stopped_at
         status = dep.wait_for(lambda s: replaced(s, "web.0", old), timeout=8,
                               what="web.0 replaced by a new ready process")
+        replaced_after = time.monotonic() - stopped_at
     finally:
         if process_state(old) in ("T", "t"):
             os.kill(old, signal.SIGCONT)
 
+    measure(f"SIGSTOP -> found unhealthy: {noticed_after * 1000:.0f} ms, "
+            f"-> replacement ready: {replaced_after * 1000:.0f} ms")
     # 3 missed pings, 200ms apart, each given 100ms: about 0.6s.
     assert 0.4 <= noticed_after <= 4.0, f"unhealthy after {noticed_after:.2f}s"
     replica = replica_by_id(status, "web.0")
@@ -180,7 +182,7 @@ def read_runs(events_path) -> list[dict]:
     return sorted(runs.values(), key=lambda run: run["start"])
 
 
-def test_crashing_replica_restarts_with_growing_delays_then_enters_crash_loop(deployment, capsys):
+def test_crashing_replica_restarts_with_growing_delays_then_enters_crash_loop(deployment, measure):
     dep = deployment(CRASHES_AFTER_READY)
     assert dep.up().returncode == 0
     events = dep.dir / "events"
@@ -197,8 +199,7 @@ def test_crashing_replica_restarts_with_growing_delays_then_enters_crash_loop(de
     gaps = [later["start"] - earlier["exit"] for earlier, later in zip(runs, runs[1:])]
     description = f"exit->restart gaps {[round(g, 3) for g in gaps]}, expected " \
                   f"{EXPECTED_RESTART_DELAYS} (+ up to {TIMER_SLACK_LATE}s)"
-    with capsys.disabled():
-        print(f"\n[measure] {description}")
+    measure(description)
     for gap, expected in zip(gaps, EXPECTED_RESTART_DELAYS):
         assert expected - TIMER_SLACK_EARLY <= gap <= expected + TIMER_SLACK_LATE, description
     assert gaps[0] < EXPECTED_RESTART_DELAYS[1] - 0.05, f"first restart waited: {description}"
