@@ -220,14 +220,11 @@ class ProcessTracker:
 
 # --- HTTP ---------------------------------------------------------------------------------
 
-FAILURE_KINDS = ("refused", "reset", "timeout", "status", "other")
-
-
 @dataclasses.dataclass
 class HttpResult:
     status: int | None
     body: str
-    failure: str | None  # one of FAILURE_KINDS, None on a 2xx answer
+    failure: str | None  # refused, reset (or EOF), timeout, status (not 2xx), other; None: 2xx
     detail: str = ""
 
 
@@ -402,9 +399,9 @@ def exit_lines(log: str) -> list[tuple[str, int, str]]:
 
 class Deployment:
     """One deployment in its own temp dir and runtime dir. The spec text may use these
-    placeholders: @NAME@, @PORT@ and @PORT2@ (free ports), @DIR@ (the temp dir), @PYTHON@,
-    @WORKER@ (tests/workers/worker.py), @SERVER@ (deploy-server) and @SERVER_COMMAND@ (a TOML
-    array: deploy-server with its debug endpoints)."""
+    placeholders: @NAME@, @PORT@ (a free port), @DIR@ (the temp dir), @PYTHON@, @WORKER@
+    (tests/workers/worker.py) and @SERVER_COMMAND@ (a TOML array: deploy-server with its debug
+    endpoints)."""
 
     def __init__(self, spec: str, name: str = "itest"):
         self.name = name
@@ -414,7 +411,7 @@ class Deployment:
         self.state_dir = self.runtime_dir / name
         self.socket_path = self.state_dir / STATE_SOCKET
         self.spec_path = self.dir / "deploy.toml"
-        self.port, self.port2 = free_port(), free_port()
+        self.port = free_port()
         self.tag = uuid.uuid4().hex
         self.env = {**os.environ, "DEPLOYCTL_RUNTIME_DIR": str(self.runtime_dir),
                     TAG_VARIABLE: self.tag}
@@ -427,11 +424,10 @@ class Deployment:
 
     # spec
     def expand(self, text: str) -> str:
-        values = {"@NAME@": self.name, "@PORT@": str(self.port), "@PORT2@": str(self.port2),
-                  "@DIR@": str(self.dir), "@PYTHON@": PYTHON, "@WORKER@": str(worker_path())}
-        if "@SERVER" in text:
+        values = {"@NAME@": self.name, "@PORT@": str(self.port), "@DIR@": str(self.dir),
+                  "@PYTHON@": PYTHON, "@WORKER@": str(worker_path())}
+        if "@SERVER_COMMAND@" in text:
             values["@SERVER_COMMAND@"] = toml_array(server_command())
-            values["@SERVER@"] = server_bin()
         for placeholder, value in values.items():
             text = text.replace(placeholder, value)
         leftover = re.search(r"@[A-Z0-9_]+@", text)
@@ -522,8 +518,7 @@ class Deployment:
         def check():
             if self.foreground is not None and self.foreground.poll() is not None:
                 raise AssertionError(f"the foreground supervisor exited with "
-                                     f"{self.foreground.returncode} while waiting for {what}\n"
-                                     f"{self.diagnostics()}")
+                                     f"{self.foreground.returncode} while waiting for {what}")
             _, status = self.try_status()
             return status if status is not None and predicate(status) else None
         try:

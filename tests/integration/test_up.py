@@ -174,3 +174,18 @@ def test_sigterm_to_the_supervisor_leaves_no_process_behind(deployment):
     assert_gone(processes)
     assert dep.leftovers() == {}
     assert dep.deployctl("status", str(dep.spec_path)).returncode == 3
+
+
+def test_a_killed_supervisor_reads_as_not_running_and_up_works_again(deployment):
+    dep = deployment(TWO_WORKERS)
+    assert dep.up().returncode == 0
+    supervisor, replicas = dep.supervisor_pid, list(dep.replica_pids().values())
+
+    os.kill(supervisor, signal.SIGKILL)  # leaves its socket, lock and pid files behind
+    assert_gone([supervisor], 5)
+    assert_gone(replicas, 5)  # workers drain when the control socket reaches EOF
+    assert dep.deployctl("status", str(dep.spec_path)).returncode == 3
+
+    run = dep.up()
+    assert run.returncode == 0, run.describe()
+    assert all_ready(dep.status(), 2)

@@ -135,7 +135,11 @@ class Control:
         self.sock = sock
 
     def send(self, payload):
-        self.sock.send(payload)
+        """Best effort: a supervisor that has gone away is not this worker's failure."""
+        try:
+            self.sock.send(payload)
+        except OSError as error:
+            say(f"control socket send failed: {error}", sys.stderr)
 
     def ready(self):
         self.send(b"READY=1\n")
@@ -153,8 +157,7 @@ class Control:
             if not datagram:
                 if obey:
                     finish(0)
-                self.sock.settimeout(None)
-                return sleep_forever()
+                sleep_forever()
             self.handle(datagram, obey)
 
     def handle(self, datagram, obey):
