@@ -420,7 +420,11 @@ class Deployment:
         self.foreground: subprocess.Popen | None = None
         self.last_status: dict | None = None
         self.ran_deployctl = False
-        self.write_spec(spec)
+        try:
+            self.write_spec(spec)
+        except BaseException:  # e.g. pytest.fail for a missing binary: nothing else to close
+            shutil.rmtree(self.dir)
+            raise
 
     # spec
     def expand(self, text: str) -> str:
@@ -459,11 +463,12 @@ class Deployment:
         """`deployctl up SPEC` in its own session (so Ctrl+C can be sent to its group), output
         in foreground.stdout / foreground.stderr."""
         assert self.foreground is None
+        binary = deployctl_bin()
         self.ran_deployctl = True
         with open(self.dir / "foreground.stdout", "wb") as out, \
                 open(self.dir / "foreground.stderr", "wb") as err:
             self.foreground = subprocess.Popen(
-                [deployctl_bin(), "up", str(self.spec_path)], stdin=subprocess.DEVNULL,
+                [binary, "up", str(self.spec_path)], stdin=subprocess.DEVNULL,
                 stdout=out, stderr=err, env=self.env, cwd=self.dir, start_new_session=True)
         self.supervisor_pid = self.foreground.pid
         self.tracker.track(self.foreground.pid, "foreground supervisor")
