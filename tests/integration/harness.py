@@ -395,6 +395,18 @@ def exit_lines(log: str) -> list[tuple[str, int, str]]:
     return [(m["id"], int(m["pid"]), m["how"]) for m in EXIT_LINE.finditer(log)]
 
 
+def worker_runs(events_path: Path) -> list[dict]:
+    """The runs a worker recorded with --events, in start order: {"pid", "start", "ready",
+    "exit"} in CLOCK_BOOTTIME seconds; "ready" and "exit" are None until they happen."""
+    runs: dict[int, dict] = {}
+    for line in events_path.read_text().splitlines():
+        what, pid, seconds = line.split()
+        run = runs.setdefault(int(pid), {"pid": int(pid), "start": None, "ready": None,
+                                         "exit": None})
+        run[what] = float(seconds)
+    return sorted(runs.values(), key=lambda run: run["start"])
+
+
 # --- a private deployment -----------------------------------------------------------------
 
 class Deployment:

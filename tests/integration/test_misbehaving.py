@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from harness import ClientLoop, all_ready, assert_gone, is_alive, replaced, replica_by_id
+from harness import (ClientLoop, all_ready, assert_gone, is_alive, replaced, replica_by_id,
+                     worker_runs)
 
 PROTOCOL_BREAKER = """
 name = "@NAME@"
@@ -52,15 +53,11 @@ FLOOD_WINDOW = 3.0  # seconds
 FLOOD_LINE = re.compile(r"^flood\.0 \| flood (\d+)$", re.M)
 
 
-def first_pid(events_path) -> int:
-    return int(events_path.read_text().split("\n", 1)[0].split()[1])
-
-
 @pytest.mark.parametrize("mode", ["garbage", "oversized"])
 def test_protocol_violation_gets_the_replica_replaced(deployment, mode):
     dep = deployment(PROTOCOL_BREAKER.replace("MODE", mode))
     assert dep.up().returncode == 0
-    culprit = first_pid(dep.dir / "events")  # the run that misbehaves, however fast it goes
+    culprit = worker_runs(dep.dir / "events")[0]["pid"]  # the run that misbehaves
 
     status = dep.wait_for(lambda s: replaced(s, "web.0", culprit), timeout=10,
                           what="web.0 replaced after breaking the protocol")

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from harness import (ClientLoop, exit_lines, proc_info, process_state, replaced, replica_by_id,
-                     wait_until)
+                     wait_until, worker_runs)
 
 ONE_SERVER = """
 name = "@NAME@"
@@ -172,16 +172,6 @@ def test_command_that_cannot_be_executed_fails_up_with_the_reason(deployment, ki
     assert dep.deployctl("status", str(dep.spec_path)).returncode == 3
 
 
-def read_runs(events_path) -> list[dict]:
-    """The worker's runs in start order: {"pid", "start", "exit"} (exit None while running)."""
-    runs: dict[int, dict] = {}
-    for line in events_path.read_text().splitlines():
-        what, pid, seconds = line.split()
-        run = runs.setdefault(int(pid), {"pid": int(pid), "start": None, "exit": None})
-        run[what] = float(seconds)
-    return sorted(runs.values(), key=lambda run: run["start"])
-
-
 def test_crashing_replica_restarts_with_growing_delays_then_enters_crash_loop(deployment, measure):
     dep = deployment(CRASHES_AFTER_READY)
     assert dep.up().returncode == 0
@@ -190,12 +180,15 @@ def test_crashing_replica_restarts_with_growing_delays_then_enters_crash_loop(de
 
     def crash_loop_after_enough_restarts(status):
         states_seen.add(replica_by_id(status, "web.0")["state"])
-        return "crash-loop" in states_seen and len(read_runs(events)) >= 5
+        return "crash-loop" in states_seen and len(worker_runs(events)) >= 5
 
-    status = dep.wait_for(crash_loop_after_enough_restarts, timeout=20,
-                          what=f"crash-loop and 5 runs (states seen so far: {states_seen})")
+    try:
+        status = dep.wait_for(crash_loop_after_enough_restarts, timeout=20,
+                              what="state crash-loop and 5 runs of web.0")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nstates seen: {states_seen}") from None
 
-    runs = read_runs(events)
+    runs = worker_runs(events)
     gaps = [later["start"] - earlier["exit"] for earlier, later in zip(runs, runs[1:])]
     description = f"exit->restart gaps {[round(g, 3) for g in gaps]}, expected " \
                   f"{EXPECTED_RESTART_DELAYS} (+ up to {TIMER_SLACK_LATE}s)"
