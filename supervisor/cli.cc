@@ -1,0 +1,438 @@
+#include "cli.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <thread>
+
+#include "commands.h"
+#include "load.h"
+#include "management.h"
+#include "paths.h"
+#include "supervisor.h"
+
+#ifndef DEPLOYCTL_VERSION
+#define DEPLOYCTL_VERSION "0.0.0"
+#endif
+
+namespace deployctl {
+namespace {
+
+struct Options {
+  std::string command;
+  std::string file = "deploy.toml";
+  std::string name;
+  std::string runtime_dir;
+  bool detach = false;
+  bool json = false;
+  std::vector<std::pair<std::string, int>> counts;
+};
+
+void print_help() {
+  std::printf("deployctl %s: run and supervise the replicas of a deployment\n\nusage:\n",
+              DEPLOYCTL_VERSION);
+  for (const auto& command : commands()) {
+    std::printf("  deployctl %-58s %s\n", std::string(command.usage).c_str(),
+                std::string(command.summary).c_str());
+  }
+  std::printf(
+      "\noptions for every command:\n"
+      "  --runtime-dir DIR   state directories live in DIR/NAME (also DEPLOYCTL_RUNTIME_DIR)\n"
+      "  -h, --help          this help;   --version   the version\n\n"
+      "exit codes: 0 ok, 1 failed, 2 usage or invalid spec, 3 not running, 4 already running,\n"
+      "5 permission denied. See docs/cli.md.\n");
+}
+
+int usage_error(const std::string& message) {
+  std::fprintf(stderr, "deployctl: %s\nrun 'deployctl help' for usage\n", message.c_str());
+  return kExitUsage;
+}
+
+// Returns an exit code if parsing ends the program (help, errors), else nullopt.
+std::optional<int> parse_args(int argc, char** argv, Options* options) {
+  bool file_given = false;
+  auto value_of = [&](int& i, std::string_view flag) -> std::optional<std::string> {
+    std::string_view arg = argv[i];
+    if (arg.size() > flag.size() && arg[flag.size()] == '=') return std::string(arg.substr(flag.size() + 1));
+    if (i + 1 >= argc) return std::nullopt;
+    return std::string(argv[++i]);
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    auto flag_is = [&](std::string_view flag) {
+      return arg == flag || (arg.size() > flag.size() && arg.substr(0, flag.size()) == flag &&
+                             arg[flag.size()] == '=');
+    };
+    if (arg == "-h" || arg == "--help") {
+      print_help();
+      return kExitOk;
+    } else if (arg == "--version") {
+      std::printf("deployctl %s\n", DEPLOYCTL_VERSION);
+      return kExitOk;
+    } else if (arg == "-d" || arg == "--detach") {
+      options->detach = true;
+    } else if (arg == "--json") {
+      options->json = true;
+    } else if (flag_is("--runtime-dir") || flag_is("--name") || flag_is("--file") || arg == "-f") {
+      std::string_view flag = arg == "-f" ? "-f" : arg.substr(0, arg.find('='));
+      auto value = value_of(i, flag);
+      if (!value || value->empty()) return usage_error(std::string(flag) + " needs a value");
+      if (flag == "--runtime-dir") options->runtime_dir = *value;
+      if (flag == "--name") options->name = *value;
+      if (flag == "--file" || flag == "-f") {
+        options->file = *value;
+        file_given = true;
+      }
+    } else if (arg.size() > 1 && arg[0] == '-') {
+      return usage_error("unknown option '" + std::string(arg) + "'");
+    } else if (options->command.empty()) {
+      options->command = arg;
+    } else if (options->command == "scale" && arg.find('=') != std::string_view::npos) {
+      auto eq = arg.find('=');
+      int count = -1;
+      auto number = arg.substr(eq + 1);
+      auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), count);
+      if (eq == 0 || ec != std::errc() || end != number.data() + number.size() || count < 0) {
+        return usage_error("expected SERVICE=N with N >= 0, got '" + std::string(arg) + "'");
+      }
+      options->counts.emplace_back(std::string(arg.substr(0, eq)), count);
+    } else if (!file_given) {
+      options->file = arg;
+      file_given = true;
+    } else {
+      return usage_error("unexpected argument '" + std::string(arg) + "'");
+    }
+  }
+  if (options->command.empty() || options->command == "help") {
+    print_help();
+    return options->command.empty() ? kExitUsage : kExitOk;
+  }
+  if (!find_command(options->command)) {
+    return usage_error("unknown command '" + options->command + "'");
+  }
+  if (options->command == "scale" && options->counts.empty()) {
+    return usage_error("scale needs at least one SERVICE=N");
+  }
+  return std::nullopt;
+}
+
+std::optional<Spec> load_or_report(const std::string& file) {
+  LoadResult loaded = load_spec_file(file);
+  for (const auto& error : loaded.errors) std::fprintf(stderr, "%s\n", error.to_string().c_str());
+  return loaded.spec;
+}
+
+// Spec features that parse but that this version does not run yet: refusing them is honest.
+std::optional<std::string> unsupported_feature(const Spec& spec) {
+  if (!spec.pre_start.empty()) return "pre_start steps";
+  for (const auto& service : spec.services) {
+    const std::string where = "services." + service.name;
+    if (service.health.kind != HealthKind::control && service.health.kind != HealthKind::none) {
+      return where + ".health.kind (only \"control\" and \"none\")";
+    }
+    if (!service.user.empty() || !service.group.empty()) return where + ".user/group";
+    if (!service.env_file.empty()) return where + ".env_file";
+    if (service.memory.max || service.memory.restart_above) return where + ".memory";
+  }
+  return std::nullopt;
+}
+
+void setup_logging() {
+  auto logger = spdlog::stderr_color_mt("deployctl");
+  logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+}
+
+std::string read_pid_file(const std::string& path) {
+  std::ifstream file(path);
+  std::string pid;
+  file >> pid;
+  return pid.empty() ? "?" : pid;
+}
+
+// Detaches into the background. In the parent: waits for the supervisor's first word and
+// returns the exit code to end with. In the child: returns nullopt and sets *notify_fd.
+std::optional<int> detach(const StatePaths& paths, int* notify_fd) {
+  int notify[2];
+  if (pipe2(notify, O_CLOEXEC) != 0) {
+    std::perror("deployctl: pipe");
+    return kExitFailed;
+  }
+  pid_t child = fork();
+  if (child < 0) {
+    std::perror("deployctl: fork");
+    return kExitFailed;
+  }
+  if (child > 0) {
+    close(notify[1]);
+    std::string message;
+    char buffer[4096];
+    ssize_t n;
+    while ((n = read(notify[0], buffer, sizeof buffer)) != 0) {
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) break;
+      message.append(buffer, static_cast<std::size_t>(n));
+    }
+    close(notify[0]);
+    if (message.empty()) {
+      std::fprintf(stderr, "deployctl: the supervisor exited while starting; see %s\n",
+                   paths.log.c_str());
+      return kExitFailed;
+    }
+    bool ok = message[0] == '0';
+    std::fprintf(ok ? stdout : stderr, "%s\n", message.c_str() + 1);
+    return ok ? kExitOk : kExitFailed;
+  }
+  close(notify[0]);
+  setsid();
+  int log = open(paths.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (log >= 0) {
+    dup2(log, STDOUT_FILENO);
+    dup2(log, STDERR_FILENO);
+    close(log);
+  }
+  if (null >= 0) {
+    dup2(null, STDIN_FILENO);
+    close(null);
+  }
+  *notify_fd = notify[1];
+  return std::nullopt;
+}
+
+int run_up(const Options& options) {
+  auto spec = load_or_report(options.file);
+  if (!spec) return kExitUsage;
+  if (auto feature = unsupported_feature(*spec)) {
+    std::fprintf(stderr, "%s: %s: not supported by this version of deployctl yet\n",
+                 spec->path.c_str(), feature->c_str());
+    return kExitUsage;
+  }
+  const StatePaths paths = state_paths(runtime_base(options.runtime_dir), spec->name);
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(paths.dir).parent_path(), ec);
+  if (mkdir(paths.dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    std::fprintf(stderr, "deployctl: cannot create %s: %s\n", paths.dir.c_str(), std::strerror(errno));
+    return kExitFailed;
+  }
+  int lock = open(paths.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock < 0) {
+    std::fprintf(stderr, "deployctl: cannot open %s: %s\n", paths.lock.c_str(), std::strerror(errno));
+    return kExitFailed;
+  }
+  if (flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    std::fprintf(stderr, "deployctl: %s is already running (pid %s); see 'deployctl status --name %s'\n",
+                 spec->name.c_str(), read_pid_file(paths.pid).c_str(), spec->name.c_str());
+    return kExitAlreadyRunning;
+  }
+  std::map<std::string, std::vector<ListenSocket>> listen;
+  for (const auto& service : spec->services) {
+    std::string error;
+    listen[service.name] = bind_listen_sockets(service.listen, &error);
+    if (!error.empty()) {
+      std::fprintf(stderr, "deployctl: %s: %s\n", service.name.c_str(), error.c_str());
+      for (auto& [name, sockets] : listen) close_listen_sockets(sockets);
+      return kExitFailed;
+    }
+  }
+  int notify_fd = -1;
+  if (options.detach) {
+    if (auto parent_exit = detach(paths, &notify_fd)) return *parent_exit;
+  }
+  std::ofstream(paths.pid) << getpid() << "\n";
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  signal(SIGPIPE, SIG_IGN);
+  setup_logging();
+
+  auto on_started = [notify_fd](bool ok, const std::string& message) {
+    if (notify_fd < 0) return;
+    std::string word = (ok ? "0" : "1") + message;
+    ssize_t ignored = write(notify_fd, word.data(), word.size());
+    (void)ignored;
+    close(notify_fd);
+  };
+  boost::asio::io_context io;
+  Supervisor supervisor(io, *spec, std::move(listen), paths, on_started);
+  std::string error;
+  if (!supervisor.start(&error)) {
+    spdlog::error("{}", error);
+    on_started(false, error);
+    return kExitFailed;
+  }
+  io.run();
+  unlink(paths.pid.c_str());
+  if (supervisor.stopped_by_request()) unlink(paths.scale.c_str());
+  return supervisor.exit_code();
+}
+
+int run_validate(const Options& options) {
+  auto spec = load_or_report(options.file);
+  if (!spec) return kExitUsage;
+  int replicas = 0;
+  for (const auto& service : spec->services) replicas += service.replicas;
+  std::printf("%s: ok (%zu services, %d replicas)\n", options.file.c_str(), spec->services.size(),
+              replicas);
+  return kExitOk;
+}
+
+std::string human_duration(std::int64_t ms) {
+  std::int64_t s = ms / 1000;
+  if (s < 60) return std::to_string(s) + "s";
+  if (s < 3600) return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
+  if (s < 86400) return std::to_string(s / 3600) + "h" + std::to_string(s % 3600 / 60) + "m";
+  return std::to_string(s / 86400) + "d" + std::to_string(s % 86400 / 3600) + "h";
+}
+
+std::string human_bytes(const json::Value& value) {
+  if (!value.is_number()) return "-";
+  double bytes = value.as_double();
+  const char* units[] = {"B", "K", "M", "G", "T"};
+  int unit = 0;
+  while (bytes >= 1024 && unit < 4) {
+    bytes /= 1024;
+    ++unit;
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, unit == 0 ? "%.0f%s" : "%.1f%s", bytes, units[unit]);
+  return text;
+}
+
+std::string describe_last_exit(const json::Value& exit) {
+  if (!exit.is_object()) return "-";
+  std::string text;
+  if (const auto* code = exit.find("code"); code && code->is_number()) {
+    text = "code " + std::to_string(code->as_int());
+  } else if (const auto* sig = exit.find("signal"); sig && sig->is_number()) {
+    text = "signal " + std::to_string(sig->as_int()) + " (" +
+           signal_name(static_cast<int>(sig->as_int())) + ")";
+  }
+  std::string reason = exit.find("reason") ? exit.find("reason")->as_string() : "";
+  if (reason != "exit" && reason != "signal") text += (text.empty() ? "" : " ") + std::string("[") + reason + "]";
+  return text;
+}
+
+void print_status_table(const json::Value& status) {
+  std::printf("%s: %s (supervisor pid %lld)\n", status.find("name")->as_string().c_str(),
+              status.find("state")->as_string().c_str(),
+              static_cast<long long>(status.find("pid")->as_int()));
+  std::printf("%-12s %-8s %-11s %-10s %-8s %-9s %-28s %s\n", "REPLICA", "PID", "STATE", "HEALTH",
+              "UPTIME", "RESTARTS", "LAST EXIT", "RSS");
+  for (const auto& service : status.find("services")->as_array()) {
+    for (const auto& replica : service.find("replicas")->as_array()) {
+      auto field = [&](const char* key) -> const json::Value& {
+        static const json::Value null;
+        const auto* value = replica.find(key);
+        return value ? *value : null;
+      };
+      std::string pid = field("pid").is_number() ? std::to_string(field("pid").as_int()) : "-";
+      std::string uptime =
+          field("uptime_ms").is_number() ? human_duration(field("uptime_ms").as_int()) : "-";
+      std::printf("%-12s %-8s %-11s %-10s %-8s %-9lld %-28s %s\n",
+                  field("id").as_string().c_str(), pid.c_str(), field("state").as_string().c_str(),
+                  field("health").as_string().c_str(), uptime.c_str(),
+                  static_cast<long long>(field("restarts").as_int()),
+                  describe_last_exit(field("last_exit")).c_str(),
+                  human_bytes(field("rss_bytes")).c_str());
+    }
+    std::printf("%-12s %lld/%lld ready\n", (service.find("name")->as_string() + ":").c_str(),
+                static_cast<long long>(service.find("ready")->as_int()),
+                static_cast<long long>(service.find("desired")->as_int()));
+  }
+}
+
+// A zombie has exited too: its reaping is up to whoever adopted the detached supervisor.
+bool process_gone(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  auto close_paren = line.rfind(')');
+  return close_paren != std::string::npos && close_paren + 2 < line.size() &&
+         line[close_paren + 2] == 'Z';
+}
+
+bool wait_for_exit(pid_t pid, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (process_gone(pid)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+int run_client(const Options& options) {
+  std::string name = options.name;
+  if (name.empty()) {
+    auto spec = load_or_report(options.file);
+    if (!spec) return kExitUsage;
+    name = spec->name;
+  }
+  const StatePaths paths = state_paths(runtime_base(options.runtime_dir), name);
+  json::Value request;
+  request["command"] = options.command;
+  if (options.command == "scale") {
+    json::Value counts;
+    for (const auto& [service, count] : options.counts) counts[service] = count;
+    request["counts"] = std::move(counts);
+  }
+  ClientResult result = call_supervisor(paths.socket, request);
+  if (result.exit_code != kExitOk) {
+    if (result.exit_code == kExitNotRunning) {
+      std::fprintf(stderr, "deployctl: %s is not running (no supervisor at %s)\n", name.c_str(),
+                   paths.socket.c_str());
+    } else {
+      std::fprintf(stderr, "deployctl: %s\n", result.error.c_str());
+    }
+    return result.exit_code;
+  }
+  if (options.command == "status") {
+    const json::Value* status = result.response.find("status");
+    if (!status || !status->find("services")) {
+      std::fprintf(stderr, "deployctl: malformed status from the supervisor\n");
+      return kExitFailed;
+    }
+    if (options.json) {
+      std::printf("%s\n", json::dump(*status).c_str());
+    } else {
+      print_status_table(*status);
+    }
+  } else if (options.command == "scale") {
+    for (const auto& [service, count] : options.counts) {
+      std::printf("%s: %s scaled to %d\n", name.c_str(), service.c_str(), count);
+    }
+  } else if (options.command == "down") {
+    const auto* pid = result.response.find("pid");
+    if (pid && !wait_for_exit(static_cast<pid_t>(pid->as_int()), std::chrono::seconds(10))) {
+      std::fprintf(stderr, "deployctl: %s stopped its replicas but its supervisor is still running\n",
+                   name.c_str());
+      return kExitFailed;
+    }
+    std::printf("%s stopped\n", name.c_str());
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  Options options;
+  if (auto exit = parse_args(argc, argv, &options)) return *exit;
+  if (options.command == "up") return run_up(options);
+  if (options.command == "validate") return run_validate(options);
+  return run_client(options);
+}
+
+}  // namespace deployctl

@@ -1,0 +1,26 @@
+#include "commands.h"
+
+namespace deployctl {
+namespace {
+
+constexpr CommandInfo kCommands[] = {
+    {"up", "up [-d] [FILE]", "start the deployment in FILE (default ./deploy.toml) and supervise it", false},
+    {"validate", "validate [FILE]", "check a spec file; exit 0 if valid, 2 with every error if not", false},
+    {"status", "status [--json] [FILE | --name NAME]", "show every replica: pid, state, health, uptime, restarts, last exit, memory", true},
+    {"scale", "scale SERVICE=N [SERVICE=N ...] [-f FILE | --name NAME]", "change replica counts live; waits until reached", true},
+    {"down", "down [FILE | --name NAME]", "stop every replica and the supervisor; nothing is left running", true},
+    {"help", "help", "show this help", false},
+};
+
+}  // namespace
+
+std::span<const CommandInfo> commands() { return kCommands; }
+
+const CommandInfo* find_command(std::string_view name) {
+  for (const auto& command : kCommands) {
+    if (command.name == name) return &command;
+  }
+  return nullptr;
+}
+
+}  // namespace deployctl

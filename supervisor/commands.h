@@ -1,0 +1,38 @@
+// The one table of deployctl's commands: it drives the CLI's parsing and help, and names the
+// operations the supervisor serves on its management socket (and, later, D-Bus).
+//
+// Management protocol (CLI <-> supervisor): one JSON object per line over the unix socket
+// STATE/control.sock. Request: {"command": NAME, ...arguments}. Response: {"ok": true, ...}
+// or {"ok": false, "error": TEXT, "exit": CODE}. A request may take time (scale, down): the
+// response comes when the operation is complete.
+//   status                     -> {"ok":true, "status": <status object, see docs/cli.md>}
+//   scale {"counts":{S:N,...}} -> {"ok":true} once every service has its count
+//   down                       -> {"ok":true, "pid": N} once every replica is gone
+#pragma once
+
+#include <span>
+#include <string_view>
+
+namespace deployctl {
+
+// Stable exit codes of the CLI (docs/cli.md).
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitFailed = 1,
+  kExitUsage = 2,
+  kExitNotRunning = 3,
+  kExitAlreadyRunning = 4,
+  kExitPermission = 5,
+};
+
+struct CommandInfo {
+  std::string_view name;
+  std::string_view usage;
+  std::string_view summary;
+  bool served_by_daemon;  // true: the CLI sends it to the running supervisor
+};
+
+std::span<const CommandInfo> commands();
+const CommandInfo* find_command(std::string_view name);
+
+}  // namespace deployctl

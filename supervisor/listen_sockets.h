@@ -1,0 +1,24 @@
+// Binding the spec's `listen` addresses once, in the supervisor (edge).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "spec.h"
+
+namespace deployctl {
+
+// A bound, listening TCP socket owned by the supervisor; replicas inherit it.
+struct ListenSocket {
+  ListenAddress address;
+  int fd = -1;
+};
+
+// Binds every address (SO_REUSEADDR, close-on-exec, backlog SOMAXCONN). On failure closes what
+// it opened and returns the error in *error ("cannot listen on 127.0.0.1:8000: Address in use").
+std::vector<ListenSocket> bind_listen_sockets(const std::vector<ListenAddress>& addresses,
+                                              std::string* error);
+
+void close_listen_sockets(std::vector<ListenSocket>& sockets);
+
+}  // namespace deployctl

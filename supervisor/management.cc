@@ -1,0 +1,202 @@
+#include "management.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "commands.h"
+
+namespace deployctl {
+
+namespace asio = boost::asio;
+using local = asio::local::stream_protocol;
+
+namespace {
+constexpr std::size_t kMaxRequest = 64 * 1024;
+
+json::Value error_response(const std::string& message, int exit_code) {
+  json::Value response;
+  response["ok"] = false;
+  response["error"] = message;
+  response["exit"] = exit_code;
+  return response;
+}
+}  // namespace
+
+class ManagementServer::Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(local::socket socket, std::shared_ptr<int> pending)
+      : socket_(std::move(socket)), buffer_(kMaxRequest), pending_(std::move(pending)) {}
+
+  void read_request(Handler handler) {
+    auto self = shared_from_this();
+    asio::async_read_until(socket_, buffer_, '\n',
+                           [self, handler](boost::system::error_code ec, std::size_t length) {
+                             if (ec) {
+                               if (ec == asio::error::not_found) {
+                                 self->respond(error_response("request too large", kExitUsage));
+                               }
+                               return;
+                             }
+                             std::string line(asio::buffers_begin(self->buffer_.data()),
+                                              asio::buffers_begin(self->buffer_.data()) + length);
+                             self->buffer_.consume(length);
+                             json::ParseError error;
+                             auto request = json::parse(line, &error);
+                             if (!request || !request->is_object()) {
+                               self->respond(error_response("malformed request: " + error.message,
+                                                            kExitUsage));
+                               return;
+                             }
+                             std::weak_ptr<Session> weak = self;
+                             handler(*request, [weak](const json::Value& response) {
+                               if (auto session = weak.lock()) session->respond(response);
+                             });
+                             // Keep the session alive while the request is in progress.
+                             self->wait_for_close();
+                           });
+  }
+
+  void respond(const json::Value& response) {
+    if (responded_) return;
+    responded_ = true;
+    auto text = std::make_shared<std::string>(json::dump(response) + "\n");
+    ++*pending_;
+    auto self = shared_from_this();
+    asio::async_write(socket_, asio::buffer(*text),
+                      [self, text](boost::system::error_code, std::size_t) {
+                        --*self->pending_;
+                        boost::system::error_code ignored;
+                        self->socket_.shutdown(local::socket::shutdown_both, ignored);
+                        self->socket_.close(ignored);
+                      });
+  }
+
+ private:
+  // Holds a reference to the session until the client hangs up or the response is written.
+  void wait_for_close() {
+    auto self = shared_from_this();
+    socket_.async_wait(local::socket::wait_error, [self](boost::system::error_code) {});
+  }
+
+  local::socket socket_;
+  asio::streambuf buffer_;
+  std::shared_ptr<int> pending_;
+  bool responded_ = false;
+};
+
+ManagementServer::ManagementServer(asio::io_context& io, std::string socket_path,
+                                   uid_t allowed_uid, Handler handler)
+    : io_(io), path_(std::move(socket_path)), allowed_uid_(allowed_uid),
+      handler_(std::move(handler)), acceptor_(io) {}
+
+ManagementServer::~ManagementServer() { close(); }
+
+bool ManagementServer::listen(std::string* error) {
+  ::unlink(path_.c_str());
+  boost::system::error_code ec;
+  mode_t old_mask = ::umask(0177);
+  acceptor_.open(local(), ec);
+  if (!ec) acceptor_.bind(local::endpoint(path_), ec);
+  ::umask(old_mask);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec && ::chmod(path_.c_str(), 0600) != 0) ec.assign(errno, boost::system::system_category());
+  if (ec) {
+    *error = "cannot create management socket " + path_ + ": " + ec.message();
+    return false;
+  }
+  accept();
+  return true;
+}
+
+void ManagementServer::close() {
+  if (!acceptor_.is_open()) return;
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+  ::unlink(path_.c_str());
+}
+
+void ManagementServer::accept() {
+  acceptor_.async_accept([this](boost::system::error_code ec, local::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+    if (!ec) {
+      ucred peer{};
+      socklen_t length = sizeof peer;
+      bool allowed = ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer,
+                                  &length) == 0 &&
+                     (peer.uid == 0 || peer.uid == allowed_uid_);
+      auto session = std::make_shared<Session>(std::move(socket), pending_);
+      if (allowed) {
+        session->read_request(handler_);
+      } else {
+        session->respond(error_response(
+            "permission denied: uid " + std::to_string(peer.uid) +
+                " may not manage this deployment (only root and uid " +
+                std::to_string(allowed_uid_) + ")",
+            kExitPermission));
+      }
+    }
+    accept();
+  });
+}
+
+ClientResult call_supervisor(const std::string& socket_path, const json::Value& request) {
+  ClientResult result;
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof address.sun_path) {
+    result.exit_code = kExitFailed;
+    result.error = "socket path too long: " + socket_path;
+    return result;
+  }
+  std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    int error = errno;
+    if (fd >= 0) ::close(fd);
+    result.exit_code = error == EACCES || error == EPERM ? kExitPermission : kExitNotRunning;
+    result.error = error == EACCES || error == EPERM
+                       ? "permission denied: cannot connect to " + socket_path
+                       : "no supervisor is running (" + socket_path + ": " +
+                             std::strerror(error) + ")";
+    return result;
+  }
+  std::string text = json::dump(request) + "\n";
+  for (std::size_t sent = 0; sent < text.size();) {
+    ssize_t n = ::send(fd, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  std::string reply;
+  char buffer[8192];
+  while (reply.find('\n') == std::string::npos) {
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    reply.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  json::ParseError error;
+  auto response = json::parse(reply.substr(0, reply.find('\n')), &error);
+  if (!response) {
+    result.exit_code = kExitFailed;
+    result.error = reply.empty() ? "the supervisor closed the connection without answering"
+                                 : "malformed response from the supervisor: " + error.message;
+    return result;
+  }
+  result.response = std::move(*response);
+  if (!result.response.find("ok") || !result.response.find("ok")->as_bool()) {
+    auto* message = result.response.find("error");
+    auto* code = result.response.find("exit");
+    result.exit_code = code ? static_cast<int>(code->as_int(kExitFailed)) : kExitFailed;
+    result.error = message ? message->as_string() : "request failed";
+  }
+  return result;
+}
+
+}  // namespace deployctl

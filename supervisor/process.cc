@@ -1,0 +1,220 @@
+#include "process.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "load.h"
+
+namespace deployctl {
+namespace {
+
+struct ChildError {
+  int stage;  // 0 exec, 1 chdir, 2 fd setup
+  int error;
+};
+
+[[noreturn]] void child_fail(int report_fd, int stage) {
+  ChildError report{stage, errno};
+  ssize_t ignored = write(report_fd, &report, sizeof report);
+  (void)ignored;
+  _exit(127);
+}
+
+// Writes the decimal `value` into `out` (room for 24 bytes). Async-signal-safe.
+void format_pid(char* out, pid_t value) {
+  char digits[24];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value > 0);
+  for (int i = 0; i < n; ++i) out[i] = digits[n - 1 - i];
+  out[n] = '\0';
+}
+
+// Runs in the forked child: only async-signal-safe calls from here on.
+[[noreturn]] void exec_child(const SpawnRequest& request, const char* path, char* const* argv,
+                             char* const* envp, char* listen_pid_slot, int dev_null,
+                             int report_fd) {
+  setpgid(0, 0);
+  sigset_t all;
+  sigemptyset(&all);
+  sigprocmask(SIG_SETMASK, &all, nullptr);
+  for (int sig = 1; sig < NSIG; ++sig) signal(sig, SIG_DFL);
+
+  // Move every source fd out of the target range first, then place each at its slot.
+  const int count = static_cast<int>(request.inherit_fds.size());
+  const int high = 3 + count + 3;
+  auto lift = [&](int fd) {
+    int moved = fcntl(fd < 0 ? dev_null : fd, F_DUPFD_CLOEXEC, high);
+    if (moved < 0) child_fail(report_fd, 2);
+    return moved;
+  };
+  report_fd = [&] {
+    int moved = fcntl(report_fd, F_DUPFD_CLOEXEC, high);
+    if (moved < 0) _exit(127);
+    return moved;
+  }();
+  int in = lift(dev_null), out = lift(request.stdout_fd), err = lift(request.stderr_fd);
+  int lifted[64];
+  for (int i = 0; i < count && i < 64; ++i) lifted[i] = lift(request.inherit_fds[i]);
+  if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) child_fail(report_fd, 2);
+  for (int i = 0; i < count && i < 64; ++i) {
+    if (dup2(lifted[i], 3 + i) < 0) child_fail(report_fd, 2);
+  }
+  // Close everything else except the report pipe (close-on-exec, so exec closes it).
+  for (int fd = 3 + count; fd < high; ++fd) close(fd);
+  if (report_fd > high) close_range(high, report_fd - 1, 0);
+  close_range(report_fd + 1, ~0U, 0);
+
+  if (!request.working_dir.empty() && chdir(request.working_dir.c_str()) != 0) {
+    child_fail(report_fd, 1);
+  }
+  if (listen_pid_slot) format_pid(listen_pid_slot, getpid());
+  execve(path, argv, envp);
+  child_fail(report_fd, 0);
+}
+
+std::string self_dir() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : exe.parent_path().string();
+}
+
+bool is_executable_file(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(path.c_str(), X_OK) == 0;
+}
+
+}  // namespace
+
+std::string resolve_command(const std::string& name, const std::string& path_env) {
+  if (name.find('/') != std::string::npos) return name;
+  std::string first_existing;
+  std::stringstream dirs(path_env + ":" + self_dir());
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    if (dir.empty()) continue;
+    std::string candidate = dir + "/" + name;
+    if (is_executable_file(candidate)) return candidate;
+    if (first_existing.empty() && access(candidate.c_str(), F_OK) == 0) first_existing = candidate;
+  }
+  // Not found: return something execve fails on with the right errno (EACCES or ENOENT).
+  return first_existing.empty() ? name : first_existing;
+}
+
+SpawnResult spawn_process(const SpawnRequest& request) {
+  SpawnResult result;
+  if (request.argv.empty() || request.inherit_fds.size() > 64) {
+    result.error = EINVAL;
+    result.message = "invalid spawn request";
+    return result;
+  }
+  // Everything the child needs is built before fork: the child only makes syscalls.
+  std::vector<std::string> env = request.env;
+  if (request.set_listen_pid) env.push_back("LISTEN_PID=" + std::string(24, '\0'));
+  std::vector<char*> envp;
+  for (auto& entry : env) envp.push_back(entry.data());
+  envp.push_back(nullptr);
+  char* listen_pid_slot = request.set_listen_pid ? env.back().data() + 11 : nullptr;
+  std::vector<std::string> args = request.argv;
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  const std::string path = args[0];
+
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) != 0) {
+    result.error = errno;
+    result.message = std::string("pipe: ") + std::strerror(errno);
+    return result;
+  }
+  int dev_null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(report[0]);
+    exec_child(request, path.c_str(), argv.data(), envp.data(), listen_pid_slot, dev_null,
+               report[1]);
+  }
+  int fork_errno = errno;
+  close(report[1]);
+  if (dev_null >= 0) close(dev_null);
+  if (pid < 0) {
+    close(report[0]);
+    result.error = fork_errno;
+    result.message = std::string("fork: ") + std::strerror(fork_errno);
+    return result;
+  }
+  setpgid(pid, pid);  // also from the parent, so the group exists before we ever signal it
+
+  ChildError failure{};
+  ssize_t n;
+  do {
+    n = read(report[0], &failure, sizeof failure);
+  } while (n < 0 && errno == EINTR);
+  close(report[0]);
+  if (n <= 0) {
+    result.pid = pid;
+    return result;
+  }
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  result.error = failure.error;
+  const char* what = failure.stage == 0 ? "cannot execute '" : failure.stage == 1 ? "cannot enter working_dir '" : "cannot set up fds for '";
+  const std::string& subject = failure.stage == 1 ? request.working_dir : request.argv[0];
+  result.message = what + subject + "': " + std::strerror(failure.error);
+  return result;
+}
+
+void signal_group(pid_t pgid, int signal) {
+  if (pgid > 0) kill(-pgid, signal);
+}
+
+std::optional<unsigned long long> resident_bytes(pid_t pid) {
+  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
+  unsigned long long size = 0, resident = 0;
+  if (!(statm >> size >> resident)) return std::nullopt;
+  return resident * static_cast<unsigned long long>(sysconf(_SC_PAGESIZE));
+}
+
+std::vector<pid_t> child_pids() {
+  std::vector<pid_t> children;
+  const pid_t self = getpid();
+  DIR* proc = opendir("/proc");
+  if (!proc) return children;
+  while (dirent* entry = readdir(proc)) {
+    char* end;
+    long pid = std::strtol(entry->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0) continue;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    auto close_paren = line.rfind(')');
+    if (close_paren == std::string::npos) continue;
+    std::istringstream rest(line.substr(close_paren + 1));
+    char state;
+    long ppid;
+    if (rest >> state >> ppid && ppid == self) children.push_back(static_cast<pid_t>(pid));
+  }
+  closedir(proc);
+  return children;
+}
+
+std::string describe_exit(std::optional<int> code, std::optional<int> signal) {
+  if (code) return "code " + std::to_string(*code);
+  if (signal) return "signal " + std::to_string(*signal) + " (" + signal_name(*signal) + ")";
+  return "not started";
+}
+
+}  // namespace deployctl

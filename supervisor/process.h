@@ -1,0 +1,48 @@
+// Spawning and signalling replica processes (edge: real fork/exec). Not thread-safe; call from
+// the supervisor's single event-loop thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace deployctl {
+
+struct SpawnRequest {
+  std::vector<std::string> argv;     // argv[0]: a path, or a name searched by resolve_command
+  std::vector<std::string> env;      // "KEY=VALUE", the whole environment
+  std::string working_dir;           // empty: inherit
+  std::vector<int> inherit_fds;      // become fds 3, 4, ... in the child, in this order
+  bool set_listen_pid = false;       // add LISTEN_PID=<child pid> (systemd socket convention)
+  int stdout_fd = -1;                // child's stdout/stderr; -1: /dev/null
+  int stderr_fd = -1;
+};
+
+struct SpawnResult {
+  pid_t pid = -1;        // > 0 on success; the child leads its own process group (pgid == pid)
+  int error = 0;         // errno of the failed step when pid < 0
+  std::string message;   // e.g. "cannot execute 'foo': No such file or directory"
+};
+
+// Forks and execs. Exec failure is reported through a close-on-exec pipe, so it is known for
+// certain before this returns, not guessed from an exit code.
+SpawnResult spawn_process(const SpawnRequest& request);
+
+// Finds `name` like execvp would in `path_env` (a PATH value), then next to this executable.
+// Names containing '/' are returned unchanged (relative ones resolve against the working dir).
+std::string resolve_command(const std::string& name, const std::string& path_env);
+
+// Signals the process group `pgid`; errors (group already gone) are ignored.
+void signal_group(pid_t pgid, int signal);
+
+// Resident set size of one process in bytes; nullopt if it is gone.
+std::optional<unsigned long long> resident_bytes(pid_t pid);
+
+// Pids of live processes whose parent is this process (e.g. orphans reparented to a subreaper).
+std::vector<pid_t> child_pids();
+
+std::string describe_exit(std::optional<int> code, std::optional<int> signal);
+
+}  // namespace deployctl

@@ -1,0 +1,901 @@
+#include "supervisor.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <spdlog/spdlog.h>
+#include <sstream>
+#include <thread>
+
+#include "commands.h"
+#include "load.h"
+#include "process.h"
+#include "scale_planner.h"
+
+extern char** environ;
+
+namespace deployctl {
+
+namespace asio = boost::asio;
+using Kind = ReplicaEvent::Kind;
+using Act = ReplicaAction::Kind;
+
+namespace {
+constexpr std::size_t kStderrTail = 20;
+constexpr double kOutputRate = 1024 * 1024;   // bytes/s read from one replica's stdout+stderr
+constexpr double kOutputBurst = 1024 * 1024;
+
+long long ms_between(TimePoint from, TimePoint to) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
+}
+
+json::Value error_response(const std::string& message, int exit_code) {
+  json::Value response;
+  response["ok"] = false;
+  response["error"] = message;
+  response["exit"] = exit_code;
+  return response;
+}
+}  // namespace
+
+struct Supervisor::OutputPipe {
+  OutputPipe(asio::io_context& io, bool is_err) : pause(io), is_stderr(is_err) {}
+  std::unique_ptr<asio::posix::stream_descriptor> fd;
+  LineSplitter splitter;
+  asio::steady_timer pause;
+  bool is_stderr;
+};
+
+struct Supervisor::Replica {
+  Replica(asio::io_context& io, Service& owner, int slot, const ServiceSpec& spec, TimePoint now)
+      : service(owner),
+        index(slot),
+        id(spec.name + "." + std::to_string(slot)),
+        machine(ReplicaPolicy::from(spec)),
+        out(io, false),
+        err(io, true),
+        budget(kOutputRate, kOutputBurst, now),
+        timer(io),
+        health_timer(io) {}
+
+  Service& service;
+  int index;
+  std::string id;
+  ReplicaMachine machine;
+  std::optional<HealthChecker> health;
+  pid_t pid = -1;
+  pid_t exited_pid = -1;
+  std::uint64_t run = 0;  // incremented per spawn: handlers of an older run are stale
+  TimePoint spawned_at{};
+  std::unique_ptr<asio::posix::stream_descriptor> control;
+  OutputPipe out, err;
+  ReadBudget budget;
+  asio::steady_timer timer, health_timer;
+  std::uint64_t timer_generation = 0;
+  std::deque<std::string> stderr_tail;
+  std::string spawn_error;
+  std::optional<ExitRecord> last_exit;
+  std::string status_text;
+  std::optional<std::uint64_t> requests;
+  bool removed = false;
+};
+
+struct Supervisor::Service {
+  const ServiceSpec* spec;
+  int desired;
+  std::vector<ListenSocket> sockets;
+  std::map<int, ReplicaPtr> replicas;
+};
+
+Supervisor::Supervisor(asio::io_context& io, Spec spec,
+                       std::map<std::string, std::vector<ListenSocket>> listen, StatePaths paths,
+                       StartedCallback on_started)
+    : io_(io),
+      spec_(std::move(spec)),
+      paths_(std::move(paths)),
+      on_started_(std::move(on_started)),
+      signals_(io, SIGCHLD, SIGINT, SIGTERM),
+      finish_timer_(io) {
+  signals_.add(SIGHUP);
+  for (const auto& service_spec : spec_.services) {
+    auto service = std::make_unique<Service>();
+    service->spec = &service_spec;
+    service->desired = service_spec.replicas;
+    service->sockets = std::move(listen[service_spec.name]);
+    services_[service_spec.name] = std::move(service);
+  }
+  load_persisted_scale();
+}
+
+Supervisor::~Supervisor() {
+  for (auto& [name, service] : services_) close_listen_sockets(service->sockets);
+}
+
+bool Supervisor::start(std::string* error) {
+  management_ = std::make_unique<ManagementServer>(
+      io_, paths_.socket, geteuid(),
+      [this](const json::Value& request, ManagementServer::Reply reply) {
+        handle_request(request, std::move(reply));
+      });
+  if (!management_->listen(error)) return false;
+  watch_signals();
+  started_at_ = Clock::now();
+  for (auto& [name, service] : services_) apply_scale(*service);
+  check_started();
+  return true;
+}
+
+// ---- core <-> edge -------------------------------------------------------------------------
+
+void Supervisor::dispatch(const ReplicaPtr& replica, ReplicaEvent event) {
+  ++dispatch_depth_;
+  for (const auto& action : replica->machine.handle(event, Clock::now(), random01())) {
+    perform(replica, action);
+  }
+  if (--dispatch_depth_ == 0) {
+    check_started();
+    check_waiters();
+    check_finished();
+  }
+}
+
+void Supervisor::perform(const ReplicaPtr& replica, const ReplicaAction& action) {
+  switch (action.kind) {
+    case Act::spawn:
+      spawn(replica);
+      break;
+    case Act::signal:
+      signal_group(replica->pid, action.signal);
+      signal_group(replica->pid, SIGCONT);  // a stopped process must run to handle it
+      break;
+    case Act::kill:
+      spdlog::warn("{} (pid {}) did not stop within {}ms; sending SIGKILL", replica->id,
+                   replica->pid, replica->service.spec->stop.timeout.count());
+      signal_group(replica->pid, SIGKILL);
+      break;
+    case Act::send_drain:
+      if (replica->control) {
+        send_control(replica, control::encode_drain());
+      } else {
+        signal_group(replica->pid, replica->service.spec->stop.signal);
+      }
+      break;
+    case Act::arm_timer:
+      arm_timer(replica, action.delay);
+      break;
+    case Act::cancel_timer:
+      ++replica->timer_generation;
+      replica->timer.cancel();
+      break;
+    case Act::start_health:
+      spdlog::info("{} (pid {}) ready after {}ms", replica->id, replica->pid,
+                   ms_between(replica->spawned_at, Clock::now()));
+      if (replica->health) {
+        replica->health->start(Clock::now());
+        schedule_health(replica);
+      }
+      break;
+    case Act::record_exit:
+      record_exit(replica, action);
+      break;
+    case Act::start_failed:
+      fail_start(replica);
+      break;
+    case Act::retire:
+      retire(replica);
+      break;
+  }
+}
+
+void Supervisor::arm_timer(const ReplicaPtr& replica, Duration delay) {
+  auto generation = ++replica->timer_generation;
+  replica->timer.expires_after(delay);
+  replica->timer.async_wait([this, replica, generation](boost::system::error_code ec) {
+    if (ec || replica->removed || generation != replica->timer_generation) return;
+    dispatch(replica, {Kind::timer});
+  });
+}
+
+std::vector<std::string> Supervisor::replica_environment(const Service& service, int index) const {
+  static const std::set<std::string> inherited_but_not_theirs = {
+      "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC",
+      "WATCHDOG_PID", control::kControlFdEnv, control::kServiceEnv, control::kReplicaEnv};
+  std::vector<std::string> env;
+  auto set = [&env](const std::string& key, const std::string& value) {
+    auto same_key = [&key](const std::string& entry) {
+      return entry.size() > key.size() && entry.compare(0, key.size(), key) == 0 &&
+             entry[key.size()] == '=';
+    };
+    auto it = std::find_if(env.begin(), env.end(), same_key);
+    if (it != env.end()) {
+      *it = key + "=" + value;
+    } else {
+      env.push_back(key + "=" + value);
+    }
+  };
+  for (char** entry = environ; *entry; ++entry) {
+    std::string text(*entry);
+    if (!inherited_but_not_theirs.count(text.substr(0, text.find('=')))) env.push_back(text);
+  }
+  const ServiceSpec& spec = *service.spec;
+  std::optional<int> port;
+  if (spec.port) port = *spec.port + index;
+  for (const auto& [key, value] : spec.env) set(key, expand_placeholders(value, index, port));
+  set(control::kServiceEnv, spec.name);
+  set(control::kReplicaEnv, std::to_string(index));
+  set(control::kControlFdEnv, std::to_string(3 + service.sockets.size()));
+  if (!service.sockets.empty()) set("LISTEN_FDS", std::to_string(service.sockets.size()));
+  return env;
+}
+
+void Supervisor::spawn(const ReplicaPtr& replica) {
+  const Service& service = replica->service;
+  const ServiceSpec& spec = *service.spec;
+  const int index = replica->index;
+  std::optional<int> port;
+  if (spec.port) port = *spec.port + index;
+
+  SpawnRequest request;
+  for (const auto& arg : spec.command) request.argv.push_back(expand_placeholders(arg, index, port));
+  request.env = replica_environment(service, index);
+  std::string path_env;
+  for (const auto& entry : request.env) {
+    if (entry.rfind("PATH=", 0) == 0) path_env = entry.substr(5);
+  }
+  request.argv[0] = resolve_command(request.argv[0], path_env);
+  request.working_dir = spec.working_dir;
+  for (const auto& socket : service.sockets) request.inherit_fds.push_back(socket.fd);
+  request.set_listen_pid = !service.sockets.empty();
+
+  int control_pair[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+  SpawnResult result;
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control_pair) != 0 ||
+      pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    result.message = std::string("cannot create replica channels: ") + std::strerror(errno);
+  } else {
+    request.inherit_fds.push_back(control_pair[1]);
+    request.stdout_fd = out[1];
+    request.stderr_fd = err[1];
+    result = spawn_process(request);
+  }
+  for (int fd : {control_pair[1], out[1], err[1]}) {
+    if (fd >= 0) close(fd);
+  }
+  ++replica->run;
+  replica->stderr_tail.clear();
+  replica->status_text.clear();
+  replica->requests.reset();
+  if (result.pid < 0) {
+    for (int fd : {control_pair[0], out[0], err[0]}) {
+      if (fd >= 0) close(fd);
+    }
+    spdlog::error("{}: {}", replica->id, result.message);
+    replica->spawn_error = result.message;
+    replica->stderr_tail.push_back(result.message);
+    dispatch(replica, {Kind::spawn_failed});
+    return;
+  }
+  replica->spawn_error.clear();
+  replica->pid = result.pid;
+  replica->spawned_at = Clock::now();
+  by_pid_[result.pid] = replica;
+  replica->control = std::make_unique<asio::posix::stream_descriptor>(io_, control_pair[0]);
+  replica->out.fd = std::make_unique<asio::posix::stream_descriptor>(io_, out[0]);
+  replica->err.fd = std::make_unique<asio::posix::stream_descriptor>(io_, err[0]);
+  for (auto* channel : {replica->control.get(), replica->out.fd.get(), replica->err.fd.get()}) {
+    boost::system::error_code ignored;
+    channel->non_blocking(true, ignored);
+  }
+  if (spec.health.kind == HealthKind::control) {
+    replica->health.emplace(spec.health);
+  } else {
+    replica->health.reset();
+  }
+  spdlog::info("{} started (pid {})", replica->id, result.pid);
+  read_control(replica);
+  read_output(replica, replica->out);
+  read_output(replica, replica->err);
+  dispatch(replica, {Kind::spawned});
+  // Without health checks there is no readiness signal to wait for: running is ready.
+  if (spec.health.kind == HealthKind::none) dispatch(replica, {Kind::ready});
+}
+
+void Supervisor::record_exit(const ReplicaPtr& replica, const ReplicaAction& action) {
+  ExitRecord record{action.status, action.reason, Clock::now(),
+                    {replica->stderr_tail.begin(), replica->stderr_tail.end()}};
+  std::string what = describe_exit(action.status.code, action.status.signal);
+  if (action.reason != ExitReason::exit && action.reason != ExitReason::signal &&
+      action.reason != ExitReason::exec) {
+    what += std::string(" [") + reason_name(action.reason) + "]";
+  }
+  if (action.reason == ExitReason::exec) {
+    // Already logged with its cause at spawn time.
+  } else if (action.reason == ExitReason::stop) {
+    spdlog::info("{} (pid {}) exited: {}", replica->id, replica->exited_pid, what);
+  } else {
+    spdlog::warn("{} (pid {}) exited: {}", replica->id, replica->exited_pid, what);
+  }
+  replica->last_exit = std::move(record);
+}
+
+void Supervisor::retire(const ReplicaPtr& replica) {
+  replica->removed = true;
+  ++replica->timer_generation;
+  replica->timer.cancel();
+  close_channels(*replica);
+  if (replica->pid > 0) by_pid_.erase(replica->pid);
+  auto& replicas = replica->service.replicas;
+  auto it = replicas.find(replica->index);
+  if (it != replicas.end() && it->second == replica) replicas.erase(it);
+}
+
+// ---- edges: signals, reaping ----------------------------------------------------------------
+
+void Supervisor::watch_signals() {
+  signals_.async_wait([this](boost::system::error_code ec, int signal) {
+    if (ec || phase_ == Phase::finished) return;
+    switch (signal) {
+      case SIGCHLD:
+        reap_children();
+        break;
+      case SIGINT:
+      case SIGTERM:
+        if (++interrupts_ == 1) {
+          spdlog::info("{} received; stopping {}", signal_name(signal), spec_.name);
+          begin_shutdown();
+        } else {
+          spdlog::warn("{} received again; killing every replica now", signal_name(signal));
+          for (auto& [pid, replica] : by_pid_) signal_group(pid, SIGKILL);
+        }
+        break;
+      case SIGHUP:
+        spdlog::warn("SIGHUP: reloading the spec is not supported by this version; ignored");
+        break;
+    }
+    if (phase_ != Phase::finished) watch_signals();
+  });
+}
+
+void Supervisor::reap_children() {
+  for (;;) {
+    siginfo_t info{};
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0) return;
+    const pid_t pid = info.si_pid;
+    auto it = by_pid_.find(pid);
+    ReplicaPtr replica = it == by_pid_.end() ? nullptr : it->second;
+    // While the zombie still pins the group id, kill what is left of the replica's group.
+    if (replica) signal_group(pid, SIGKILL);
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) <= 0) return;
+    if (replica) on_replica_exit(replica, status);
+  }
+}
+
+void Supervisor::on_replica_exit(const ReplicaPtr& replica, int wait_status) {
+  by_pid_.erase(replica->pid);
+  replica->exited_pid = replica->pid;
+  replica->pid = -1;
+  drain_output(replica, replica->out);
+  drain_output(replica, replica->err);
+  close_channels(*replica);
+  ExitStatus status;
+  if (WIFEXITED(wait_status)) status.code = WEXITSTATUS(wait_status);
+  if (WIFSIGNALED(wait_status)) status.signal = WTERMSIG(wait_status);
+  dispatch(replica, {Kind::exited, status});
+}
+
+void Supervisor::close_channels(Replica& replica) {
+  replica.control.reset();
+  replica.out.fd.reset();
+  replica.err.fd.reset();
+  replica.out.pause.cancel();
+  replica.err.pause.cancel();
+  replica.health_timer.cancel();
+}
+
+// ---- edges: control socket and health -------------------------------------------------------
+
+void Supervisor::read_control(const ReplicaPtr& replica) {
+  if (!replica->control) return;
+  const auto run = replica->run;
+  replica->control->async_wait(
+      asio::posix::stream_descriptor::wait_read,
+      [this, replica, run](boost::system::error_code ec) {
+        if (ec || replica->run != run || !replica->control) return;
+        char buffer[control::kMaxMessage + 1];
+        // At most 64 messages per wake-up, so one chatty replica cannot starve the others.
+        for (int i = 0; i < 64; ++i) {
+          ssize_t n = recv(replica->control->native_handle(), buffer, sizeof buffer,
+                           MSG_DONTWAIT | MSG_TRUNC);
+          if (n < 0 && errno == EINTR) continue;
+          if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+          if (n <= 0) {  // EOF: the replica closed its end (it is exiting)
+            replica->control.reset();
+            return;
+          }
+          control::DecodeResult decoded;
+          if (static_cast<std::size_t>(n) > control::kMaxMessage) {
+            decoded.error = "message of " + std::to_string(n) + " bytes exceeds the limit of " +
+                            std::to_string(control::kMaxMessage);
+          } else {
+            decoded = control::decode(std::string_view(buffer, static_cast<std::size_t>(n)));
+          }
+          if (!decoded.message) {
+            spdlog::warn("{} (pid {}) broke the control protocol ({}); replacing it", replica->id,
+                         replica->pid, decoded.error);
+            replica->control.reset();
+            dispatch(replica, {Kind::protocol_error});
+            return;
+          }
+          on_control_message(replica, *decoded.message);
+          if (replica->run != run || !replica->control) return;
+        }
+        read_control(replica);
+      });
+}
+
+void Supervisor::on_control_message(const ReplicaPtr& replica, const control::Message& message) {
+  if (message.status) replica->status_text = *message.status;
+  if (message.requests) replica->requests = message.requests;
+  if (message.pong && replica->health) replica->health->on_pong(*message.pong, Clock::now());
+  if (message.ready) dispatch(replica, {Kind::ready});
+}
+
+void Supervisor::send_control(const ReplicaPtr& replica, const std::string& message) {
+  if (!replica->control) return;
+  // Never blocks: a replica that does not read its socket just misses the message.
+  send(replica->control->native_handle(), message.data(), message.size(),
+       MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+void Supervisor::schedule_health(const ReplicaPtr& replica) {
+  if (!replica->health) return;
+  const auto run = replica->run;
+  replica->health_timer.expires_at(replica->health->next_deadline());
+  replica->health_timer.async_wait([this, replica, run](boost::system::error_code ec) {
+    if (ec || replica->run != run || replica->machine.state() != ReplicaState::ready) return;
+    const auto now = Clock::now();
+    const int misses_before = replica->health->misses();
+    Health health = replica->health->check(now);
+    if (health == Health::unhealthy) {
+      spdlog::warn("{} (pid {}) missed {} health checks in a row; replacing it", replica->id,
+                   replica->pid, replica->health->misses());
+      dispatch(replica, {Kind::unhealthy});
+      return;
+    }
+    if (replica->health->misses() > misses_before) {
+      spdlog::warn("{} (pid {}) missed a health check ({} of {})", replica->id, replica->pid,
+                   replica->health->misses(), replica->service.spec->health.failures);
+    }
+    if (auto seq = replica->health->ping_due(now)) send_control(replica, control::encode_ping(*seq));
+    schedule_health(replica);
+  });
+}
+
+// ---- edges: replica output ------------------------------------------------------------------
+
+void Supervisor::read_output(const ReplicaPtr& replica, OutputPipe& pipe) {
+  if (!pipe.fd) return;
+  const auto run = replica->run;
+  pipe.fd->async_wait(
+      asio::posix::stream_descriptor::wait_read,
+      [this, replica, &pipe, run](boost::system::error_code ec) {
+        if (ec || replica->run != run || !pipe.fd) return;
+        const auto now = Clock::now();
+        std::size_t allowed = replica->budget.available(now);
+        if (allowed < 512) {  // over budget: leave the bytes in the pipe; the writer slows down
+          pipe.pause.expires_after(replica->budget.wait_for(4096, now));
+          pipe.pause.async_wait([this, replica, &pipe, run](boost::system::error_code pause_ec) {
+            if (!pause_ec && replica->run == run) read_output(replica, pipe);
+          });
+          return;
+        }
+        char buffer[64 * 1024];
+        ssize_t n = read(pipe.fd->native_handle(), buffer, std::min(sizeof buffer, allowed));
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+          read_output(replica, pipe);
+          return;
+        }
+        std::vector<std::string> lines;
+        if (n <= 0) {
+          if (auto rest = pipe.splitter.take_rest(); !rest.empty()) lines.push_back(rest);
+          emit_lines(replica, pipe, lines);
+          pipe.fd.reset();
+          return;
+        }
+        replica->budget.consume(static_cast<std::size_t>(n));
+        pipe.splitter.feed(std::string_view(buffer, static_cast<std::size_t>(n)), &lines);
+        emit_lines(replica, pipe, lines);
+        read_output(replica, pipe);
+      });
+}
+
+void Supervisor::drain_output(const ReplicaPtr& replica, OutputPipe& pipe) {
+  if (!pipe.fd) return;
+  std::vector<std::string> lines;
+  char buffer[64 * 1024];
+  // What the replica wrote before it died; bounded, as grandchildren may still hold the pipe.
+  for (int i = 0; i < 16; ++i) {
+    ssize_t n = read(pipe.fd->native_handle(), buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    pipe.splitter.feed(std::string_view(buffer, static_cast<std::size_t>(n)), &lines);
+  }
+  if (auto rest = pipe.splitter.take_rest(); !rest.empty()) lines.push_back(rest);
+  emit_lines(replica, pipe, lines);
+}
+
+void Supervisor::emit_lines(const ReplicaPtr& replica, OutputPipe& pipe,
+                            std::vector<std::string>& lines) {
+  if (lines.empty()) return;
+  FILE* stream = pipe.is_stderr ? stderr : stdout;
+  std::string text;
+  for (auto& line : lines) {
+    text += replica->id;
+    text += " | ";
+    text += line;
+    text += '\n';
+    if (pipe.is_stderr) {
+      replica->stderr_tail.push_back(std::move(line));
+      if (replica->stderr_tail.size() > kStderrTail) replica->stderr_tail.pop_front();
+    }
+  }
+  std::fwrite(text.data(), 1, text.size(), stream);
+  std::fflush(stream);
+}
+
+// ---- deployment-level decisions -------------------------------------------------------------
+
+Supervisor::ReplicaPtr Supervisor::add_replica(Service& service, int index) {
+  auto replica = std::make_shared<Replica>(io_, service, index, *service.spec, Clock::now());
+  replica->machine.set_fail_fast(phase_ == Phase::starting);
+  service.replicas[index] = replica;
+  return replica;
+}
+
+void Supervisor::apply_scale(Service& service) {
+  std::vector<SlotView> slots;
+  for (const auto& [index, replica] : service.replicas) {
+    slots.push_back({index, replica->machine.retiring()});
+  }
+  ScalePlan plan = plan_scale(slots, service.desired);
+  for (int index : plan.drain) {
+    auto replica = service.replicas.at(index);
+    spdlog::info("{}: draining (scale to {})", replica->id, service.desired);
+    dispatch(replica, {Kind::drain});
+  }
+  for (int index : plan.start) dispatch(add_replica(service, index), {Kind::start});
+}
+
+void Supervisor::check_started() {
+  if (phase_ != Phase::starting) return;
+  std::string summary;
+  for (const auto& [name, service] : services_) {
+    int ready = 0;
+    for (const auto& [index, replica] : service->replicas) {
+      if (replica->machine.state() == ReplicaState::ready) ++ready;
+    }
+    if (ready < service->desired) return;
+    summary += (summary.empty() ? "" : ", ") + name + " " + std::to_string(ready) + "/" +
+               std::to_string(service->desired);
+    for (const auto& socket : service->sockets) summary += " on " + socket.address.text;
+  }
+  phase_ = Phase::running;
+  for (const auto& [name, service] : services_) {
+    for (const auto& [index, replica] : service->replicas) replica->machine.set_fail_fast(false);
+  }
+  std::string message = spec_.name + " is up in " +
+                        std::to_string(ms_between(started_at_, Clock::now())) + "ms: " + summary;
+  spdlog::info("{}", message);
+  if (on_started_) std::exchange(on_started_, nullptr)(true, message);
+}
+
+void Supervisor::fail_start(const ReplicaPtr& replica) {
+  if (phase_ != Phase::starting) return;
+  std::string message = replica->id + " failed to start: ";
+  const auto& exit = replica->last_exit;
+  if (!replica->spawn_error.empty()) {
+    message += replica->spawn_error;
+  } else if (exit) {
+    message += std::string("exited with ") + describe_exit(exit->status.code, exit->status.signal) +
+               " before it became ready";
+    if (exit->reason == ExitReason::start_timeout) {
+      message += " (not ready within health.start_period)";
+    }
+    if (!exit->stderr_tail.empty()) {
+      message += "; last lines of its stderr:";
+      for (const auto& line : exit->stderr_tail) message += "\n  " + replica->id + " | " + line;
+    }
+  }
+  spdlog::error("{}", message);
+  exit_code_ = kExitFailed;
+  if (on_started_) std::exchange(on_started_, nullptr)(false, message);
+  begin_shutdown();
+}
+
+void Supervisor::begin_shutdown() {
+  if (phase_ == Phase::stopping || phase_ == Phase::finished) return;
+  phase_ = Phase::stopping;
+  for (auto& [name, service] : services_) {
+    auto replicas = service->replicas;  // stopping may retire, which erases from the map
+    for (auto& [index, replica] : replicas) dispatch(replica, {Kind::stop});
+  }
+  check_finished();
+}
+
+void Supervisor::check_finished() {
+  if (phase_ != Phase::stopping) return;
+  for (const auto& [name, service] : services_) {
+    if (!service->replicas.empty()) return;
+  }
+  finish();
+}
+
+void Supervisor::finish() {
+  phase_ = Phase::finished;
+  // Orphans reparented to us (we are a subreaper) are what is left of replica process trees.
+  const auto deadline = Clock::now() + std::chrono::seconds(2);
+  for (;;) {
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    auto orphans = child_pids();
+    if (orphans.empty() || Clock::now() > deadline) break;
+    for (pid_t pid : orphans) {
+      spdlog::info("killing leftover process {} of the deployment", pid);
+      kill(pid, SIGKILL);
+      signal_group(pid, SIGKILL);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  for (auto& [name, service] : services_) close_listen_sockets(service->sockets);
+  json::Value done;
+  done["ok"] = true;
+  done["pid"] = static_cast<long long>(getpid());
+  for (auto& reply : down_replies_) reply(done);
+  down_replies_.clear();
+  for (auto& waiter : waiters_) {
+    waiter.reply(error_response("the deployment stopped", kExitFailed));
+  }
+  waiters_.clear();
+  if (on_started_) std::exchange(on_started_, nullptr)(false, "the deployment stopped");
+  management_->close();
+  boost::system::error_code ignored;
+  signals_.cancel(ignored);
+  spdlog::info("{} stopped", spec_.name);
+  // Let the last responses reach their clients, then end the loop (bounded).
+  auto poll = std::make_shared<std::function<void(int)>>();
+  *poll = [this, poll](int tries_left) {
+    if (management_->pending_replies() == 0 || tries_left == 0) {
+      io_.stop();
+      return;
+    }
+    finish_timer_.expires_after(std::chrono::milliseconds(10));
+    finish_timer_.async_wait([poll, tries_left](boost::system::error_code) { (*poll)(tries_left - 1); });
+  };
+  (*poll)(100);
+}
+
+// ---- management API -------------------------------------------------------------------------
+
+void Supervisor::check_waiters() {
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    if (auto response = it->check()) {
+      auto reply = std::move(it->reply);
+      it = waiters_.erase(it);
+      reply(*response);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Supervisor::handle_request(const json::Value& request, ManagementServer::Reply reply) {
+  const auto* field = request.find("command");
+  const std::string name = field ? field->as_string() : "";
+  const CommandInfo* command = find_command(name);
+  if (!command || !command->served_by_daemon) {
+    reply(error_response("unknown command '" + name + "'", kExitUsage));
+    return;
+  }
+  if (name == "status") {
+    json::Value response;
+    response["ok"] = true;
+    response["status"] = status_json();
+    reply(response);
+  } else if (name == "scale") {
+    handle_scale(request, std::move(reply));
+  } else if (name == "down") {
+    spdlog::info("down requested; stopping {}", spec_.name);
+    stopped_by_request_ = true;
+    down_replies_.push_back(std::move(reply));
+    begin_shutdown();
+  }
+}
+
+void Supervisor::handle_scale(const json::Value& request, ManagementServer::Reply reply) {
+  if (phase_ != Phase::running) {
+    reply(error_response(spec_.name + " is " +
+                             (phase_ == Phase::starting ? "still starting" : "stopping") +
+                             "; scale it once it is running",
+                         kExitFailed));
+    return;
+  }
+  const auto* counts = request.find("counts");
+  if (!counts || !counts->is_object() || counts->as_object().empty()) {
+    reply(error_response("scale needs counts, e.g. web=4", kExitUsage));
+    return;
+  }
+  std::vector<std::pair<Service*, int>> changes;
+  for (const auto& [name, value] : counts->as_object()) {
+    auto it = services_.find(name);
+    if (it == services_.end()) {
+      reply(error_response("no service '" + name + "' in " + spec_.name, kExitUsage));
+      return;
+    }
+    std::int64_t count = value.as_int(-1);
+    if (!value.is_number() || count < 0 || count > 1000) {
+      reply(error_response("replica count for '" + name + "' must be 0..1000", kExitUsage));
+      return;
+    }
+    changes.emplace_back(it->second.get(), static_cast<int>(count));
+  }
+  Duration longest{0};
+  std::vector<std::string> names;
+  for (auto [service, count] : changes) {
+    spdlog::info("scaling {} from {} to {}", service->spec->name, service->desired, count);
+    service->desired = count;
+    longest = std::max(longest, service->spec->health.start_period + service->spec->stop.timeout);
+    names.push_back(service->spec->name);
+  }
+  persist_scale();
+  for (auto [service, count] : changes) apply_scale(*service);
+
+  const auto deadline = Clock::now() + longest + std::chrono::seconds(5);
+  auto check = [this, names, deadline]() -> std::optional<json::Value> {
+    for (const auto& name : names) {
+      const Service& service = *services_.at(name);
+      int ready = 0, active = 0, retiring = 0;
+      for (const auto& [index, replica] : service.replicas) {
+        if (replica->machine.retiring()) {
+          ++retiring;
+          continue;
+        }
+        ++active;
+        auto state = replica->machine.state();
+        if (state == ReplicaState::ready) ++ready;
+        if (!replica->machine.ever_ready() && replica->last_exit &&
+            (state == ReplicaState::backoff || state == ReplicaState::crash_loop ||
+             state == ReplicaState::failed)) {
+          const auto& exit = *replica->last_exit;
+          return error_response(replica->id + " exited before it became ready (" +
+                                    describe_exit(exit.status.code, exit.status.signal) +
+                                    "); see deployctl status",
+                                kExitFailed);
+        }
+      }
+      if (ready != service.desired || active != service.desired || retiring != 0) {
+        if (Clock::now() < deadline) return std::nullopt;
+        return error_response("timed out waiting for " + name + " to reach " +
+                                  std::to_string(service.desired) + " ready replicas",
+                              kExitFailed);
+      }
+    }
+    json::Value done;
+    done["ok"] = true;
+    return done;
+  };
+  waiters_.push_back({check, std::move(reply)});
+  auto timer = std::make_shared<asio::steady_timer>(io_, deadline);
+  timer->async_wait([this, timer](boost::system::error_code ec) {
+    if (!ec) check_waiters();
+  });
+  check_waiters();
+}
+
+json::Value Supervisor::status_json() const {
+  const auto now = Clock::now();
+  json::Value status;
+  status["name"] = spec_.name;
+  status["pid"] = static_cast<long long>(getpid());
+  status["state"] = phase_ == Phase::starting ? "starting"
+                    : phase_ == Phase::running ? "running"
+                                               : "stopping";
+  status["uptime_ms"] = ms_between(started_at_, now);
+  json::Array services;
+  for (const auto& [name, service] : services_) {
+    json::Value entry;
+    entry["name"] = name;
+    entry["desired"] = service->desired;
+    json::Array listen;
+    for (const auto& socket : service->sockets) listen.push_back(socket.address.text);
+    entry["listen"] = std::move(listen);
+    int ready = 0;
+    json::Array replicas;
+    for (const auto& [index, replica] : service->replicas) {
+      const auto state = replica->machine.state();
+      if (state == ReplicaState::ready) ++ready;
+      json::Value r;
+      r["id"] = replica->id;
+      r["index"] = index;
+      const bool alive = replica->pid > 0;
+      r["pid"] = alive ? json::Value(static_cast<long long>(replica->pid)) : json::Value();
+      r["state"] = state_name(state);
+      Health health = service->spec->health.kind == HealthKind::none ? Health::none
+                      : replica->health && state != ReplicaState::starting
+                          ? replica->health->health()
+                          : Health::unknown;
+      r["health"] = health_name(health);
+      r["uptime_ms"] = alive ? json::Value(ms_between(replica->spawned_at, now)) : json::Value();
+      r["restarts"] = replica->machine.restarts();
+      auto rss = alive ? resident_bytes(replica->pid) : std::nullopt;
+      r["rss_bytes"] = rss ? json::Value(*rss) : json::Value();
+      r["status"] = replica->status_text.empty() ? json::Value() : json::Value(replica->status_text);
+      r["requests"] = replica->requests ? json::Value(*replica->requests) : json::Value();
+      json::Value last_exit;
+      if (const auto& exit = replica->last_exit) {
+        last_exit["code"] = exit->status.code ? json::Value(*exit->status.code) : json::Value();
+        last_exit["signal"] = exit->status.signal ? json::Value(*exit->status.signal) : json::Value();
+        last_exit["reason"] = reason_name(exit->reason);
+        last_exit["ago_ms"] = ms_between(exit->at, now);
+        json::Array lines;
+        for (const auto& line : exit->stderr_tail) lines.push_back(line);
+        last_exit["stderr"] = std::move(lines);
+      }
+      r["last_exit"] = std::move(last_exit);
+      replicas.push_back(std::move(r));
+    }
+    entry["ready"] = ready;
+    entry["replicas"] = std::move(replicas);
+    services.push_back(std::move(entry));
+  }
+  status["services"] = std::move(services);
+  return status;
+}
+
+// ---- persisted scale ------------------------------------------------------------------------
+
+void Supervisor::load_persisted_scale() {
+  std::ifstream file(paths_.scale);
+  if (!file) return;
+  std::stringstream text;
+  text << file.rdbuf();
+  auto saved = json::parse(text.str());
+  if (!saved || !saved->is_object()) return;
+  for (auto& [name, service] : services_) {
+    const json::Value* entry = saved->find(name);
+    if (!entry) continue;
+    const json::Value* spec_count = entry->find("spec");
+    const json::Value* desired = entry->find("desired");
+    // A changed spec wins over a count set by hand for the old one.
+    if (spec_count && desired && spec_count->as_int(-1) == service->spec->replicas) {
+      service->desired = static_cast<int>(std::clamp<std::int64_t>(desired->as_int(0), 0, 1000));
+    }
+  }
+}
+
+void Supervisor::persist_scale() const {
+  json::Value saved;
+  for (const auto& [name, service] : services_) {
+    json::Value entry;
+    entry["spec"] = service->spec->replicas;
+    entry["desired"] = service->desired;
+    saved[name] = std::move(entry);
+  }
+  const std::string temporary = paths_.scale + ".tmp";
+  {
+    std::ofstream file(temporary, std::ios::trunc);
+    file << json::dump(saved) << "\n";
+    if (!file) return;
+  }
+  std::rename(temporary.c_str(), paths_.scale.c_str());
+}
+
+}  // namespace deployctl

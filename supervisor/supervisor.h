@@ -1,0 +1,128 @@
+// The supervisor daemon: one Asio event loop that runs the pure core (replica machines, health
+// checkers, scale planner) and performs what it decides (spawn, signal, reap, read output and
+// control messages, serve the management socket). Single-threaded: everything runs on `io`.
+#pragma once
+
+#include "asio.h"
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "control_protocol.h"
+#include "health.h"
+#include "json.h"
+#include "listen_sockets.h"
+#include "management.h"
+#include "output.h"
+#include "paths.h"
+#include "replica_machine.h"
+#include "spec.h"
+
+namespace deployctl {
+
+struct ExitRecord {
+  ExitStatus status;
+  ExitReason reason;
+  TimePoint at;
+  std::vector<std::string> stderr_tail;
+};
+
+class Supervisor {
+ public:
+  // Called once: when every replica is ready (ok) or when the start failed (with the reason).
+  using StartedCallback = std::function<void(bool ok, const std::string& message)>;
+
+  // `listen` maps service name -> its bound sockets; the supervisor owns and closes them.
+  Supervisor(boost::asio::io_context& io, Spec spec,
+             std::map<std::string, std::vector<ListenSocket>> listen, StatePaths paths,
+             StartedCallback on_started);
+  ~Supervisor();
+
+  // Serves the management socket, spawns every replica. Returns false (with *error) if the
+  // management socket cannot be created; nothing is spawned then.
+  bool start(std::string* error);
+
+  // 0 after a clean stop; 1 if the start failed.
+  int exit_code() const { return exit_code_; }
+  // True once `down` was requested (its persisted scale should be forgotten).
+  bool stopped_by_request() const { return stopped_by_request_; }
+
+ private:
+  struct Service;
+  struct Replica;
+  struct OutputPipe;
+  using ReplicaPtr = std::shared_ptr<Replica>;
+  enum class Phase { starting, running, stopping, finished };
+
+  // Core <-> edge.
+  void dispatch(const ReplicaPtr& replica, ReplicaEvent event);
+  void perform(const ReplicaPtr& replica, const ReplicaAction& action);
+  void spawn(const ReplicaPtr& replica);
+  void arm_timer(const ReplicaPtr& replica, Duration delay);
+  void record_exit(const ReplicaPtr& replica, const ReplicaAction& action);
+  void retire(const ReplicaPtr& replica);
+
+  // Edges.
+  void watch_signals();
+  void reap_children();
+  void on_replica_exit(const ReplicaPtr& replica, int wait_status);
+  void read_control(const ReplicaPtr& replica);
+  void on_control_message(const ReplicaPtr& replica, const control::Message& message);
+  void send_control(const ReplicaPtr& replica, const std::string& message);
+  void schedule_health(const ReplicaPtr& replica);
+  void read_output(const ReplicaPtr& replica, OutputPipe& pipe);
+  void drain_output(const ReplicaPtr& replica, OutputPipe& pipe);
+  void emit_lines(const ReplicaPtr& replica, OutputPipe& pipe, std::vector<std::string>& lines);
+  void close_channels(Replica& replica);
+  std::vector<std::string> replica_environment(const Service& service, int index) const;
+
+  // Deployment-level decisions.
+  ReplicaPtr add_replica(Service& service, int index);
+  void apply_scale(Service& service);
+  void check_started();
+  void fail_start(const ReplicaPtr& replica);
+  void begin_shutdown();
+  void check_finished();
+  void finish();
+  void check_waiters();
+  void load_persisted_scale();
+  void persist_scale() const;
+
+  // Management API.
+  void handle_request(const json::Value& request, ManagementServer::Reply reply);
+  void handle_scale(const json::Value& request, ManagementServer::Reply reply);
+  json::Value status_json() const;
+
+  double random01() { return std::uniform_real_distribution<double>(0.0, 1.0)(random_); }
+
+  boost::asio::io_context& io_;
+  Spec spec_;
+  StatePaths paths_;
+  StartedCallback on_started_;
+  std::map<std::string, std::unique_ptr<Service>> services_;
+  std::map<pid_t, ReplicaPtr> by_pid_;
+  boost::asio::signal_set signals_;
+  boost::asio::steady_timer finish_timer_;
+  std::unique_ptr<ManagementServer> management_;
+  std::mt19937_64 random_{std::random_device{}()};
+  Phase phase_ = Phase::starting;
+  int exit_code_ = 0;
+  bool stopped_by_request_ = false;
+  int interrupts_ = 0;
+  int dispatch_depth_ = 0;  // post-event checks run when the outermost dispatch ends
+  TimePoint started_at_;
+
+  struct Waiter {
+    std::function<std::optional<json::Value>()> check;  // a response once done
+    ManagementServer::Reply reply;
+  };
+  std::vector<Waiter> waiters_;
+  std::vector<ManagementServer::Reply> down_replies_;
+};
+
+}  // namespace deployctl
