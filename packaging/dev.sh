@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The quick start, for a fresh Debian 12 machine:
+#   packaging/dev.sh up     install dependencies, build, run the bundled example (Ctrl+C stops it)
+#   packaging/dev.sh test   install dependencies, build, run the whole test suite
+#   packaging/dev.sh build  install dependencies and build only
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="$root/build"
+jobs="$(nproc)"
+
+build() {
+  "$root/packaging/install-deps.sh"
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$build" -j "$jobs"
+}
+
+# ASan + UBSan build with clang: the unit tests run under the sanitizers and every libFuzzer
+# target gets a bounded run.
+sanitized_tests() {
+  local sbuild="$root/build-sanitize"
+  CC=clang CXX=clang++ cmake -S "$root" -B "$sbuild" -DCMAKE_BUILD_TYPE=Debug \
+    -DDEPLOYCTL_SANITIZE=ON -DDEPLOYCTL_FUZZ=ON >/dev/null
+  cmake --build "$sbuild" -j "$jobs"
+  (cd "$sbuild" && ctest --output-on-failure -R '^(unit|fuzz\.)')
+}
+
+case "${1:-}" in
+  up)
+    build
+    exec "$build/bin/deployctl" up "$root/config/examples/deploy.toml"
+    ;;
+  test)
+    build
+    (cd "$build" && ctest --output-on-failure -j "$jobs")
+    sanitized_tests
+    ;;
+  build)
+    build
+    ;;
+  *)
+    echo "usage: $0 up|test|build" >&2
+    exit 2
+    ;;
+esac
