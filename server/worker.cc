@@ -6,9 +6,13 @@
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <variant>
+#include <vector>
 
 #include "control_channel.h"
 #include "control_protocol.h"
@@ -32,46 +36,6 @@ std::string whoami_text() {
   return name + " " + std::to_string(::getpid()) + "\n";
 }
 
-// Where READY=1 and STOPPING=1 go: the control channel, NOTIFY_SOCKET, or nowhere.
-using Notify = std::function<void(std::string_view message)>;
-
-Notify sd_notifier() {
-  const char* socket_name = std::getenv("NOTIFY_SOCKET");
-  if (socket_name == nullptr || *socket_name == '\0') return [](std::string_view) {};
-  std::string name = socket_name;
-  return [name](std::string_view message) {
-    if (auto error = sd_notify_send(name, message); !error.empty()) log_line(error);
-  };
-}
-
-[[noreturn]] void die_by_signal(int signal_number) {
-  log_line("second " + std::string(::strsignal(signal_number)) + ": exiting at once");
-  std::signal(signal_number, SIG_DFL);
-  std::raise(signal_number);
-  std::_Exit(128 + signal_number);
-}
-
-class Worker {
- public:
-  explicit Worker(Server& server) : server_(server) {}
-
-  void set_notify(Notify notify) { notify_ = std::move(notify); }
-  void notify(std::string_view message) const { notify_(message); }
-
-  void drain(std::string_view reason) {
-    if (server_.draining()) return;
-    log_line("draining (" + std::string(reason) +
-             "): " + std::to_string(server_.connection_count()) + " connection(s) open, " +
-             std::to_string(server_.requests_in_flight()) + " request(s) in flight");
-    notify_(control::encode_stopping());
-    server_.drain();
-  }
-
- private:
-  Server& server_;
-  Notify notify_ = [](std::string_view) {};
-};
-
 std::optional<Site> make_site(const Options& options, std::string* error) {
   Site site{whoami_text(), std::nullopt, options.debug_endpoints};
   if (options.root) {
@@ -85,6 +49,101 @@ std::optional<Site> make_site(const Options& options, std::string* error) {
   return site;
 }
 
+[[noreturn]] void die_by_signal(int signal_number) {
+  log_line("second " + std::string(::strsignal(signal_number)) + ": exiting at once");
+  std::signal(signal_number, SIG_DFL);
+  std::raise(signal_number);
+  std::_Exit(128 + signal_number);
+}
+
+// Everything one deploy-server process runs, wired together. Lives on run_worker's stack.
+class Worker {
+ public:
+  Worker(boost::asio::io_context& io, Server& server) : io_(io), server_(server), signals_(io) {}
+
+  // Adopts DEPLOYCTL_CONTROL_FD if set, else uses NOTIFY_SOCKET if set. False on failure.
+  bool connect_supervisor(std::string* error);
+  void start(const std::vector<std::string>& addresses, bool inherited);
+
+ private:
+  void notify(std::string_view message);
+  void drain(std::string_view reason);
+  void answer_ping(std::uint64_t seq);
+  void wait_for_signal();
+
+  boost::asio::io_context& io_;
+  Server& server_;
+  boost::asio::signal_set signals_;
+  int signals_seen_ = 0;
+  std::unique_ptr<ControlChannel> control_;
+  std::string notify_socket_;  // NOTIFY_SOCKET, used only without a control channel
+};
+
+bool Worker::connect_supervisor(std::string* error) {
+  const char* fd_text = std::getenv(control::kControlFdEnv);
+  if (fd_text == nullptr) {
+    if (const char* name = std::getenv("NOTIFY_SOCKET")) notify_socket_ = name;
+    return true;
+  }
+  auto fd = parse_fd_number(fd_text);
+  if (!fd) {
+    *error = std::string(control::kControlFdEnv) + "=" + fd_text +
+             " is not a file descriptor number (unset it to run standalone)";
+    return false;
+  }
+  ControlChannel::Handlers handlers{[this](std::uint64_t seq) { answer_ping(seq); },
+                                    [this](std::string_view reason) { drain(reason); }};
+  control_ = ControlChannel::adopt(io_, *fd, std::move(handlers), error);
+  return control_ != nullptr;
+}
+
+void Worker::start(const std::vector<std::string>& addresses, bool inherited) {
+  server_.set_on_drained([this] {
+    log_line("drained: exiting");
+    io_.stop();
+  });
+  signals_.add(SIGTERM);
+  signals_.add(SIGINT);
+  wait_for_signal();
+  server_.start();
+  if (control_) control_->start();
+  for (const auto& address : addresses) {
+    log_line("listening on " + address + (inherited ? " (inherited)" : ""));
+  }
+  notify(control::encode_ready());
+}
+
+void Worker::notify(std::string_view message) {
+  if (control_) {
+    control_->send(message);
+  } else if (!notify_socket_.empty()) {
+    if (auto error = sd_notify_send(notify_socket_, message); !error.empty()) log_line(error);
+  }
+}
+
+void Worker::drain(std::string_view reason) {
+  if (server_.draining()) return;
+  log_line("draining (" + std::string(reason) + "): " + std::to_string(server_.connection_count()) +
+           " connection(s) open, " + std::to_string(server_.requests_in_flight()) +
+           " request(s) in flight");
+  notify(control::encode_stopping());
+  server_.drain();
+}
+
+void Worker::answer_ping(std::uint64_t seq) {
+  control_->send(
+      control::encode_pong(seq, server_.requests_served(), server_.requests_in_flight()));
+}
+
+void Worker::wait_for_signal() {
+  signals_.async_wait([this](const boost::system::error_code& error, int signal_number) {
+    if (error) return;
+    if (++signals_seen_ > 1) die_by_signal(signal_number);
+    drain(::strsignal(signal_number));
+    wait_for_signal();
+  });
+}
+
 }  // namespace
 
 int run_worker(const Options& options) {
@@ -95,61 +154,23 @@ int run_worker(const Options& options) {
     log_line(error);
     return kExitRuntimeError;
   }
-  boost::asio::io_context io(1);
+  boost::asio::io_context io(1);  // one thread: lets Asio skip some locking
   Listeners listeners = open_listeners(io, options.listen);
   if (!listeners.error.empty()) {
     log_line(listeners.error);
     return kExitRuntimeError;
   }
   std::vector<std::string> addresses;
-  for (auto& acceptor : listeners.acceptors)
+  for (auto& acceptor : listeners.acceptors) {
     addresses.push_back(describe(acceptor.local_endpoint()));
-
+  }
   Server server(io, std::move(listeners.acceptors), Responder(std::move(*site)));
-  Worker worker(server);
-  server.set_on_drained([&io] {
-    log_line("drained: exiting");
-    io.stop();
-  });
-
-  std::unique_ptr<ControlChannel> control;
-  if (const char* fd_text = std::getenv(control::kControlFdEnv)) {
-    auto fd = parse_fd_number(fd_text);
-    ControlChannel::Handlers handlers{
-        [&](std::uint64_t seq) {
-          control->send(
-              control::encode_pong(seq, server.requests_served(), server.requests_in_flight()));
-        },
-        [&](std::string_view reason) { worker.drain(reason); }};
-    if (fd) control = ControlChannel::adopt(io, *fd, std::move(handlers), &error);
-    if (!control) {
-      log_line(fd ? error
-                  : std::string(control::kControlFdEnv) + "=" + fd_text +
-                        " is not a file descriptor number");
-      return kExitRuntimeError;
-    }
-    worker.set_notify([&](std::string_view message) { control->send(message); });
-  } else {
-    worker.set_notify(sd_notifier());
+  Worker worker(io, server);
+  if (!worker.connect_supervisor(&error)) {
+    log_line(error);
+    return kExitRuntimeError;
   }
-
-  int signals_seen = 0;
-  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
-  std::function<void(const boost::system::error_code&, int)> on_signal =
-      [&](const boost::system::error_code& signal_error, int signal_number) {
-        if (signal_error) return;
-        if (++signals_seen > 1) die_by_signal(signal_number);
-        worker.drain(::strsignal(signal_number));
-        signals.async_wait(on_signal);
-      };
-  signals.async_wait(on_signal);
-
-  server.start();
-  if (control) control->start();
-  for (const auto& address : addresses) {
-    log_line("listening on " + address + (listeners.inherited ? " (inherited)" : ""));
-  }
-  worker.notify(control::encode_ready());
+  worker.start(addresses, listeners.inherited);
   io.run();
   return kExitOk;
 }
