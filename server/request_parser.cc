@@ -1,6 +1,7 @@
 #include "request_parser.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <optional>
 
@@ -18,13 +19,26 @@ std::string_view take_line(std::string_view& block) {
   return line;
 }
 
-bool is_target_char(unsigned char c) { return c > 0x20 && c != 0x7f; }
+// Which characters each syntax element allows, one bit per element, for one lookup per byte.
+enum CharClass : std::uint8_t { kToken = 1, kTarget = 2, kFieldValue = 4 };
 
-bool is_field_value_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+constexpr std::array<std::uint8_t, 256> kCharClasses = [] {
+  std::array<std::uint8_t, 256> classes{};
+  for (unsigned c = 0; c < 256; ++c) {
+    std::uint8_t bits = 0;
+    if (is_token_char(static_cast<unsigned char>(c))) bits |= kToken;
+    if (c > 0x20 && c != 0x7f) bits |= kTarget;  // visible ASCII and obs-text
+    if (c == '\t' || (c >= 0x20 && c != 0x7f)) bits |= kFieldValue;
+    classes[c] = bits;
+  }
+  return classes;
+}();
 
-bool all_of(std::string_view text, bool (*predicate)(unsigned char)) {
-  return std::all_of(text.begin(), text.end(),
-                     [predicate](char c) { return predicate(static_cast<unsigned char>(c)); });
+bool all_of(std::string_view text, CharClass allowed) {
+  for (char c : text) {
+    if ((kCharClasses[static_cast<unsigned char>(c)] & allowed) == 0) return false;
+  }
+  return true;
 }
 
 std::string_view trim_whitespace(std::string_view text) {
@@ -76,6 +90,12 @@ struct Failure {
   std::string_view detail;
 };
 
+ParseResult need_more(std::size_t consumed) {
+  ParseResult result;
+  result.consumed = consumed;
+  return result;
+}
+
 Failure malformed(std::string_view detail) { return Failure{ParseError::bad_request, detail}; }
 
 // What the header fields say about framing and persistence, gathered while reading them.
@@ -124,7 +144,7 @@ std::optional<Failure> parse_request_line(std::string_view line, Request& reques
   std::size_t first_space = line.find(' ');
   if (first_space == std::string_view::npos) return malformed("request line without spaces");
   request.method_name = line.substr(0, first_space);
-  if (request.method_name.empty() || !all_of(request.method_name, is_token_char)) {
+  if (request.method_name.empty() || !all_of(request.method_name, kToken)) {
     return malformed("invalid method");
   }
   request.method = method_from_name(request.method_name);
@@ -134,7 +154,7 @@ std::optional<Failure> parse_request_line(std::string_view line, Request& reques
     return malformed("request line without HTTP version");
   }
   request.target = line.substr(0, second_space);
-  if (request.target.empty() || !all_of(request.target, is_target_char)) {
+  if (request.target.empty() || !all_of(request.target, kTarget)) {
     return malformed("invalid request target");
   }
   std::string_view version = line.substr(second_space + 1);
@@ -192,12 +212,12 @@ ParseResult RequestParser::parse(std::string_view input) {
     body_remaining_ -= skip;
     consumed += skip;
     input.remove_prefix(skip);
-    if (body_remaining_ > 0) return ParseResult{.consumed = consumed};
+    if (body_remaining_ > 0) return need_more(consumed);
   }
   if (scanned_ == 0) {  // before a request line: skip empty lines
     while (!input.empty() && (input[0] == '\n' || input[0] == '\r')) {
       std::size_t length = input[0] == '\n' ? 1 : 2;
-      if (length == 2 && input.size() < 2) return ParseResult{.consumed = consumed};
+      if (length == 2 && input.size() < 2) return need_more(consumed);
       if (length == 2 && input[1] != '\n') return fail(ParseError::bad_request, "stray CR");
       consumed += length;
       input.remove_prefix(length);
@@ -233,7 +253,7 @@ ParseResult RequestParser::parse_header_block(std::string_view input,
   if (input.size() >= limits_.max_header_bytes) {
     return fail(ParseError::header_too_large, "header block exceeds the size limit");
   }
-  return ParseResult{.consumed = already_consumed};
+  return need_more(already_consumed);
 }
 
 ParseResult RequestParser::parse_complete_block(std::string_view block) {
@@ -251,10 +271,10 @@ ParseResult RequestParser::parse_complete_block(std::string_view block) {
     std::size_t colon = line.find(':');
     if (colon == std::string_view::npos) return fail(ParseError::bad_request, "field without ':'");
     Header field{line.substr(0, colon), trim_whitespace(line.substr(colon + 1))};
-    if (field.name.empty() || !all_of(field.name, is_token_char)) {
+    if (field.name.empty() || !all_of(field.name, kToken)) {
       return fail(ParseError::bad_request, "invalid field name");
     }
-    if (!all_of(field.value, is_field_value_char)) {
+    if (!all_of(field.value, kFieldValue)) {
       return fail(ParseError::bad_request, "control character in field value");
     }
     if (count == limits_.max_headers) {

@@ -154,7 +154,8 @@ int run_worker(const Options& options) {
     log_line(error);
     return kExitRuntimeError;
   }
-  boost::asio::io_context io(1);  // one thread: lets Asio skip some locking
+  // One thread, so Asio may skip locking in its scheduler and reactor.
+  boost::asio::io_context io(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO);
   Listeners listeners = open_listeners(io, options.listen);
   if (!listeners.error.empty()) {
     log_line(listeners.error);
