@@ -21,6 +21,16 @@ std::optional<std::uint16_t> parse_port(std::string_view text) {
   return static_cast<std::uint16_t>(value);
 }
 
+std::optional<int> parse_seconds(std::string_view text) {
+  int value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value < 1 ||
+      value > 86400) {
+    return std::nullopt;
+  }
+  return value;
+}
+
 // Splits "--name=value" into name and value; a bare "--name" has no value.
 struct Flag {
   std::string_view name;
@@ -75,7 +85,8 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
       result.error = std::string(flag.name) + " needs a value";
       return std::nullopt;
     };
-    bool takes_value = flag.name == "--listen" || flag.name == "--root";
+    bool takes_value =
+        flag.name == "--listen" || flag.name == "--root" || flag.name == "--idle-timeout";
     if (!takes_value && flag.value) {
       result.error = std::string(flag.name) + " takes no value";
     } else if (flag.name == "--help" || flag.name == "-h") {
@@ -89,6 +100,12 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
         if (auto address = parse_listen_address(*text, &result.error)) {
           options.listen.push_back(*address);
         }
+      }
+    } else if (flag.name == "--idle-timeout") {
+      if (auto text = take_value()) {
+        auto seconds = parse_seconds(*text);
+        if (!seconds) result.error = "--idle-timeout takes whole seconds from 1 to 86400";
+        options.idle_timeout_seconds = seconds.value_or(0);
       }
     } else if (flag.name == "--root") {
       if (auto text = take_value()) {
@@ -107,7 +124,8 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
 }
 
 std::string usage_text() {
-  return "usage: deploy-server [--listen HOST:PORT]... [--root DIR] [--debug-endpoints]\n"
+  return "usage: deploy-server [--listen HOST:PORT]... [--root DIR] [--idle-timeout SECONDS]\n"
+         "                     [--debug-endpoints]\n"
          "\n"
          "A small, fast HTTP/1.1 server; the reference worker of deployctl.\n"
          "\n"
@@ -115,6 +133,7 @@ std::string usage_text() {
          "                      HOST is numeric IPv4, [IPv6] or localhost. Ignored when\n"
          "                      sockets are inherited via LISTEN_FDS/LISTEN_PID.\n"
          "  --root DIR          serve static files from DIR (GET / serves DIR/index.html)\n"
+         "  --idle-timeout S    close keep-alive connections idle for S seconds (default 60)\n"
          "  --debug-endpoints   enable GET /sleep/<ms> (at most 10000), for tests\n"
          "  --help, --version\n"
          "\n"

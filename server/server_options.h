@@ -21,6 +21,7 @@ struct Options {
   std::vector<ListenAddress> listen;  // never empty after a successful parse
   std::optional<std::string> root;    // --root: document root for static files
   bool debug_endpoints = false;       // --debug-endpoints: GET /sleep/<ms>
+  int idle_timeout_seconds = 60;      // --idle-timeout: close idle keep-alive connections
   bool help = false;
   bool version = false;
 };

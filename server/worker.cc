@@ -4,6 +4,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -165,7 +166,9 @@ int run_worker(const Options& options) {
   for (auto& acceptor : listeners.acceptors) {
     addresses.push_back(describe(acceptor.local_endpoint()));
   }
-  Server server(io, std::move(listeners.acceptors), Responder(std::move(*site)));
+  ConnectionTimeouts timeouts;
+  timeouts.idle = std::chrono::seconds(options.idle_timeout_seconds);
+  Server server(io, std::move(listeners.acceptors), Responder(std::move(*site)), timeouts);
   Worker worker(io, server);
   if (!worker.connect_supervisor(&error)) {
     log_line(error);

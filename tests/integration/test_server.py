@@ -298,6 +298,15 @@ def test_http10_closes_unless_keep_alive_is_asked(standalone):
     assert client.closed_by_server()
 
 
+def test_idle_keep_alive_connections_time_out(standalone):
+    _server, port = standalone("--idle-timeout", "1")
+    client = Client(port)
+    assert client.request("/healthz").status == 200
+    started = time.monotonic()
+    assert client.closed_by_server()  # waits at most TIMEOUT
+    assert 0.5 < time.monotonic() - started < 3.5
+
+
 def test_pipelined_requests_are_answered_in_order(standalone):
     _server, port = standalone()
     client = Client(port)

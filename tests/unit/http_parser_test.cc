@@ -421,6 +421,11 @@ TEST_CASE("http: server options") {
   CHECK(full.options.debug_endpoints);
 
   CHECK(parse({"--listen", "localhost:80"}).options.listen.at(0).host == "127.0.0.1");
+  CHECK(defaults.options.idle_timeout_seconds == 60);
+  CHECK(parse({"--idle-timeout", "5"}).options.idle_timeout_seconds == 5);
+  CHECK(parse({"--idle-timeout=86400"}).options.idle_timeout_seconds == 86400);
+  CHECK_FALSE(parse({"--idle-timeout", "0"}).error.empty());
+  CHECK_FALSE(parse({"--idle-timeout", "1.5"}).error.empty());
   CHECK(parse({"--help"}).options.help);
   CHECK(parse({"--version"}).options.version);
   CHECK_FALSE(parse({"--bogus"}).error.empty());
