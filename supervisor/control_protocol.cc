@@ -64,7 +64,9 @@ DecodeResult decode(std::string_view datagram) {
   auto fields = split_fields(datagram, &result.error);
   if (!fields) return result;
   Message message;
-  for (const auto& [key, value] : *fields) {
+  for (const auto& field : *fields) {
+    const std::string& key = field.first;
+    const std::string& value = field.second;
     auto number = [&](std::optional<std::uint64_t>& out) {
       out = parse_u64(value);
       if (!out) result.error = key + " is not a number";

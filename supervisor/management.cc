@@ -91,7 +91,7 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
 
 ManagementServer::ManagementServer(asio::io_context& io, std::string socket_path,
                                    uid_t allowed_uid, Handler handler)
-    : io_(io), path_(std::move(socket_path)), allowed_uid_(allowed_uid),
+    : path_(std::move(socket_path)), allowed_uid_(allowed_uid),
       handler_(std::move(handler)), acceptor_(io) {}
 
 ManagementServer::~ManagementServer() { close(); }

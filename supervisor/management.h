@@ -34,7 +34,6 @@ class ManagementServer {
   class Session;
   void accept();
 
-  boost::asio::io_context& io_;
   std::string path_;
   uid_t allowed_uid_;
   Handler handler_;

@@ -670,17 +670,17 @@ void Supervisor::finish() {
   boost::system::error_code ignored;
   signals_.cancel(ignored);
   spdlog::info("{} stopped", spec_.name);
-  // Let the last responses reach their clients, then end the loop (bounded).
-  auto poll = std::make_shared<std::function<void(int)>>();
-  *poll = [this, poll](int tries_left) {
-    if (management_->pending_replies() == 0 || tries_left == 0) {
-      io_.stop();
-      return;
-    }
-    finish_timer_.expires_after(std::chrono::milliseconds(10));
-    finish_timer_.async_wait([poll, tries_left](boost::system::error_code) { (*poll)(tries_left - 1); });
-  };
-  (*poll)(100);
+  stop_when_replies_sent(100);
+}
+
+void Supervisor::stop_when_replies_sent(int tries_left) {
+  if (management_->pending_replies() == 0 || tries_left == 0) {
+    io_.stop();
+    return;
+  }
+  finish_timer_.expires_after(std::chrono::milliseconds(10));
+  finish_timer_.async_wait(
+      [this, tries_left](boost::system::error_code) { stop_when_replies_sent(tries_left - 1); });
 }
 
 // ---- management API -------------------------------------------------------------------------

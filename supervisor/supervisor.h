@@ -89,6 +89,8 @@ class Supervisor {
   void begin_shutdown();
   void check_finished();
   void finish();
+  // Ends the event loop once the last responses reached their clients (10 ms polls, bounded).
+  void stop_when_replies_sent(int tries_left);
   void check_waiters();
   void load_persisted_scale();
   void persist_scale() const;
