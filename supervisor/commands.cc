@@ -16,6 +16,14 @@ constexpr CommandInfo kCommands[] = {
 
 std::span<const CommandInfo> commands() { return kCommands; }
 
+json::Value management_error(const std::string& message, int exit_code) {
+  json::Value response;
+  response["ok"] = false;
+  response["error"] = message;
+  response["exit"] = exit_code;
+  return response;
+}
+
 const CommandInfo* find_command(std::string_view name) {
   for (const auto& command : kCommands) {
     if (command.name == name) return &command;

@@ -11,7 +11,10 @@
 #pragma once
 
 #include <span>
+#include <string>
 #include <string_view>
+
+#include "json.h"
 
 namespace deployctl {
 
@@ -33,6 +36,9 @@ struct CommandInfo {
 };
 
 std::span<const CommandInfo> commands();
+
+// {"ok": false, "error": message, "exit": exit_code}
+json::Value management_error(const std::string& message, int exit_code);
 const CommandInfo* find_command(std::string_view name);
 
 }  // namespace deployctl

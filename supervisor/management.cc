@@ -18,13 +18,6 @@ using local = asio::local::stream_protocol;
 namespace {
 constexpr std::size_t kMaxRequest = 64 * 1024;
 
-json::Value error_response(const std::string& message, int exit_code) {
-  json::Value response;
-  response["ok"] = false;
-  response["error"] = message;
-  response["exit"] = exit_code;
-  return response;
-}
 }  // namespace
 
 class ManagementServer::Session : public std::enable_shared_from_this<Session> {
@@ -38,7 +31,7 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
                            [self, handler](boost::system::error_code ec, std::size_t length) {
                              if (ec) {
                                if (ec == asio::error::not_found) {
-                                 self->respond(error_response("request too large", kExitUsage));
+                                 self->respond(management_error("request too large", kExitUsage));
                                }
                                return;
                              }
@@ -48,7 +41,7 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
                              json::ParseError error;
                              auto request = json::parse(line, &error);
                              if (!request || !request->is_object()) {
-                               self->respond(error_response("malformed request: " + error.message,
+                               self->respond(management_error("malformed request: " + error.message,
                                                             kExitUsage));
                                return;
                              }
@@ -133,7 +126,7 @@ void ManagementServer::accept() {
       if (allowed) {
         session->read_request(handler_);
       } else {
-        session->respond(error_response(
+        session->respond(management_error(
             "permission denied: uid " + std::to_string(peer.uid) +
                 " may not manage this deployment (only root and uid " +
                 std::to_string(allowed_uid_) + ")",

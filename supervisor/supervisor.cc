@@ -37,13 +37,6 @@ long long ms_between(TimePoint from, TimePoint to) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
 }
 
-json::Value error_response(const std::string& message, int exit_code) {
-  json::Value response;
-  response["ok"] = false;
-  response["error"] = message;
-  response["exit"] = exit_code;
-  return response;
-}
 }  // namespace
 
 struct Supervisor::OutputPipe {
@@ -662,7 +655,7 @@ void Supervisor::finish() {
   for (auto& reply : down_replies_) reply(done);
   down_replies_.clear();
   for (auto& waiter : waiters_) {
-    waiter.reply(error_response("the deployment stopped", kExitFailed));
+    waiter.reply(management_error("the deployment stopped", kExitFailed));
   }
   waiters_.clear();
   if (on_started_) std::exchange(on_started_, nullptr)(false, "the deployment stopped");
@@ -702,7 +695,7 @@ void Supervisor::handle_request(const json::Value& request, ManagementServer::Re
   const std::string name = field ? field->as_string() : "";
   const CommandInfo* command = find_command(name);
   if (!command || !command->served_by_daemon) {
-    reply(error_response("unknown command '" + name + "'", kExitUsage));
+    reply(management_error("unknown command '" + name + "'", kExitUsage));
     return;
   }
   if (name == "status") {
@@ -722,7 +715,7 @@ void Supervisor::handle_request(const json::Value& request, ManagementServer::Re
 
 void Supervisor::handle_scale(const json::Value& request, ManagementServer::Reply reply) {
   if (phase_ != Phase::running) {
-    reply(error_response(spec_.name + " is " +
+    reply(management_error(spec_.name + " is " +
                              (phase_ == Phase::starting ? "still starting" : "stopping") +
                              "; scale it once it is running",
                          kExitFailed));
@@ -730,19 +723,19 @@ void Supervisor::handle_scale(const json::Value& request, ManagementServer::Repl
   }
   const auto* counts = request.find("counts");
   if (!counts || !counts->is_object() || counts->as_object().empty()) {
-    reply(error_response("scale needs counts, e.g. web=4", kExitUsage));
+    reply(management_error("scale needs counts, e.g. web=4", kExitUsage));
     return;
   }
   std::vector<std::pair<Service*, int>> changes;
   for (const auto& [name, value] : counts->as_object()) {
     auto it = services_.find(name);
     if (it == services_.end()) {
-      reply(error_response("no service '" + name + "' in " + spec_.name, kExitUsage));
+      reply(management_error("no service '" + name + "' in " + spec_.name, kExitUsage));
       return;
     }
     std::int64_t count = value.as_int(-1);
     if (!value.is_number() || count < 0 || count > 1000) {
-      reply(error_response("replica count for '" + name + "' must be 0..1000", kExitUsage));
+      reply(management_error("replica count for '" + name + "' must be 0..1000", kExitUsage));
       return;
     }
     changes.emplace_back(it->second.get(), static_cast<int>(count));
@@ -775,7 +768,7 @@ void Supervisor::handle_scale(const json::Value& request, ManagementServer::Repl
             (state == ReplicaState::backoff || state == ReplicaState::crash_loop ||
              state == ReplicaState::failed)) {
           const auto& exit = *replica->last_exit;
-          return error_response(replica->id + " exited before it became ready (" +
+          return management_error(replica->id + " exited before it became ready (" +
                                     describe_exit(exit.status.code, exit.status.signal) +
                                     "); see deployctl status",
                                 kExitFailed);
@@ -783,7 +776,7 @@ void Supervisor::handle_scale(const json::Value& request, ManagementServer::Repl
       }
       if (ready != service.desired || active != service.desired || retiring != 0) {
         if (Clock::now() < deadline) return std::nullopt;
-        return error_response("timed out waiting for " + name + " to reach " +
+        return management_error("timed out waiting for " + name + " to reach " +
                                   std::to_string(service.desired) + " ready replicas",
                               kExitFailed);
       }
