@@ -95,9 +95,9 @@ Supervisor::Supervisor(asio::io_context& io, Spec spec,
       spec_(std::move(spec)),
       paths_(std::move(paths)),
       on_started_(std::move(on_started)),
-      signals_(io, SIGCHLD, SIGINT, SIGTERM),
+      children_(io),
+      signals_(io, SIGINT, SIGTERM, SIGHUP),
       finish_timer_(io) {
-  signals_.add(SIGHUP);
   for (const auto& service_spec : spec_.services) {
     auto service = std::make_unique<Service>();
     service->spec = &service_spec;
@@ -279,7 +279,9 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
   replica->spawn_error.clear();
   replica->pid = result.pid;
   replica->spawned_at = Clock::now();
-  by_pid_[result.pid] = replica;
+  children_.watch(
+      result.pid, [this, replica](int wait_status) { on_replica_exit(replica, wait_status); },
+      /*kill_group=*/true);
   replica->control = std::make_unique<asio::posix::stream_descriptor>(io_, control_pair[0]);
   replica->out.fd = std::make_unique<asio::posix::stream_descriptor>(io_, out[0]);
   replica->err.fd = std::make_unique<asio::posix::stream_descriptor>(io_, err[0]);
@@ -324,21 +326,17 @@ void Supervisor::retire(const ReplicaPtr& replica) {
   ++replica->timer_generation;
   replica->timer.cancel();
   close_channels(*replica);
-  if (replica->pid > 0) by_pid_.erase(replica->pid);
   auto& replicas = replica->service.replicas;
   auto it = replicas.find(replica->index);
   if (it != replicas.end() && it->second == replica) replicas.erase(it);
 }
 
-// ---- edges: signals, reaping ----------------------------------------------------------------
+// ---- edges: signals and exits ----------------------------------------------------------------
 
 void Supervisor::watch_signals() {
   signals_.async_wait([this](boost::system::error_code ec, int signal) {
     if (ec || phase_ == Phase::finished) return;
     switch (signal) {
-      case SIGCHLD:
-        reap_children();
-        break;
       case SIGINT:
       case SIGTERM:
         if (++interrupts_ == 1) {
@@ -346,7 +344,9 @@ void Supervisor::watch_signals() {
           begin_shutdown();
         } else {
           spdlog::warn("{} received again; killing every replica now", signal_name(signal));
-          for (auto& [pid, replica] : by_pid_) signal_group(pid, SIGKILL);
+          for (auto& [name, service] : services_) {
+            for (auto& [index, replica] : service->replicas) signal_group(replica->pid, SIGKILL);
+          }
         }
         break;
       case SIGHUP:
@@ -357,23 +357,7 @@ void Supervisor::watch_signals() {
   });
 }
 
-void Supervisor::reap_children() {
-  for (;;) {
-    siginfo_t info{};
-    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0) return;
-    const pid_t pid = info.si_pid;
-    auto it = by_pid_.find(pid);
-    ReplicaPtr replica = it == by_pid_.end() ? nullptr : it->second;
-    // While the zombie still pins the group id, kill what is left of the replica's group.
-    if (replica) signal_group(pid, SIGKILL);
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) <= 0) return;
-    if (replica) on_replica_exit(replica, status);
-  }
-}
-
 void Supervisor::on_replica_exit(const ReplicaPtr& replica, int wait_status) {
-  by_pid_.erase(replica->pid);
   replica->exited_pid = replica->pid;
   replica->pid = -1;
   drain_output(replica, replica->out);
@@ -662,6 +646,7 @@ void Supervisor::finish() {
   management_->close();
   boost::system::error_code ignored;
   signals_.cancel(ignored);
+  children_.stop();
   spdlog::info("{} stopped", spec_.name);
   stop_when_replies_sent(100);
 }

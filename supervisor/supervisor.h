@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "child_watcher.h"
 #include "control_protocol.h"
 #include "health.h"
 #include "json.h"
@@ -69,7 +70,6 @@ class Supervisor {
 
   // Edges.
   void watch_signals();
-  void reap_children();
   void on_replica_exit(const ReplicaPtr& replica, int wait_status);
   void read_control(const ReplicaPtr& replica);
   void on_control_message(const ReplicaPtr& replica, const control::Message& message);
@@ -107,7 +107,7 @@ class Supervisor {
   StatePaths paths_;
   StartedCallback on_started_;
   std::map<std::string, std::unique_ptr<Service>> services_;
-  std::map<pid_t, ReplicaPtr> by_pid_;
+  ChildWatcher children_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer finish_timer_;
   std::unique_ptr<ManagementServer> management_;
