@@ -112,9 +112,7 @@ bool Connection::peer_sent_nothing_more() {
 }
 
 void Connection::read_more() {
-  if (!lingering_ && host_.draining() && between_requests() && peer_sent_nothing_more()) {
-    return close();
-  }
+  if (!lingering_ && host_.draining() && idle_after_requests()) return close();
   std::span<char> room = input_.prepare();
   if (room.empty()) return close();  // unreachable: the parser rejects such a header block
   reading_ = true;
@@ -130,6 +128,7 @@ void Connection::on_read(const boost::system::error_code& error, std::size_t byt
   if (closed_) return;
   if (error) return close();  // EOF included: there is nothing left to answer
   last_progress_ = host_.now();
+  received_any_ = true;
   input_.commit(bytes);
   if (lingering_) {
     input_.clear();
@@ -181,9 +180,16 @@ void Connection::finish() {
   read_more();
 }
 
+// Draining closes idle keep-alive connections at once. A connection that has not sent its first
+// request yet is not idle: its client connected to get an answer, and its request may be on the
+// wire right now. It gets the draining timeout to send it, and the answer says Connection: close.
 void Connection::on_drain() {
   if (closed_ || !reading_ || lingering_) return;
-  if (between_requests() && peer_sent_nothing_more()) close();
+  if (idle_after_requests()) close();
+}
+
+bool Connection::idle_after_requests() {
+  return received_any_ && between_requests() && peer_sent_nothing_more();
 }
 
 void Connection::on_tick(Clock::time_point now) {

@@ -79,6 +79,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void finish();
   bool between_requests() const;
   bool peer_sent_nothing_more();
+  // Has served what it was sent and waits for nothing: safe to close when draining.
+  bool idle_after_requests();
 
   boost::asio::ip::tcp::socket socket_;
   ConnectionHost& host_;
@@ -99,6 +101,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool lingering_ = false;
   bool close_after_output_ = false;
   bool closed_ = false;
+  bool received_any_ = false;  // a first request (or part of one) arrived
 };
 
 }  // namespace deployctl::server

@@ -467,6 +467,22 @@ def test_control_protocol_ready_ping_drain(spawn):
     assert supervised.server.wait_exit() == 0
 
 
+def test_drain_answers_a_connection_whose_request_was_not_there_yet(spawn):
+    # A client that has just connected is not idle: its request may be on the wire when the
+    # drain starts. It must be answered (with Connection: close), not dropped.
+    supervised = Supervised(spawn)
+    assert supervised.receive() == {"READY": "1"}
+    fresh = Client(supervised.port)
+    # Accepts are in order: once a later connection is answered, `fresh` has been accepted.
+    assert get(supervised.port, "/healthz").status == 200
+    supervised.control.send(b"DRAIN=1\n")
+    assert supervised.receive() == {"STOPPING": "1"}
+    response = fresh.request("/whoami")
+    assert response.status == 200
+    assert response.headers["connection"] == "close"
+    assert supervised.server.wait_exit() == 0
+
+
 def test_control_socket_eof_drains_and_exits(spawn):
     supervised = Supervised(spawn, "--debug-endpoints")
     assert supervised.receive() == {"READY": "1"}
