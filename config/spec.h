@@ -24,17 +24,23 @@ struct BackoffSpec {
   Duration max{30000};
   Duration reset_after{60000};
   double jitter = 0.2;  // 0..1: each delay is scaled by a factor in [1 - jitter, 1 + jitter]
+
+  bool operator==(const BackoffSpec&) const = default;
 };
 
 struct CrashLoopSpec {
   int restarts = 5;  // this many restarts...
   Duration within{60000};  // ...inside this window means crash-loop
+
+  bool operator==(const CrashLoopSpec&) const = default;
 };
 
 struct RestartSpec {
   RestartPolicy policy = RestartPolicy::always;
   BackoffSpec backoff;
   CrashLoopSpec crash_loop;
+
+  bool operator==(const RestartSpec&) const = default;
 };
 
 struct HealthSpec {
@@ -45,27 +51,37 @@ struct HealthSpec {
   Duration timeout{500};
   int failures = 3;
   Duration start_period{30000};
+
+  bool operator==(const HealthSpec&) const = default;
 };
 
 struct MemorySpec {
   std::optional<std::uint64_t> max;            // bytes
   std::optional<std::uint64_t> restart_above;  // bytes
+
+  bool operator==(const MemorySpec&) const = default;
 };
 
 struct StopSpec {
   int signal = SIGTERM;
   Duration timeout{30000};
+
+  bool operator==(const StopSpec&) const = default;
 };
 
 struct RolloutSpec {
   int max_surge = 1;
   int max_unavailable = 0;
+
+  bool operator==(const RolloutSpec&) const = default;
 };
 
 struct ListenAddress {
   std::string host;  // numeric IPv4 or IPv6 literal, without brackets
   std::uint16_t port = 0;
   std::string text;  // as written in the spec, e.g. "127.0.0.1:8000"
+
+  bool operator==(const ListenAddress&) const = default;
 };
 
 struct ServiceSpec {
@@ -85,6 +101,8 @@ struct ServiceSpec {
   MemorySpec memory;
   StopSpec stop;
   RolloutSpec rollout;
+
+  bool operator==(const ServiceSpec&) const = default;
 };
 
 struct PreStartStep {
@@ -93,6 +111,8 @@ struct PreStartStep {
   Duration timeout{60000};
   EnvList env;
   std::string working_dir;  // absolute
+
+  bool operator==(const PreStartStep&) const = default;
 };
 
 struct Spec {
