@@ -615,3 +615,36 @@ class Deployment:
             self.foreground.kill()
             self.foreground.wait(5)
             return ["teardown: the foreground supervisor did not exit after down; killed"]
+
+
+# --- ports and process start times (appended for test_apps.py) ----------------------------
+
+def free_port_range(count: int, attempts: int = 50) -> int:
+    """A port P such that P .. P+count-1 are all free on 127.0.0.1 right now (for specs with
+    per-replica ports); fails the test if none is found in `attempts` tries."""
+    for _ in range(attempts):
+        base = free_port()
+        if base + count - 1 > 65535:
+            continue
+        probes = []
+        try:
+            for port in range(base, base + count):
+                probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    pytest.fail(f"found no {count} consecutive free ports in {attempts} tries", pytrace=False)
+
+
+def process_started_at(pid: int) -> float | None:
+    """When `pid` was created, as a time.time() value (to the clock tick, 10 ms here)."""
+    info = proc_info(pid)
+    if info is None:
+        return None
+    boot_offset = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    return info.start_ticks / os.sysconf("SC_CLK_TCK") + boot_offset
