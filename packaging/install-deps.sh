@@ -11,6 +11,8 @@ packages=(
   clang libclang-rt-14-dev
   # tests: Debian's interpreter with pytest; setpriv (util-linux), ps (procps), HTTP load
   python3 python3-pytest util-linux procps curl wrk
+  # the FastAPI examples and tests/integration/test_apps.py
+  python3-fastapi python3-uvicorn gunicorn
 )
 
 missing=()
