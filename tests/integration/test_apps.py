@@ -1,6 +1,7 @@
 """Real apps under deployctl: the FastAPI examples of config/examples/fastapi/ (uvicorn on the
 shared socket, gunicorn, an sd_notify app, per-replica ports), pre-start steps, rolling restart
-and reload. The example specs are run as written, only their name and ports replaced."""
+and reload. The example specs run as written, but for their name, their ports and what a test
+says it changes (asserted present, so an edit of an example cannot silently weaken a test)."""
 import contextlib
 import json
 import os
@@ -12,8 +13,8 @@ import time
 import pytest
 
 from harness import (ClientLoop, all_ready, deployctl_bin, free_port_range, http_get, is_alive,
-                     process_started_at, replaced, replica_by_id, run_command, service_by_name,
-                     source_dir, wait_gone, wait_until)
+                     process_started_at, replaced, replica_by_id, run_command, running_replicas,
+                     service_by_name, source_dir, wait_gone, wait_until)
 
 pytestmark = pytest.mark.skipif(os.environ.get("DEPLOYCTL_APPS_TESTS") != "1",
                                 reason="enabled once issue 3 features land")
@@ -177,9 +178,11 @@ def test_notify_app_is_ready_at_its_ready_and_kept_healthy_by_its_watchdog(deplo
                                                       replica["uptime_ms"] or 0)
         return all_ready(status, 2) and len(starting_uptimes) == 2
 
-    status = dep.wait_for(every_replica_seen_starting_then_ready, timeout=20,
-                          what=f"web.0 and web.1 seen starting, then ready "
-                               f"(seen starting: {starting_uptimes})")
+    try:
+        status = dep.wait_for(every_replica_seen_starting_then_ready, timeout=20,
+                              what="web.0 and web.1 seen starting, then ready")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nseen starting (uptime ms): {starting_uptimes}") from None
     for replica in service_by_name(status, "web")["replicas"]:
         assert replica["uptime_ms"] >= STARTUP_DELAY * 1000, \
             f"{replica['id']} ready before it sent READY=1: {replica}"
@@ -189,6 +192,8 @@ def test_notify_app_is_ready_at_its_ready_and_kept_healthy_by_its_watchdog(deplo
     assert answer.failure is None and answer.body.startswith("notify-app web."), answer
 
     pids = dep.replica_pids(status)
+    dep.wait_for(lambda s: all(r["health"] == "healthy" for r in running_replicas(s, "web")),
+                 timeout=5, what="web.0 and web.1 healthy (a WATCHDOG=1 answered a check)")
     watched_until = time.monotonic() + 6 * NOTIFY_INTERVAL
     while time.monotonic() < watched_until:
         for replica in service_by_name(dep.status(), "web")["replicas"]:
@@ -238,7 +243,7 @@ name = "check"
 command = ["@PYTHON@", "-c", "open('@DIR@/check-ran', 'w').close()"]
 
 [[pre_start]]
-name = "migrate"
+name = "db-migrate"
 command = ["@PYTHON@", "migrate.py"]
 env = { APP_DB = "@DIR@/no-such-dir/app.db" }
 
@@ -254,8 +259,8 @@ def test_failing_pre_start_step_fails_up_and_starts_no_replica(deployment):
 
     run = dep.up(timeout=30)
     assert run.returncode == 1, run.describe()
-    assert "migrate" in run.stderr, run.describe()
-    assert "migrate: cannot write the database" in run.stderr, run.describe()
+    assert "db-migrate" in run.stderr, run.describe()  # the step's name
+    assert "migrate: cannot write the database" in run.stderr, run.describe()  # its last line
     assert (dep.dir / "check-ran").exists(), "the first step did not run before the second"
     assert not (dep.dir / "events").exists(), "a replica was started after a failed step"
     assert dep.leftovers() == {}

@@ -26,8 +26,9 @@ def require_database() -> None:
 @app.get("/")
 def root() -> dict:
     """The replica that answered, as deployctl names it (web.2), and its pid."""
-    replica = f"{os.environ.get('DEPLOYCTL_SERVICE', '?')}.{os.environ.get('DEPLOYCTL_REPLICA', '?')}"
-    return {"app": "deployctl-example", "replica": replica, "pid": os.getpid()}
+    service = os.environ.get("DEPLOYCTL_SERVICE", "?")
+    index = os.environ.get("DEPLOYCTL_REPLICA", "?")
+    return {"app": "deployctl-example", "replica": f"{service}.{index}", "pid": os.getpid()}
 
 
 @app.get("/healthz")

@@ -11,7 +11,8 @@ SEED_ITEMS = [(1, "apple"), (2, "banana"), (3, "cherry")]
 
 def migrate(path: str) -> int:
     with sqlite3.connect(path) as connection:
-        connection.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
         connection.executemany("INSERT OR IGNORE INTO items (id, name) VALUES (?, ?)", SEED_ITEMS)
         return connection.execute("SELECT COUNT(*) FROM items").fetchone()[0]
 

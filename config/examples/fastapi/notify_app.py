@@ -51,6 +51,11 @@ def inherited_listener() -> socket.socket:
     return socket.socket(fileno=FIRST_LISTEN_FD)
 
 
+def replica_id() -> str:
+    """SERVICE.INDEX (e.g. web.2), from what deployctl passes every replica."""
+    return f"{os.environ.get('DEPLOYCTL_SERVICE', '?')}.{os.environ.get('DEPLOYCTL_REPLICA', '?')}"
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -58,8 +63,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/healthz":
             self.reply(200, "ok\n")
         elif self.path == "/":
-            replica = f"{os.environ.get('DEPLOYCTL_SERVICE', '?')}.{os.environ.get('DEPLOYCTL_REPLICA', '?')}"
-            self.reply(200, f"notify-app {replica} {os.getpid()}\n")
+            self.reply(200, f"notify-app {replica_id()} {os.getpid()}\n")
         else:
             self.reply(404, "not found\n")
 
