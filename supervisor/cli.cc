@@ -39,6 +39,7 @@ struct Options {
   bool detach = false;
   bool json = false;
   std::vector<std::pair<std::string, int>> counts;
+  std::vector<std::string> services;  // restart
 };
 
 void print_help() {
@@ -109,6 +110,8 @@ std::optional<int> parse_args(int argc, char** argv, Options* options) {
         return usage_error("expected SERVICE=N with N >= 0, got '" + std::string(arg) + "'");
       }
       options->counts.emplace_back(std::string(arg.substr(0, eq)), count);
+    } else if (options->command == "restart") {
+      options->services.emplace_back(arg);
     } else if (!file_given) {
       options->file = arg;
       file_given = true;
@@ -388,6 +391,11 @@ int run_client(const Options& options) {
     for (const auto& [service, count] : options.counts) counts[service] = count;
     request["counts"] = std::move(counts);
   }
+  if (options.command == "restart") {
+    json::Array services;
+    for (const auto& service : options.services) services.push_back(service);
+    request["services"] = std::move(services);
+  }
   ClientResult result = call_supervisor(paths.socket, request);
   if (result.exit_code != kExitOk) {
     if (result.exit_code == kExitNotRunning) {
@@ -413,6 +421,9 @@ int run_client(const Options& options) {
     for (const auto& [service, count] : options.counts) {
       std::printf("%s: %s scaled to %d\n", name.c_str(), service.c_str(), count);
     }
+  } else if (options.command == "restart") {
+    std::printf("%s: restarted %s\n", name.c_str(),
+                options.services.empty() ? "every service" : "the named services");
   } else if (options.command == "down") {
     const auto* pid = result.response.find("pid");
     if (pid && !wait_for_exit(static_cast<pid_t>(pid->as_int()), std::chrono::seconds(10))) {

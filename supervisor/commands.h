@@ -7,6 +7,7 @@
 // response comes when the operation is complete.
 //   status                     -> {"ok":true, "status": <status object, see docs/cli.md>}
 //   scale {"counts":{S:N,...}} -> {"ok":true} once every service has its count
+//   restart {"services":[S..]}  -> {"ok":true} once every named service (all: none named) rolled
 //   down                       -> {"ok":true, "pid": N} once every replica is gone
 #pragma once
 

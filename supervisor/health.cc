@@ -37,6 +37,10 @@ void HealthChecker::on_pong(std::uint64_t seq, TimePoint now) {
   health_ = Health::healthy;
 }
 
+void HealthChecker::on_alive(TimePoint now) {
+  if (outstanding_) on_pong(*outstanding_, now);
+}
+
 Health HealthChecker::check(TimePoint now) {
   if (outstanding_ && now - sent_at_ >= spec_.timeout) {
     outstanding_.reset();

@@ -26,6 +26,9 @@ class HealthChecker {
   std::optional<std::uint64_t> ping_due(TimePoint now);
 
   void on_pong(std::uint64_t seq, TimePoint now);
+  // A sign of life that answers no ping in particular (sd_notify WATCHDOG=1): passes the check
+  // that is outstanding, if any.
+  void on_alive(TimePoint now);
 
   // Counts a miss if the outstanding ping timed out; returns the resulting health.
   Health check(TimePoint now);

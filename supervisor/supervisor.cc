@@ -3,11 +3,14 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <set>
@@ -18,6 +21,7 @@
 #include "commands.h"
 #include "load.h"
 #include "process.h"
+#include "rollout.h"
 #include "scale_planner.h"
 
 extern char** environ;
@@ -47,12 +51,27 @@ struct Supervisor::OutputPipe {
   bool is_stderr;
 };
 
+struct Supervisor::Service {
+  std::shared_ptr<const ServiceSpec> spec;  // what new replicas are started from
+  int desired;
+  std::uint64_t generation = 0;             // bumped by restart: replicas of older ones are replaced
+  struct Rollout {
+    enum class State { running, done, failed } state = State::running;
+    std::string error;
+  };
+  std::optional<Rollout> rollout;           // the latest rolling replacement
+  std::vector<ListenSocket> sockets;
+  std::map<int, ReplicaPtr> replicas;
+};
+
 struct Supervisor::Replica {
-  Replica(asio::io_context& io, Service& owner, int slot, const ServiceSpec& spec, TimePoint now)
+  Replica(asio::io_context& io, Service& owner, int slot, TimePoint now)
       : service(owner),
+        spec(owner.spec),
+        generation(owner.generation),
         index(slot),
-        id(spec.name + "." + std::to_string(slot)),
-        machine(ReplicaPolicy::from(spec)),
+        id(spec->name + "." + std::to_string(slot)),
+        machine(ReplicaPolicy::from(*spec)),
         out(io, false),
         err(io, true),
         budget(kOutputRate, kOutputBurst, now),
@@ -60,6 +79,8 @@ struct Supervisor::Replica {
         health_timer(io) {}
 
   Service& service;
+  std::shared_ptr<const ServiceSpec> spec;  // the settings it was started from
+  std::uint64_t generation;
   int index;
   std::string id;
   ReplicaMachine machine;
@@ -69,6 +90,7 @@ struct Supervisor::Replica {
   std::uint64_t run = 0;  // incremented per spawn: handlers of an older run are stale
   TimePoint spawned_at{};
   std::unique_ptr<asio::posix::stream_descriptor> control;
+  std::unique_ptr<asio::posix::stream_descriptor> notify;  // its NOTIFY_SOCKET (sd_notify)
   OutputPipe out, err;
   ReadBudget budget;
   asio::steady_timer timer, health_timer;
@@ -81,12 +103,6 @@ struct Supervisor::Replica {
   bool removed = false;
 };
 
-struct Supervisor::Service {
-  const ServiceSpec* spec;
-  int desired;
-  std::vector<ListenSocket> sockets;
-  std::map<int, ReplicaPtr> replicas;
-};
 
 Supervisor::Supervisor(asio::io_context& io, Spec spec,
                        std::map<std::string, std::vector<ListenSocket>> listen, StatePaths paths,
@@ -100,7 +116,7 @@ Supervisor::Supervisor(asio::io_context& io, Spec spec,
       finish_timer_(io) {
   for (const auto& service_spec : spec_.services) {
     auto service = std::make_unique<Service>();
-    service->spec = &service_spec;
+    service->spec = std::make_shared<const ServiceSpec>(service_spec);
     service->desired = service_spec.replicas;
     service->sockets = std::move(listen[service_spec.name]);
     services_[service_spec.name] = std::move(service);
@@ -133,11 +149,72 @@ void Supervisor::dispatch(const ReplicaPtr& replica, ReplicaEvent event) {
   for (const auto& action : replica->machine.handle(event, Clock::now(), random01())) {
     perform(replica, action);
   }
-  if (--dispatch_depth_ == 0) {
-    check_started();
-    check_waiters();
-    check_finished();
+  if (--dispatch_depth_ == 0) after_events();
+}
+
+void Supervisor::after_events() {
+  if (in_after_events_) return;  // events dispatched from here are covered by the loop below
+  in_after_events_ = true;
+  for (int pass = 0; pass < 16 && advance_rollouts(); ++pass) {
   }
+  check_started();
+  check_waiters();
+  check_finished();
+  in_after_events_ = false;
+}
+
+bool Supervisor::advance_rollouts() {
+  bool moved = false;
+  for (auto& [name, service] : services_) {
+    auto& rollout = service->rollout;
+    if (!rollout || rollout->state != Service::Rollout::State::running) continue;
+    std::vector<RolloutSlot> slots;
+    ReplicaPtr failed;
+    for (const auto& [index, replica] : service->replicas) {
+      const bool old = replica->generation < service->generation;
+      const bool start_failed = !old && !replica->machine.ever_ready() && replica->last_exit;
+      if (start_failed) failed = replica;
+      slots.push_back({index, old, replica->machine.state() == ReplicaState::ready,
+                       replica->machine.retiring(), start_failed});
+    }
+    RolloutStep step = plan_rollout(slots, service->desired, service->spec->rollout);
+    if (step.status == RolloutStep::Status::done) {
+      rollout->state = Service::Rollout::State::done;
+      spdlog::info("{}: rollout complete", name);
+      continue;
+    }
+    if (step.status == RolloutStep::Status::failed) {
+      const auto& exit = *failed->last_exit;
+      rollout->state = Service::Rollout::State::failed;
+      rollout->error = failed->id + " did not become ready (" +
+                       describe_exit(exit.status.code, exit.status.signal) + ", " +
+                       reason_name(exit.reason) + "); the rollout of " + name +
+                       " stopped and the old replicas keep serving";
+      spdlog::error("{}", rollout->error);
+      auto replicas = service->replicas;
+      for (auto& [index, replica] : replicas) {
+        const bool old = replica->generation < service->generation;
+        if (!old && replica->machine.state() != ReplicaState::ready) {
+          dispatch(replica, {Kind::stop});
+        }
+      }
+      apply_scale(*service);  // back to the desired count, lowest indexes (the old ones) kept
+      moved = true;
+      continue;
+    }
+    for (int index : step.drain) {
+      spdlog::info("{}: draining (replaced by the rollout)", service->replicas.at(index)->id);
+      dispatch(service->replicas.at(index), {Kind::drain});
+      moved = true;
+    }
+    for (int i = 0; i < step.start; ++i) {
+      int index = 0;
+      while (service->replicas.count(index)) ++index;
+      dispatch(add_replica(*service, index), {Kind::start});
+      moved = true;
+    }
+  }
+  return moved;
 }
 
 void Supervisor::perform(const ReplicaPtr& replica, const ReplicaAction& action) {
@@ -151,14 +228,14 @@ void Supervisor::perform(const ReplicaPtr& replica, const ReplicaAction& action)
       break;
     case Act::kill:
       spdlog::warn("{} (pid {}) did not stop within {}ms; sending SIGKILL", replica->id,
-                   replica->pid, replica->service.spec->stop.timeout.count());
+                   replica->pid, replica->spec->stop.timeout.count());
       signal_group(replica->pid, SIGKILL);
       break;
     case Act::send_drain:
       if (replica->control) {
         send_control(replica, control::encode_drain());
       } else {
-        signal_group(replica->pid, replica->service.spec->stop.signal);
+        signal_group(replica->pid, replica->spec->stop.signal);
       }
       break;
     case Act::arm_timer:
@@ -197,7 +274,8 @@ void Supervisor::arm_timer(const ReplicaPtr& replica, Duration delay) {
   });
 }
 
-std::vector<std::string> Supervisor::replica_environment(const Service& service, int index) const {
+std::vector<std::string> Supervisor::replica_environment(const Replica& replica,
+                                                          const std::string& notify_socket) const {
   static const std::set<std::string> inherited_but_not_theirs = {
       "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC",
       "WATCHDOG_PID", control::kControlFdEnv, control::kServiceEnv, control::kReplicaEnv};
@@ -218,27 +296,35 @@ std::vector<std::string> Supervisor::replica_environment(const Service& service,
     std::string text(*entry);
     if (!inherited_but_not_theirs.count(text.substr(0, text.find('=')))) env.push_back(text);
   }
-  const ServiceSpec& spec = *service.spec;
+  const ServiceSpec& spec = *replica.spec;
+  const int index = replica.index;
+  const auto& sockets = replica.service.sockets;
   std::optional<int> port;
   if (spec.port) port = *spec.port + index;
   for (const auto& [key, value] : spec.env) set(key, expand_placeholders(value, index, port));
   set(control::kServiceEnv, spec.name);
   set(control::kReplicaEnv, std::to_string(index));
-  set(control::kControlFdEnv, std::to_string(3 + service.sockets.size()));
-  if (!service.sockets.empty()) set("LISTEN_FDS", std::to_string(service.sockets.size()));
+  set(control::kControlFdEnv, std::to_string(3 + sockets.size()));
+  if (!sockets.empty()) set("LISTEN_FDS", std::to_string(sockets.size()));
+  if (!notify_socket.empty()) set("NOTIFY_SOCKET", notify_socket);
+  if (spec.health.kind == HealthKind::control) {
+    set("WATCHDOG_USEC", std::to_string(spec.health.interval.count() * 1000));
+  }
   return env;
 }
 
 void Supervisor::spawn(const ReplicaPtr& replica) {
   const Service& service = replica->service;
-  const ServiceSpec& spec = *service.spec;
+  const ServiceSpec& spec = *replica->spec;
   const int index = replica->index;
   std::optional<int> port;
   if (spec.port) port = *spec.port + index;
 
   SpawnRequest request;
   for (const auto& arg : spec.command) request.argv.push_back(expand_placeholders(arg, index, port));
-  request.env = replica_environment(service, index);
+  std::string notify_name;
+  int notify_fd = open_notify_socket(*replica, &notify_name);
+  request.env = replica_environment(*replica, notify_fd >= 0 ? notify_name : std::string());
   std::string path_env;
   for (const auto& entry : request.env) {
     if (entry.rfind("PATH=", 0) == 0) path_env = entry.substr(5);
@@ -267,7 +353,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
   replica->status_text.clear();
   replica->requests.reset();
   if (result.pid < 0) {
-    for (int fd : {control_pair[0], out[0], err[0]}) {
+    for (int fd : {control_pair[0], out[0], err[0], notify_fd}) {
       if (fd >= 0) close(fd);
     }
     spdlog::error("{}: {}", replica->id, result.message);
@@ -285,6 +371,9 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
   replica->control = std::make_unique<asio::posix::stream_descriptor>(io_, control_pair[0]);
   replica->out.fd = std::make_unique<asio::posix::stream_descriptor>(io_, out[0]);
   replica->err.fd = std::make_unique<asio::posix::stream_descriptor>(io_, err[0]);
+  if (notify_fd >= 0) {
+    replica->notify = std::make_unique<asio::posix::stream_descriptor>(io_, notify_fd);
+  }
   for (auto* channel : {replica->control.get(), replica->out.fd.get(), replica->err.fd.get()}) {
     boost::system::error_code ignored;
     channel->non_blocking(true, ignored);
@@ -296,6 +385,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
   }
   spdlog::info("{} started (pid {})", replica->id, result.pid);
   read_control(replica);
+  read_notify(replica);
   read_output(replica, replica->out);
   read_output(replica, replica->err);
   dispatch(replica, {Kind::spawned});
@@ -371,6 +461,7 @@ void Supervisor::on_replica_exit(const ReplicaPtr& replica, int wait_status) {
 
 void Supervisor::close_channels(Replica& replica) {
   replica.control.reset();
+  replica.notify.reset();
   replica.out.fd.reset();
   replica.err.fd.reset();
   replica.out.pause.cancel();
@@ -423,7 +514,50 @@ void Supervisor::on_control_message(const ReplicaPtr& replica, const control::Me
   if (message.status) replica->status_text = *message.status;
   if (message.requests) replica->requests = message.requests;
   if (message.pong && replica->health) replica->health->on_pong(*message.pong, Clock::now());
+  if (message.watchdog && replica->health) replica->health->on_alive(Clock::now());
   if (message.ready) dispatch(replica, {Kind::ready});
+}
+
+int Supervisor::open_notify_socket(const Replica& replica, std::string* name) const {
+  // Abstract address: nothing on disk to clean up; unique per supervisor, replica and run.
+  *name = "@deployctl/" + std::to_string(getpid()) + "/" + replica.id + "/" +
+          std::to_string(replica.run + 1);
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path + 1, name->data() + 1, name->size() - 1);
+  socklen_t length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name->size());
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&address), length) != 0) {
+    spdlog::warn("{}: no NOTIFY_SOCKET: {}", replica.id, std::strerror(errno));
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// sd_notify messages from software we did not write: what does not decode is logged and
+// ignored, never a reason to replace the replica.
+void Supervisor::read_notify(const ReplicaPtr& replica) {
+  if (!replica->notify) return;
+  const auto run = replica->run;
+  replica->notify->async_wait(
+      asio::posix::stream_descriptor::wait_read,
+      [this, replica, run](boost::system::error_code ec) {
+        if (ec || replica->run != run || !replica->notify) return;
+        char buffer[control::kMaxMessage + 1];
+        for (int i = 0; i < 64; ++i) {
+          ssize_t n = recv(replica->notify->native_handle(), buffer, sizeof buffer, MSG_DONTWAIT);
+          if (n < 0) break;
+          auto decoded = control::decode(std::string_view(buffer, static_cast<std::size_t>(n)));
+          if (!decoded.message) {
+            spdlog::warn("{}: ignoring an sd_notify message ({})", replica->id, decoded.error);
+            continue;
+          }
+          on_control_message(replica, *decoded.message);
+          if (replica->run != run || !replica->notify) return;
+        }
+        read_notify(replica);
+      });
 }
 
 void Supervisor::send_control(const ReplicaPtr& replica, const std::string& message) {
@@ -450,7 +584,7 @@ void Supervisor::schedule_health(const ReplicaPtr& replica) {
     }
     if (replica->health->misses() > misses_before) {
       spdlog::warn("{} (pid {}) missed a health check ({} of {})", replica->id, replica->pid,
-                   replica->health->misses(), replica->service.spec->health.failures);
+                   replica->health->misses(), replica->spec->health.failures);
     }
     if (auto seq = replica->health->ping_due(now)) send_control(replica, control::encode_ping(*seq));
     schedule_health(replica);
@@ -532,7 +666,7 @@ void Supervisor::emit_lines(const ReplicaPtr& replica, OutputPipe& pipe,
 // ---- deployment-level decisions -------------------------------------------------------------
 
 Supervisor::ReplicaPtr Supervisor::add_replica(Service& service, int index) {
-  auto replica = std::make_shared<Replica>(io_, service, index, *service.spec, Clock::now());
+  auto replica = std::make_shared<Replica>(io_, service, index, Clock::now());
   replica->machine.set_fail_fast(phase_ == Phase::starting);
   service.replicas[index] = replica;
   return replica;
@@ -690,6 +824,8 @@ void Supervisor::handle_request(const json::Value& request, ManagementServer::Re
     reply(response);
   } else if (name == "scale") {
     handle_scale(request, std::move(reply));
+  } else if (name == "restart") {
+    handle_restart(request, std::move(reply));
   } else if (name == "down") {
     spdlog::info("down requested; stopping {}", spec_.name);
     stopped_by_request_ = true;
@@ -704,6 +840,10 @@ void Supervisor::handle_scale(const json::Value& request, ManagementServer::Repl
                              (phase_ == Phase::starting ? "still starting" : "stopping") +
                              "; scale it once it is running",
                          kExitFailed));
+    return;
+  }
+  if (rollout_running()) {
+    reply(management_error("a rollout is in progress; scale once it is done", kExitFailed));
     return;
   }
   const auto* counts = request.find("counts");
@@ -778,6 +918,61 @@ void Supervisor::handle_scale(const json::Value& request, ManagementServer::Repl
   check_waiters();
 }
 
+bool Supervisor::rollout_running() const {
+  for (const auto& [name, service] : services_) {
+    if (service->rollout && service->rollout->state == Service::Rollout::State::running) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void Supervisor::handle_restart(const json::Value& request, ManagementServer::Reply reply) {
+  if (phase_ != Phase::running) {
+    reply(management_error(spec_.name + " is not running yet (or stopping); try again", kExitFailed));
+    return;
+  }
+  if (rollout_running()) {
+    reply(management_error("a rollout is already in progress", kExitFailed));
+    return;
+  }
+  std::vector<std::string> names;
+  if (const auto* list = request.find("services"); list && list->is_array()) {
+    for (const auto& item : list->as_array()) names.push_back(item.as_string());
+  }
+  if (names.empty()) {
+    for (const auto& [name, service] : services_) names.push_back(name);
+  }
+  for (const auto& name : names) {
+    if (!services_.count(name)) {
+      reply(management_error("no service '" + name + "' in " + spec_.name, kExitUsage));
+      return;
+    }
+  }
+  for (const auto& name : names) {
+    Service& service = *services_.at(name);
+    spdlog::info("{}: rolling restart of {} replicas (max_surge {}, max_unavailable {})", name,
+                 service.desired, service.spec->rollout.max_surge,
+                 service.spec->rollout.max_unavailable);
+    ++service.generation;
+    service.rollout.emplace();
+  }
+  waiters_.push_back({[this, names]() -> std::optional<json::Value> {
+                        for (const auto& name : names) {
+                          const auto& rollout = services_.at(name)->rollout;
+                          if (rollout->state == Service::Rollout::State::failed) {
+                            return management_error(rollout->error, kExitFailed);
+                          }
+                          if (rollout->state == Service::Rollout::State::running) return std::nullopt;
+                        }
+                        json::Value done;
+                        done["ok"] = true;
+                        return done;
+                      },
+                      std::move(reply)});
+  after_events();
+}
+
 json::Value Supervisor::status_json() const {
   const auto now = Clock::now();
   json::Value status;
@@ -831,6 +1026,10 @@ json::Value Supervisor::status_json() const {
       replicas.push_back(std::move(r));
     }
     entry["ready"] = ready;
+    entry["rollout"] = !service->rollout ? json::Value()
+                       : service->rollout->state == Service::Rollout::State::running ? "running"
+                       : service->rollout->state == Service::Rollout::State::done    ? "done"
+                                                                                     : "failed";
     entry["replicas"] = std::move(replicas);
     services.push_back(std::move(entry));
   }

@@ -79,11 +79,17 @@ class Supervisor {
   void drain_output(const ReplicaPtr& replica, OutputPipe& pipe);
   void emit_lines(const ReplicaPtr& replica, OutputPipe& pipe, std::vector<std::string>& lines);
   void close_channels(Replica& replica);
-  std::vector<std::string> replica_environment(const Service& service, int index) const;
+  std::vector<std::string> replica_environment(const Replica& replica,
+                                               const std::string& notify_socket) const;
+  int open_notify_socket(const Replica& replica, std::string* name) const;
+  void read_notify(const ReplicaPtr& replica);
 
   // Deployment-level decisions.
   ReplicaPtr add_replica(Service& service, int index);
   void apply_scale(Service& service);
+  void after_events();
+  bool advance_rollouts();  // true if it started or drained something
+  bool rollout_running() const;
   void check_started();
   void fail_start(const ReplicaPtr& replica);
   void begin_shutdown();
@@ -98,6 +104,7 @@ class Supervisor {
   // Management API.
   void handle_request(const json::Value& request, ManagementServer::Reply reply);
   void handle_scale(const json::Value& request, ManagementServer::Reply reply);
+  void handle_restart(const json::Value& request, ManagementServer::Reply reply);
   json::Value status_json() const;
 
   double random01() { return std::uniform_real_distribution<double>(0.0, 1.0)(random_); }
@@ -117,6 +124,7 @@ class Supervisor {
   bool stopped_by_request_ = false;
   int interrupts_ = 0;
   int dispatch_depth_ = 0;  // post-event checks run when the outermost dispatch ends
+  bool in_after_events_ = false;
   TimePoint started_at_;
 
   struct Waiter {

@@ -1,0 +1,84 @@
+"""`deployctl restart`: rolling replacement within the [rollout] bounds, with no failed request,
+and a rollout whose new replicas cannot start leaves the old ones serving."""
+from harness import ClientLoop, http_get, is_alive, server_bin, service_by_name
+
+ROLLING = """
+name = "@NAME@"
+
+[services.web]
+# A wrapper that refuses to start while the flag file exists; otherwise it is deploy-server.
+command = ["/bin/sh", "-c", "if [ -e @DIR@/broken ]; then echo 'broken build' >&2; exit 1; fi; exec @SERVER@ --debug-endpoints"]
+replicas = 4
+listen = ["127.0.0.1:@PORT@"]
+
+[services.web.stop]
+timeout = "5s"
+
+[services.web.rollout]
+max_surge = @SURGE@
+max_unavailable = @UNAVAILABLE@
+"""
+
+
+def rolling_spec(surge: int, unavailable: int) -> str:
+    return (ROLLING.replace("@SERVER@", server_bin())
+            .replace("@SURGE@", str(surge)).replace("@UNAVAILABLE@", str(unavailable)))
+
+
+def test_restart_replaces_every_replica_without_a_failed_request(deployment):
+    dep = deployment(rolling_spec(1, 0))
+    assert dep.up().returncode == 0
+    before = dep.replica_pids()
+    assert len(before) == 4
+
+    loops = [ClientLoop(dep.port, paths=("/whoami",)),
+             ClientLoop(dep.port, paths=("/sleep/100",), pause=0)]
+    with loops[0], loops[1]:
+        for loop in loops:
+            loop.wait_for_successes(3, 10)
+        run = dep.deployctl("restart", "--name", dep.name, timeout=60)
+        assert run.returncode == 0, run.describe()
+        for loop in loops:
+            loop.wait_for_successes(loop.successes + 3, 10)
+
+    status = dep.status()
+    web = service_by_name(status, "web")
+    assert (web["desired"], web["ready"], web["rollout"]) == (4, 4, "done"), web
+    after = dep.replica_pids(status)
+    assert len(after) == 4
+    assert set(after.values()).isdisjoint(before.values()), "every replica must be new"
+    assert [pid for pid in before.values() if is_alive(pid)] == []
+    for loop in loops:
+        assert loop.failures == [], loop.summary()
+
+
+def test_restart_with_surge_0_and_one_unavailable(deployment):
+    dep = deployment(rolling_spec(0, 1))
+    assert dep.up().returncode == 0
+    before = dep.replica_pids()
+    run = dep.deployctl("restart", "web", "--name", dep.name, timeout=60)
+    assert run.returncode == 0, run.describe()
+    status = dep.status()
+    web = service_by_name(status, "web")
+    assert (web["desired"], web["ready"], len(web["replicas"])) == (4, 4, 4), web
+    assert set(dep.replica_pids(status).values()).isdisjoint(before.values())
+
+
+def test_failed_rollout_stops_and_the_old_replicas_keep_serving(deployment):
+    dep = deployment(rolling_spec(1, 0))
+    assert dep.up().returncode == 0
+    before = dep.replica_pids()
+    (dep.dir / "broken").write_text("")
+    with ClientLoop(dep.port, paths=("/whoami",)) as loop:
+        loop.wait_for_successes(3, 10)
+        run = dep.deployctl("restart", "--name", dep.name, timeout=60)
+        assert run.returncode == 1, run.describe()
+        assert "did not become ready" in run.stderr, run.describe()
+        assert "old replicas keep serving" in run.stderr, run.describe()
+        loop.wait_for_successes(loop.successes + 3, 10)
+    assert loop.failures == [], loop.summary()
+    status = dep.status()
+    web = service_by_name(status, "web")
+    assert (web["ready"], web["rollout"]) == (4, "failed"), web
+    assert dep.replica_pids(status) == before
+    assert http_get(dep.port).status == 200
