@@ -24,7 +24,7 @@ EXAMPLE_SPECS = ("uvicorn.toml", "gunicorn.toml", "notify.toml", "ports.toml")
 APP_FILES = ("main.py", "migrate.py", "notify_app.py")
 SEED_ITEMS = [{"id": 1, "name": "apple"}, {"id": 2, "name": "banana"},
               {"id": 3, "name": "cherry"}]
-APP_START_TIMEOUT = 60  # `up -d` of Python replicas on a busy 2-core machine
+APP_START_TIMEOUT = 45  # `up -d` of Python replicas on a busy 2-core machine
 CONCURRENCY = 4  # client loops running at once while a replica is killed or replaced
 
 
@@ -290,7 +290,7 @@ def test_rolling_restart_replaces_every_replica_without_a_failed_request(deploym
 
     paths = [("/whoami",), ("/sleep/100",), ("/sleep/100",), ("/whoami", "/sleep/100")]
     with client_loops(dep.port, paths) as loops:
-        run = dep.deployctl("restart", "web", "-f", str(dep.spec_path), timeout=60)
+        run = dep.deployctl("restart", "web", "-f", str(dep.spec_path), timeout=30)
         assert run.returncode == 0, run.describe()
         for loop in loops:
             loop.wait_for_successes(loop.successes + 3, 20)
@@ -332,7 +332,7 @@ def test_reload_rejects_an_invalid_spec_scales_and_starts_a_new_service(deployme
 
     def reload(spec: str):
         dep.write_spec(spec)
-        return dep.deployctl("reload", str(dep.spec_path), timeout=60)
+        return dep.deployctl("reload", str(dep.spec_path), timeout=30)
 
     run = reload(RELOADABLE.replace("REPLICAS", "-1"))
     assert run.returncode == 2, run.describe()
