@@ -123,7 +123,7 @@ def test_uvicorn_replicas_serve_the_migrated_db_and_survive_kill_9(deployment, m
 
     failures = failures_by_kind(loops)
     resets = failures.pop("reset", 0)
-    measure(f"uvicorn x3, kill -9 of one: {sum(l.successes for l in loops)} ok, {resets} reset "
+    measure(f"uvicorn x3, kill -9 of one: {sum(loop.successes for loop in loops)} ok, {resets} reset "
             f"(in flight in the killed process, at most {CONCURRENCY}), other failures "
             f"{failures}; replacement ready after {kill_to_ready * 1000:.0f} ms")
     assert failures == {}, summaries(loops)
@@ -302,7 +302,7 @@ def test_rolling_restart_replaces_every_replica_without_a_failed_request(deploym
     assert len(new) == 4 and not set(new.values()) & set(old.values()), (old, new)
     assert wait_gone(old.values(), 5) == [], "old replicas still running after restart"
     measure(f"rolling restart of 4: {run.seconds * 1000:.0f} ms, "
-            f"{sum(l.successes for l in loops)} requests ok, failures {failures_by_kind(loops)}")
+            f"{sum(loop.successes for loop in loops)} requests ok, failures {failures_by_kind(loops)}")
     assert failures_by_kind(loops) == {}, summaries(loops)
 
 
