@@ -146,8 +146,6 @@ std::optional<std::string> unsupported_feature(const Spec& spec) {
     if (service.health.kind != HealthKind::control && service.health.kind != HealthKind::none) {
       return where + ".health.kind (only \"control\" and \"none\")";
     }
-    if (!service.user.empty() || !service.group.empty()) return where + ".user/group";
-    if (!service.env_file.empty()) return where + ".env_file";
     if (service.memory.max || service.memory.restart_above) return where + ".memory";
   }
   return std::nullopt;

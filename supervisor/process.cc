@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -19,7 +21,7 @@ namespace deployctl {
 namespace {
 
 struct ChildError {
-  int stage;  // 0 exec, 1 chdir, 2 fd setup
+  int stage;  // 0 exec, 1 chdir, 2 fd setup, 3 credentials
   int error;
 };
 
@@ -77,6 +79,12 @@ void format_pid(char* out, pid_t value) {
   if (report_fd > high) close_range(high, report_fd - 1, 0);
   close_range(report_fd + 1, ~0U, 0);
 
+  if (const auto& credentials = request.credentials) {
+    if (setgroups(credentials->groups.size(), credentials->groups.data()) != 0 ||
+        setgid(credentials->gid) != 0 || setuid(credentials->uid) != 0) {
+      child_fail(report_fd, 3);
+    }
+  }
   if (!request.working_dir.empty() && chdir(request.working_dir.c_str()) != 0) {
     child_fail(report_fd, 1);
   }
@@ -171,10 +179,40 @@ SpawnResult spawn_process(const SpawnRequest& request) {
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   result.error = failure.error;
-  const char* what = failure.stage == 0 ? "cannot execute '" : failure.stage == 1 ? "cannot enter working_dir '" : "cannot set up fds for '";
+  const char* what = failure.stage == 0   ? "cannot execute '"
+                     : failure.stage == 1 ? "cannot enter working_dir '"
+                     : failure.stage == 3 ? "cannot switch user to run '"
+                                          : "cannot set up fds for '";
   const std::string& subject = failure.stage == 1 ? request.working_dir : request.argv[0];
   result.message = what + subject + "': " + std::strerror(failure.error);
   return result;
+}
+
+std::optional<SpawnRequest::Credentials> lookup_credentials(const std::string& user,
+                                                            const std::string& group,
+                                                            std::string* error) {
+  passwd* account = user.empty() ? getpwuid(geteuid()) : getpwnam(user.c_str());
+  if (!account) {
+    *error = "no such user '" + user + "'";
+    return std::nullopt;
+  }
+  SpawnRequest::Credentials credentials{account->pw_uid, account->pw_gid, {}};
+  if (!group.empty()) {
+    struct group* entry = getgrnam(group.c_str());
+    if (!entry) {
+      *error = "no such group '" + group + "'";
+      return std::nullopt;
+    }
+    credentials.gid = entry->gr_gid;
+  }
+  int count = 64;
+  credentials.groups.resize(count);
+  if (getgrouplist(account->pw_name, credentials.gid, credentials.groups.data(), &count) < 0) {
+    credentials.groups.resize(count);
+    getgrouplist(account->pw_name, credentials.gid, credentials.groups.data(), &count);
+  }
+  credentials.groups.resize(count);
+  return credentials;
 }
 
 void signal_group(pid_t pgid, int signal) {

@@ -18,7 +18,19 @@ struct SpawnRequest {
   bool set_listen_pid = false;       // add LISTEN_PID=<child pid> (systemd socket convention)
   int stdout_fd = -1;                // child's stdout/stderr; -1: /dev/null
   int stderr_fd = -1;
+  struct Credentials {
+    uid_t uid;
+    gid_t gid;
+    std::vector<gid_t> groups;  // supplementary
+  };
+  std::optional<Credentials> credentials;  // switch to these before exec (needs root)
 };
+
+// Looks up `user` (and `group`, else the user's primary group) for SpawnRequest::credentials.
+// nullopt with *error if either does not exist.
+std::optional<SpawnRequest::Credentials> lookup_credentials(const std::string& user,
+                                                            const std::string& group,
+                                                            std::string* error);
 
 struct SpawnResult {
   pid_t pid = -1;        // > 0 on success; the child leads its own process group (pgid == pid)

@@ -1,6 +1,7 @@
 #include "supervisor.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -19,6 +20,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "env_file.h"
 #include "load.h"
 #include "process.h"
 #include "rollout.h"
@@ -274,8 +276,17 @@ void Supervisor::arm_timer(const ReplicaPtr& replica, Duration delay) {
   });
 }
 
-std::vector<std::string> Supervisor::replica_environment(const Replica& replica,
-                                                          const std::string& notify_socket) const {
+// Privileges are dropped only when the supervisor runs as root; otherwise `user` is ignored
+// (logged once at start-up).
+std::optional<SpawnRequest::Credentials> Supervisor::credentials_for(const ServiceSpec& spec,
+                                                                     std::string* error) const {
+  if (geteuid() != 0 || (spec.user.empty() && spec.group.empty())) return std::nullopt;
+  return lookup_credentials(spec.user.empty() ? "root" : spec.user, spec.group, error);
+}
+
+std::vector<std::string> Supervisor::replica_environment(
+    const Replica& replica, const std::string& notify_socket,
+    const std::optional<SpawnRequest::Credentials>& credentials, std::string* error) const {
   static const std::set<std::string> inherited_but_not_theirs = {
       "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC",
       "WATCHDOG_PID", control::kControlFdEnv, control::kServiceEnv, control::kReplicaEnv};
@@ -299,6 +310,27 @@ std::vector<std::string> Supervisor::replica_environment(const Replica& replica,
   const ServiceSpec& spec = *replica.spec;
   const int index = replica.index;
   const auto& sockets = replica.service.sockets;
+  if (credentials) {
+    if (passwd* account = getpwuid(credentials->uid)) {
+      set("USER", account->pw_name);
+      set("LOGNAME", account->pw_name);
+      set("HOME", account->pw_dir);
+    }
+  }
+  // env_file first, then `env`: the spec's own settings win (as docker compose does).
+  if (!spec.env_file.empty()) {
+    std::ifstream file(spec.env_file);
+    std::stringstream text;
+    text << file.rdbuf();
+    std::string problem;
+    auto entries = file ? parse_env_file(text.str(), &problem) : std::nullopt;
+    if (!file) problem = std::strerror(errno);
+    if (!entries) {
+      *error = "cannot read env_file '" + spec.env_file + "': " + problem;
+      return env;
+    }
+    for (const auto& [key, value] : *entries) set(key, value);
+  }
   std::optional<int> port;
   if (spec.port) port = *spec.port + index;
   for (const auto& [key, value] : spec.env) set(key, expand_placeholders(value, index, port));
@@ -322,9 +354,12 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
 
   SpawnRequest request;
   for (const auto& arg : spec.command) request.argv.push_back(expand_placeholders(arg, index, port));
+  std::string setup_error;
+  request.credentials = credentials_for(spec, &setup_error);
   std::string notify_name;
   int notify_fd = open_notify_socket(*replica, &notify_name);
-  request.env = replica_environment(*replica, notify_fd >= 0 ? notify_name : std::string());
+  request.env = replica_environment(*replica, notify_fd >= 0 ? notify_name : std::string(),
+                                    request.credentials, &setup_error);
   std::string path_env;
   for (const auto& entry : request.env) {
     if (entry.rfind("PATH=", 0) == 0) path_env = entry.substr(5);
@@ -336,7 +371,9 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
 
   int control_pair[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
   SpawnResult result;
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control_pair) != 0 ||
+  if (!setup_error.empty()) {
+    result.message = setup_error;
+  } else if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control_pair) != 0 ||
       pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
     result.message = std::string("cannot create replica channels: ") + std::strerror(errno);
   } else {

@@ -21,6 +21,7 @@
 #include "management.h"
 #include "output.h"
 #include "paths.h"
+#include "process.h"
 #include "replica_machine.h"
 #include "spec.h"
 
@@ -79,8 +80,11 @@ class Supervisor {
   void drain_output(const ReplicaPtr& replica, OutputPipe& pipe);
   void emit_lines(const ReplicaPtr& replica, OutputPipe& pipe, std::vector<std::string>& lines);
   void close_channels(Replica& replica);
-  std::vector<std::string> replica_environment(const Replica& replica,
-                                               const std::string& notify_socket) const;
+  std::vector<std::string> replica_environment(
+      const Replica& replica, const std::string& notify_socket,
+      const std::optional<SpawnRequest::Credentials>& credentials, std::string* error) const;
+  std::optional<SpawnRequest::Credentials> credentials_for(const ServiceSpec& spec,
+                                                           std::string* error) const;
   int open_notify_socket(const Replica& replica, std::string* name) const;
   void read_notify(const ReplicaPtr& replica);
 
