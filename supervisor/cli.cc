@@ -22,6 +22,7 @@
 #include "load.h"
 #include "management.h"
 #include "paths.h"
+#include "pre_start.h"
 #include "supervisor.h"
 
 #ifndef DEPLOYCTL_VERSION
@@ -140,7 +141,6 @@ std::optional<Spec> load_or_report(const std::string& file) {
 
 // Spec features that parse but that this version does not run yet: refusing them is honest.
 std::optional<std::string> unsupported_feature(const Spec& spec) {
-  if (!spec.pre_start.empty()) return "pre_start steps";
   for (const auto& service : spec.services) {
     const std::string where = "services." + service.name;
     if (service.health.kind != HealthKind::control && service.health.kind != HealthKind::none) {
@@ -163,6 +163,39 @@ std::string read_pid_file(const std::string& path) {
   std::string pid;
   file >> pid;
   return pid.empty() ? "?" : pid;
+}
+
+void print_step_line(const std::string& step, const std::string& line, bool is_stderr) {
+  std::fprintf(is_stderr ? stderr : stdout, "pre_start.%s | %s\n", step.c_str(), line.c_str());
+  std::fflush(is_stderr ? stderr : stdout);
+}
+
+// Runs the pre-start steps in order, in the foreground, before any replica starts. Ctrl+C
+// cancels the running step (its whole group is killed). False if a step failed.
+bool run_pre_start(const std::vector<PreStartStep>& steps) {
+  if (steps.empty()) return true;
+  boost::asio::io_context io;
+  ChildWatcher children(io);
+  PreStartResult result;
+  PreStartRunner runner(io, children, steps, print_step_line, [&](PreStartResult done) {
+    result = std::move(done);
+    io.stop();
+  });
+  boost::asio::signal_set interrupts(io, SIGINT, SIGTERM);
+  interrupts.async_wait([&](boost::system::error_code ec, int) {
+    if (!ec) runner.cancel();
+  });
+  runner.start();
+  io.run();
+  if (result.ok) return true;
+  std::fprintf(stderr, "deployctl: %s; no replica was started\n", result.message.c_str());
+  if (!result.last_lines.empty()) {
+    std::fprintf(stderr, "last lines of its output:\n");
+    for (const auto& line : result.last_lines) {
+      std::fprintf(stderr, "  pre_start.%s | %s\n", result.step.c_str(), line.c_str());
+    }
+  }
+  return false;
 }
 
 // Detaches into the background. In the parent: waits for the supervisor's first word and
@@ -250,14 +283,20 @@ int run_up(const Options& options) {
       return kExitFailed;
     }
   }
+  setup_logging();
+  if (!run_pre_start(spec->pre_start)) {
+    for (auto& [name, sockets] : listen) close_listen_sockets(sockets);
+    return kExitFailed;
+  }
   int notify_fd = -1;
   if (options.detach) {
     if (auto parent_exit = detach(paths, &notify_fd)) return *parent_exit;
+    spdlog::drop_all();  // log again to the new stderr (the log file), without terminal colors
+    setup_logging();
   }
   std::ofstream(paths.pid) << getpid() << "\n";
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   signal(SIGPIPE, SIG_IGN);
-  setup_logging();
 
   auto on_started = [notify_fd](bool ok, const std::string& message) {
     if (notify_fd < 0) return;
