@@ -218,4 +218,22 @@ LoadResult load_spec_file(const std::string& path) {
   }
 }
 
+std::optional<std::string> deployment_name(const std::string& path) {
+  LoadResult loaded = load_spec_file(path);
+  if (loaded.spec) return loaded.spec->name;
+  try {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return std::nullopt;
+    std::ostringstream text;
+    text << in.rdbuf();
+    Diagnostics diag(path);
+    std::optional<toml::table> root = parse_toml(text.str(), path, diag);
+    if (!root) return std::nullopt;
+    if (auto name = (*root)["name"].value<std::string>()) return *name;
+    return fs::path(path).stem().string();
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
 }  // namespace deployctl

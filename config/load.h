@@ -36,6 +36,11 @@ struct LoadResult {
 // absolute path of the file.
 LoadResult load_spec_file(const std::string& path);
 
+// The deployment name a spec file gives, even if the spec is invalid in other ways (so that
+// `status` and `down` still find a running deployment whose file is being edited): `name`,
+// else the file's stem. nullopt if the file cannot be read or is not TOML.
+std::optional<std::string> deployment_name(const std::string& path);
+
 // Validates toml_text as if it were the file at file_path: file_path names the file in errors,
 // gives the default spec name (its stem) and is the base for relative paths in the spec.
 LoadResult parse_spec(std::string_view toml_text, const std::string& file_path);

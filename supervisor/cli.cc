@@ -139,18 +139,6 @@ std::optional<Spec> load_or_report(const std::string& file) {
   return loaded.spec;
 }
 
-// Spec features that parse but that this version does not run yet: refusing them is honest.
-std::optional<std::string> unsupported_feature(const Spec& spec) {
-  for (const auto& service : spec.services) {
-    const std::string where = "services." + service.name;
-    if (service.health.kind != HealthKind::control && service.health.kind != HealthKind::none) {
-      return where + ".health.kind (only \"control\" and \"none\")";
-    }
-    if (service.memory.max || service.memory.restart_above) return where + ".memory";
-  }
-  return std::nullopt;
-}
-
 void setup_logging() {
   auto logger = spdlog::stderr_color_mt("deployctl");
   logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
@@ -251,9 +239,8 @@ std::optional<int> detach(const StatePaths& paths, int* notify_fd) {
 int run_up(const Options& options) {
   auto spec = load_or_report(options.file);
   if (!spec) return kExitUsage;
-  if (auto feature = unsupported_feature(*spec)) {
-    std::fprintf(stderr, "%s: %s: not supported by this version of deployctl yet\n",
-                 spec->path.c_str(), feature->c_str());
+  if (auto problem = unsupported_feature(*spec)) {
+    std::fprintf(stderr, "%s\n", problem->c_str());
     return kExitUsage;
   }
   const StatePaths paths = state_paths(runtime_base(options.runtime_dir), spec->name);
@@ -415,10 +402,23 @@ bool wait_for_exit(pid_t pid, std::chrono::milliseconds limit) {
 
 int run_client(const Options& options) {
   std::string name = options.name;
-  if (name.empty()) {
+  std::string spec_path;
+  if (name.empty() && options.command != "reload") {
+    auto named = deployment_name(options.file);
+    if (!named) {
+      load_or_report(options.file);  // says why
+      return kExitUsage;
+    }
+    name = *named;
+  }
+  if (options.command == "reload") {
     auto spec = load_or_report(options.file);
     if (!spec) return kExitUsage;
+    if (!options.name.empty() && options.name != spec->name) {
+      return usage_error("--name " + options.name + " does not match the spec's name " + spec->name);
+    }
     name = spec->name;
+    spec_path = spec->path;
   }
   const StatePaths paths = state_paths(runtime_base(options.runtime_dir), name);
   json::Value request;
@@ -428,6 +428,7 @@ int run_client(const Options& options) {
     for (const auto& [service, count] : options.counts) counts[service] = count;
     request["counts"] = std::move(counts);
   }
+  if (options.command == "reload") request["file"] = spec_path;
   if (options.command == "restart") {
     json::Array services;
     for (const auto& service : options.services) services.push_back(service);
@@ -461,6 +462,8 @@ int run_client(const Options& options) {
   } else if (options.command == "restart") {
     std::printf("%s: restarted %s\n", name.c_str(),
                 options.services.empty() ? "every service" : "the named services");
+  } else if (options.command == "reload") {
+    std::printf("%s: reloaded from %s\n", name.c_str(), spec_path.c_str());
   } else if (options.command == "down") {
     const auto* pid = result.response.find("pid");
     if (pid && !wait_for_exit(static_cast<pid_t>(pid->as_int()), std::chrono::seconds(10))) {

@@ -9,6 +9,7 @@ constexpr CommandInfo kCommands[] = {
     {"status", "status [--json] [FILE | --name NAME]", "show every replica: pid, state, health, uptime, restarts, last exit, memory", true},
     {"scale", "scale SERVICE=N [SERVICE=N ...] [-f FILE | --name NAME]", "change replica counts live; waits until reached", true},
     {"restart", "restart [SERVICE ...] [-f FILE | --name NAME]", "rolling restart within [rollout] bounds; waits until done", true},
+    {"reload", "reload [FILE]", "re-read the spec and apply the difference (also SIGHUP); waits until done", true},
     {"down", "down [FILE | --name NAME]", "stop every replica and the supervisor; nothing is left running", true},
     {"help", "help", "show this help", false},
 };

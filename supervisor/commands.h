@@ -8,6 +8,7 @@
 //   status                     -> {"ok":true, "status": <status object, see docs/cli.md>}
 //   scale {"counts":{S:N,...}} -> {"ok":true} once every service has its count
 //   restart {"services":[S..]}  -> {"ok":true} once every named service (all: none named) rolled
+//   reload {"file": PATH}      -> {"ok":true} once the new spec is applied (see docs/cli.md)
 //   down                       -> {"ok":true, "pid": N} once every replica is gone
 #pragma once
 

@@ -22,9 +22,11 @@
 #include "commands.h"
 #include "env_file.h"
 #include "load.h"
+#include "pre_start.h"
 #include "process.h"
 #include "rollout.h"
 #include "scale_planner.h"
+#include "spec_diff.h"
 
 extern char** environ;
 
@@ -55,6 +57,7 @@ struct Supervisor::OutputPipe {
 
 struct Supervisor::Service {
   std::shared_ptr<const ServiceSpec> spec;  // what new replicas are started from
+  bool removed = false;                     // by a reload: draining to zero, then dropped
   int desired;
   std::uint64_t generation = 0;             // bumped by restart: replicas of older ones are replaced
   struct Rollout {
@@ -117,13 +120,32 @@ Supervisor::Supervisor(asio::io_context& io, Spec spec,
       signals_(io, SIGINT, SIGTERM, SIGHUP),
       finish_timer_(io) {
   for (const auto& service_spec : spec_.services) {
-    auto service = std::make_unique<Service>();
-    service->spec = std::make_shared<const ServiceSpec>(service_spec);
-    service->desired = service_spec.replicas;
-    service->sockets = std::move(listen[service_spec.name]);
-    services_[service_spec.name] = std::move(service);
+    add_service(service_spec, std::move(listen[service_spec.name]));
   }
   load_persisted_scale();
+}
+
+Supervisor::Service& Supervisor::add_service(const ServiceSpec& spec,
+                                             std::vector<ListenSocket> sockets) {
+  auto service = std::make_unique<Service>();
+  service->spec = std::make_shared<const ServiceSpec>(spec);
+  service->desired = spec.replicas;
+  service->sockets = std::move(sockets);
+  return *(services_[spec.name] = std::move(service));
+}
+
+std::optional<std::string> unsupported_feature(const Spec& spec) {
+  for (const auto& service : spec.services) {
+    const std::string where = spec.path + ": services." + service.name;
+    if (service.health.kind != HealthKind::control && service.health.kind != HealthKind::none) {
+      return where + ".health.kind: only \"control\" and \"none\" are supported by this "
+                     "version of deployctl yet";
+    }
+    if (service.memory.max || service.memory.restart_above) {
+      return where + ".memory: not supported by this version of deployctl yet";
+    }
+  }
+  return std::nullopt;
 }
 
 Supervisor::~Supervisor() {
@@ -477,7 +499,12 @@ void Supervisor::watch_signals() {
         }
         break;
       case SIGHUP:
-        spdlog::warn("SIGHUP: reloading the spec is not supported by this version; ignored");
+        spdlog::info("SIGHUP: reloading {}", spec_.path);
+        handle_reload(spec_.path, [](const json::Value& response) {
+          if (const auto* error = response.find("error")) {
+            spdlog::error("reload failed: {}", error->as_string());
+          }
+        });
         break;
     }
     if (phase_ != Phase::finished) watch_signals();
@@ -863,6 +890,10 @@ void Supervisor::handle_request(const json::Value& request, ManagementServer::Re
     handle_scale(request, std::move(reply));
   } else if (name == "restart") {
     handle_restart(request, std::move(reply));
+  } else if (name == "reload") {
+    const auto* file = request.find("file");
+    handle_reload(file && !file->as_string().empty() ? file->as_string() : spec_.path,
+                  std::move(reply));
   } else if (name == "down") {
     spdlog::info("down requested; stopping {}", spec_.name);
     stopped_by_request_ = true;
@@ -1010,6 +1041,181 @@ void Supervisor::handle_restart(const json::Value& request, ManagementServer::Re
   after_events();
 }
 
+std::optional<json::Value> Supervisor::settled(const Service& service) const {
+  if (service.rollout && service.rollout->state == Service::Rollout::State::failed) {
+    return management_error(service.rollout->error, kExitFailed);
+  }
+  if (service.rollout && service.rollout->state == Service::Rollout::State::running) {
+    return std::nullopt;
+  }
+  int ready = 0, active = 0;
+  for (const auto& [index, replica] : service.replicas) {
+    if (replica->machine.retiring()) return std::nullopt;
+    ++active;
+    auto state = replica->machine.state();
+    if (state == ReplicaState::ready) ++ready;
+    if (!replica->machine.ever_ready() && replica->last_exit &&
+        (state == ReplicaState::backoff || state == ReplicaState::crash_loop ||
+         state == ReplicaState::failed)) {
+      const auto& exit = *replica->last_exit;
+      return management_error(replica->id + " exited before it became ready (" +
+                                  describe_exit(exit.status.code, exit.status.signal) +
+                                  "); see deployctl status",
+                              kExitFailed);
+    }
+  }
+  if (ready != service.desired || active != service.desired) return std::nullopt;
+  json::Value done;
+  done["ok"] = true;
+  return done;
+}
+
+void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply reply) {
+  if (phase_ != Phase::running || pre_start_ || rollout_running()) {
+    reply(management_error(spec_.name + " is busy (starting, stopping, reloading or rolling "
+                           "out); try again once it is done", kExitFailed));
+    return;
+  }
+  LoadResult loaded = load_spec_file(path);
+  if (!loaded.spec) {
+    std::string message;
+    for (const auto& error : loaded.errors) message += (message.empty() ? "" : "\n") + error.to_string();
+    reply(management_error(message, kExitUsage));
+    return;
+  }
+  Spec next = std::move(*loaded.spec);
+  if (next.name != spec_.name) {
+    reply(management_error(path + ": name: a running deployment's name cannot change (it is '" +
+                               spec_.name + "')", kExitUsage));
+    return;
+  }
+  if (auto problem = unsupported_feature(next)) {
+    reply(management_error(*problem, kExitUsage));
+    return;
+  }
+  // New or changed sockets are bound before anything changes, so a busy port rejects the reload.
+  for (const auto& service : next.services) {
+    const ServiceSpec* old = spec_.find_service(service.name);
+    for (const auto& address : service.listen) {
+      bool held = old && std::find(old->listen.begin(), old->listen.end(), address) != old->listen.end();
+      if (held) continue;
+      std::string error;
+      auto probe = bind_listen_sockets({address}, &error);
+      close_listen_sockets(probe);
+      if (!error.empty()) {
+        reply(management_error(error, kExitFailed));
+        return;
+      }
+    }
+  }
+  spdlog::info("reloading {} from {}", spec_.name, path);
+  auto shared_reply = std::make_shared<ManagementServer::Reply>(std::move(reply));
+  auto shared_next = std::make_shared<Spec>(std::move(next));
+  pre_start_ = std::make_unique<PreStartRunner>(
+      io_, children_, shared_next->pre_start,
+      [](const std::string& step, const std::string& line, bool is_stderr) {
+        std::fprintf(is_stderr ? stderr : stdout, "pre_start.%s | %s\n", step.c_str(), line.c_str());
+        std::fflush(is_stderr ? stderr : stdout);
+      },
+      [this, shared_reply, shared_next](PreStartResult result) {
+        asio::post(io_, [this] { pre_start_.reset(); });
+        if (!result.ok) {
+          std::string message = result.message + "; nothing was changed";
+          for (const auto& line : result.last_lines) message += "\n  pre_start." + result.step + " | " + line;
+          (*shared_reply)(management_error(message, kExitFailed));
+          return;
+        }
+        if (phase_ != Phase::running) {
+          (*shared_reply)(management_error("the deployment stopped during the reload", kExitFailed));
+          return;
+        }
+        apply_reload(std::move(*shared_next), std::move(*shared_reply));
+      });
+  pre_start_->start();
+}
+
+void Supervisor::apply_reload(Spec next, ManagementServer::Reply reply) {
+  for (auto it = services_.begin(); it != services_.end();) {  // drop what earlier reloads removed
+    it = it->second->removed && it->second->replicas.empty() ? services_.erase(it) : std::next(it);
+  }
+  SpecDiff diff = diff_specs(spec_, next);
+  spec_ = std::move(next);
+  std::vector<std::string> touched;
+  for (const auto& name : diff.removed) {
+    Service& service = *services_.at(name);
+    spdlog::info("reload: removing service {}", name);
+    service.removed = true;
+    service.desired = 0;
+    apply_scale(service);
+  }
+  for (const auto& service_spec : spec_.services) {
+    const auto& name = service_spec.name;
+    bool added = std::count(diff.added.begin(), diff.added.end(), name) > 0;
+    bool rolled = std::count(diff.rolled.begin(), diff.rolled.end(), name) > 0;
+    bool rescaled = std::count(diff.rescaled.begin(), diff.rescaled.end(), name) > 0;
+    if (!added && !rolled && !rescaled) continue;
+    touched.push_back(name);
+    if (added) {
+      spdlog::info("reload: adding service {}", name);
+      std::string error;
+      auto sockets = bind_listen_sockets(service_spec.listen, &error);
+      Service& service = add_service(service_spec, std::move(sockets));
+      apply_scale(service);
+      continue;
+    }
+    Service& service = *services_.at(name);
+    if (rolled) {
+      // Sockets still listed keep their fds (and their queued connections); new ones are bound.
+      std::vector<ListenSocket> sockets;
+      for (const auto& address : service_spec.listen) {
+        auto same = std::find_if(service.sockets.begin(), service.sockets.end(),
+                                 [&](const ListenSocket& s) { return s.address == address; });
+        if (same != service.sockets.end()) {
+          sockets.push_back(*same);
+          same->fd = -1;
+        } else {
+          std::string error;
+          auto bound = bind_listen_sockets({address}, &error);
+          sockets.insert(sockets.end(), bound.begin(), bound.end());
+        }
+      }
+      close_listen_sockets(service.sockets);  // replicas keep their inherited copies
+      service.sockets = std::move(sockets);
+      spdlog::info("reload: {} changed; rolling its replicas", name);
+      service.spec = std::make_shared<const ServiceSpec>(service_spec);
+      service.desired = service_spec.replicas;
+      ++service.generation;
+      service.rollout.emplace();
+    } else {
+      spdlog::info("reload: {} scales to {}", name, service_spec.replicas);
+      service.spec = std::make_shared<const ServiceSpec>(service_spec);
+      service.desired = service_spec.replicas;
+      apply_scale(service);
+    }
+  }
+  persist_scale();
+  std::vector<std::string> removed = diff.removed;
+  waiters_.push_back({[this, touched, removed]() -> std::optional<json::Value> {
+                        for (const auto& name : removed) {
+                          auto it = services_.find(name);
+                          if (it != services_.end() && !it->second->replicas.empty()) {
+                            return std::nullopt;
+                          }
+                        }
+                        for (const auto& name : touched) {
+                          auto it = services_.find(name);
+                          if (it == services_.end()) continue;  // removed by a later reload
+                          auto result = settled(*it->second);
+                          if (!result || !result->find("ok")->as_bool()) return result;
+                        }
+                        json::Value done;
+                        done["ok"] = true;
+                        return done;
+                      },
+                      std::move(reply)});
+  after_events();
+}
+
 json::Value Supervisor::status_json() const {
   const auto now = Clock::now();
   json::Value status;
@@ -1021,6 +1227,7 @@ json::Value Supervisor::status_json() const {
   status["uptime_ms"] = ms_between(started_at_, now);
   json::Array services;
   for (const auto& [name, service] : services_) {
+    if (service->removed && service->replicas.empty()) continue;
     json::Value entry;
     entry["name"] = name;
     entry["desired"] = service->desired;

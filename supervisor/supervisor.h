@@ -34,6 +34,12 @@ struct ExitRecord {
   std::vector<std::string> stderr_tail;
 };
 
+// Spec features that parse but that this version does not run yet: a message naming the file
+// and key, or nullopt. `up` and `reload` refuse such specs instead of ignoring settings.
+std::optional<std::string> unsupported_feature(const Spec& spec);
+
+class PreStartRunner;
+
 class Supervisor {
  public:
   // Called once: when every replica is ready (ok) or when the start failed (with the reason).
@@ -109,6 +115,12 @@ class Supervisor {
   void handle_request(const json::Value& request, ManagementServer::Reply reply);
   void handle_scale(const json::Value& request, ManagementServer::Reply reply);
   void handle_restart(const json::Value& request, ManagementServer::Reply reply);
+  void handle_reload(const std::string& path, ManagementServer::Reply reply);
+  void apply_reload(Spec next, ManagementServer::Reply reply);
+  Service& add_service(const ServiceSpec& spec, std::vector<ListenSocket> sockets);
+  // The settled state of a service: nullopt while replicas are still starting, draining or
+  // rolling; then {"ok": true} or an error response.
+  std::optional<json::Value> settled(const Service& service) const;
   json::Value status_json() const;
 
   double random01() { return std::uniform_real_distribution<double>(0.0, 1.0)(random_); }
@@ -137,6 +149,7 @@ class Supervisor {
   };
   std::vector<Waiter> waiters_;
   std::vector<ManagementServer::Reply> down_replies_;
+  std::unique_ptr<PreStartRunner> pre_start_;  // the reload's steps, while they run
 };
 
 }  // namespace deployctl

@@ -1,6 +1,9 @@
 """`deployctl restart`: rolling replacement within the [rollout] bounds, with no failed request,
 and a rollout whose new replicas cannot start leaves the old ones serving."""
-from harness import ClientLoop, http_get, is_alive, server_bin, service_by_name
+import os
+import signal
+
+from harness import ClientLoop, http_get, is_alive, server_bin, service_by_name, wait_until
 
 ROLLING = """
 name = "@NAME@"
@@ -82,3 +85,66 @@ def test_failed_rollout_stops_and_the_old_replicas_keep_serving(deployment):
     assert (web["ready"], web["rollout"]) == (4, "failed"), web
     assert dep.replica_pids(status) == before
     assert http_get(dep.port).status == 200
+
+
+RELOADABLE = """
+name = "@NAME@"
+
+@PRE_START@
+
+[services.web]
+command = ["@SERVER@", "--debug-endpoints"]
+replicas = 3
+listen = ["127.0.0.1:@PORT@"]
+env = { GENERATION = "@GENERATION@" }
+
+[services.web.stop]
+timeout = "5s"
+"""
+
+
+def reloadable(generation: str, pre_start: str = "") -> str:
+    return (RELOADABLE.replace("@SERVER@", server_bin()).replace("@GENERATION@", generation)
+            .replace("@PRE_START@", pre_start))
+
+
+def test_reload_rolls_a_changed_service_without_a_failed_request(deployment):
+    dep = deployment(reloadable("1"))
+    assert dep.up().returncode == 0
+    before = dep.replica_pids()
+    dep.write_spec(reloadable("2", '[[pre_start]]\nname = "mark"\n'
+                                   'command = ["/bin/sh", "-c", "touch @DIR@/reloaded"]'))
+    with ClientLoop(dep.port, paths=("/whoami", "/sleep/50")) as loop:
+        loop.wait_for_successes(3, 10)
+        run = dep.deployctl("reload", str(dep.spec_path), timeout=60)
+        assert run.returncode == 0, run.describe()
+        loop.wait_for_successes(loop.successes + 3, 10)
+    assert loop.failures == [], loop.summary()
+    assert (dep.dir / "reloaded").exists(), "the pre-start step runs before the change"
+    after = dep.replica_pids()
+    assert len(after) == 3 and set(after.values()).isdisjoint(before.values())
+    for pid in after.values():
+        environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        assert b"GENERATION=2" in environ
+
+
+def test_reload_with_a_failing_pre_start_step_changes_nothing(deployment):
+    dep = deployment(reloadable("1"))
+    assert dep.up().returncode == 0
+    before = dep.replica_pids()
+    dep.write_spec(reloadable("2", '[[pre_start]]\nname = "doomed"\n'
+                                   'command = ["/bin/sh", "-c", "echo no database >&2; exit 4"]'))
+    run = dep.deployctl("reload", str(dep.spec_path), timeout=30)
+    assert run.returncode == 1, run.describe()
+    assert "'doomed' failed: exited with code 4" in run.stderr, run.describe()
+    assert "no database" in run.stderr and "nothing was changed" in run.stderr, run.describe()
+    assert dep.replica_pids() == before
+
+
+def test_sighup_reloads_the_file_the_supervisor_was_started_with(deployment):
+    dep = deployment(reloadable("1"))
+    assert dep.up().returncode == 0
+    dep.write_spec(reloadable("1").replace("replicas = 3", "replicas = 4"))
+    os.kill(dep.supervisor_pid, signal.SIGHUP)
+    wait_until(lambda: service_by_name(dep.status(), "web")["ready"] == 4, 10,
+               "SIGHUP applied the new replica count")
