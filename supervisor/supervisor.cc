@@ -23,6 +23,7 @@
 #include "env_file.h"
 #include "load.h"
 #include "pre_start.h"
+#include "probes.h"
 #include "process.h"
 #include "rollout.h"
 #include "scale_planner.h"
@@ -38,6 +39,10 @@ using Act = ReplicaAction::Kind;
 
 namespace {
 constexpr std::size_t kStderrTail = 20;
+
+bool is_probe(HealthKind kind) {
+  return kind == HealthKind::http || kind == HealthKind::tcp || kind == HealthKind::exec;
+}
 constexpr double kOutputRate = 1024 * 1024;   // bytes/s read from one replica's stdout+stderr
 constexpr double kOutputBurst = 1024 * 1024;
 
@@ -101,6 +106,7 @@ struct Supervisor::Replica {
   asio::steady_timer timer, health_timer;
   std::uint64_t timer_generation = 0;
   std::deque<std::string> stderr_tail;
+  std::vector<std::string> env;  // of the current run (exec probes run with it)
   std::string spawn_error;
   std::optional<ExitRecord> last_exit;
   std::string status_text;
@@ -137,10 +143,6 @@ Supervisor::Service& Supervisor::add_service(const ServiceSpec& spec,
 std::optional<std::string> unsupported_feature(const Spec& spec) {
   for (const auto& service : spec.services) {
     const std::string where = spec.path + ": services." + service.name;
-    if (service.health.kind != HealthKind::control && service.health.kind != HealthKind::none) {
-      return where + ".health.kind: only \"control\" and \"none\" are supported by this "
-                     "version of deployctl yet";
-    }
     if (service.memory.max || service.memory.restart_above) {
       return where + ".memory: not supported by this version of deployctl yet";
     }
@@ -437,7 +439,8 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
     boost::system::error_code ignored;
     channel->non_blocking(true, ignored);
   }
-  if (spec.health.kind == HealthKind::control) {
+  replica->env = request.env;
+  if (spec.health.kind != HealthKind::none) {
     replica->health.emplace(spec.health);
   } else {
     replica->health.reset();
@@ -450,6 +453,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
   dispatch(replica, {Kind::spawned});
   // Without health checks there is no readiness signal to wait for: running is ready.
   if (spec.health.kind == HealthKind::none) dispatch(replica, {Kind::ready});
+  if (is_probe(spec.health.kind)) probe_until_ready(replica);
 }
 
 void Supervisor::record_exit(const ReplicaPtr& replica, const ReplicaAction& action) {
@@ -650,9 +654,75 @@ void Supervisor::schedule_health(const ReplicaPtr& replica) {
       spdlog::warn("{} (pid {}) missed a health check ({} of {})", replica->id, replica->pid,
                    replica->health->misses(), replica->spec->health.failures);
     }
-    if (auto seq = replica->health->ping_due(now)) send_control(replica, control::encode_ping(*seq));
+    if (auto seq = replica->health->ping_due(now)) {
+      if (is_probe(replica->spec->health.kind)) {
+        start_probe(io_, children_, probe_target(*replica), replica->spec->health.timeout,
+                    [replica, run, seq = *seq](ProbeResult result) {
+                      if (result.ok && replica->run == run) {
+                        replica->health->on_pong(seq, Clock::now());
+                      }
+                    });
+      } else {
+        send_control(replica, control::encode_ping(*seq));
+      }
+    }
     schedule_health(replica);
   });
+}
+
+// Until it is ready, a probed replica is probed every 100 ms (or every interval, if shorter):
+// the first pass (or READY=1, whichever comes first) makes it ready.
+void Supervisor::probe_until_ready(const ReplicaPtr& replica) {
+  const auto run = replica->run;
+  const auto pause = std::min<Duration>(Duration{100}, replica->spec->health.interval);
+  replica->health_timer.expires_after(pause);
+  replica->health_timer.async_wait([this, replica, run](boost::system::error_code ec) {
+    if (ec || replica->run != run || replica->machine.state() != ReplicaState::starting) return;
+    start_probe(io_, children_, probe_target(*replica), replica->spec->health.timeout,
+                [this, replica, run](ProbeResult result) {
+                  if (replica->run != run ||
+                      replica->machine.state() != ReplicaState::starting) {
+                    return;
+                  }
+                  if (result.ok) {
+                    dispatch(replica, {Kind::ready});
+                  } else {
+                    probe_until_ready(replica);
+                  }
+                });
+  });
+}
+
+// http and tcp probe the replica's own port when it has one, else the service's first listen
+// address (a wildcard address is probed on loopback).
+ProbeTarget Supervisor::probe_target(const Replica& replica) const {
+  const ServiceSpec& spec = *replica.spec;
+  ProbeTarget target;
+  target.kind = spec.health.kind;
+  target.path = spec.health.path;
+  if (spec.port) {
+    target.host = "127.0.0.1";
+    target.port = static_cast<std::uint16_t>(*spec.port + replica.index);
+  } else if (!spec.listen.empty()) {
+    const auto& address = spec.listen.front();
+    target.host = address.host == "0.0.0.0" ? "127.0.0.1" : address.host == "::" ? "::1" : address.host;
+    target.port = address.port;
+  }
+  if (target.kind == HealthKind::exec) {
+    std::optional<int> port;
+    if (spec.port) port = *spec.port + replica.index;
+    for (const auto& arg : spec.health.command) {
+      target.argv.push_back(expand_placeholders(arg, replica.index, port));
+    }
+    std::string path_env;
+    for (const auto& entry : replica.env) {
+      if (entry.rfind("PATH=", 0) == 0) path_env = entry.substr(5);
+    }
+    target.argv[0] = resolve_command(target.argv[0], path_env);
+    target.env = replica.env;
+    target.working_dir = spec.working_dir;
+  }
+  return target;
 }
 
 // ---- edges: replica output ------------------------------------------------------------------

@@ -21,6 +21,7 @@
 #include "management.h"
 #include "output.h"
 #include "paths.h"
+#include "probes.h"
 #include "process.h"
 #include "replica_machine.h"
 #include "spec.h"
@@ -82,6 +83,8 @@ class Supervisor {
   void on_control_message(const ReplicaPtr& replica, const control::Message& message);
   void send_control(const ReplicaPtr& replica, const std::string& message);
   void schedule_health(const ReplicaPtr& replica);
+  void probe_until_ready(const ReplicaPtr& replica);
+  ProbeTarget probe_target(const Replica& replica) const;
   void read_output(const ReplicaPtr& replica, OutputPipe& pipe);
   void drain_output(const ReplicaPtr& replica, OutputPipe& pipe);
   void emit_lines(const ReplicaPtr& replica, OutputPipe& pipe, std::vector<std::string>& lines);

@@ -1,7 +1,7 @@
 """Spec settings applied to real replicas: user/group, env_file, {replica}/{port} expansion."""
 from pathlib import Path
 
-from harness import replica_by_id, wait_until
+from harness import free_port_range, http_get, replica_by_id, server_bin, wait_until
 
 SHELL_APP = """
 name = "@NAME@"
@@ -49,3 +49,55 @@ def test_missing_env_file_fails_the_start_with_the_reason(deployment):
     run = dep.up()
     assert run.returncode == 1, run.describe()
     assert "cannot read env_file" in run.stderr and "missing.env" in run.stderr, run.describe()
+
+
+PROBED = """
+name = "@NAME@"
+
+[services.app]
+command = @COMMAND@
+replicas = 2
+@ADDRESS@
+
+[services.app.health]
+kind = "@KIND@"
+@CHECK@
+interval = "200ms"
+timeout = "150ms"
+failures = 2
+
+[services.app.stop]
+timeout = "1s"
+"""
+
+
+def probed(kind: str, command: str, address: str = "", check: str = "") -> str:
+    return (PROBED.replace("@KIND@", kind).replace("@COMMAND@", command)
+            .replace("@ADDRESS@", address).replace("@CHECK@", check))
+
+
+def test_exec_health_gates_readiness_and_replaces_a_failing_replica(deployment):
+    dep = deployment(probed("exec", '["/bin/sleep", "300"]',
+                            check='command = ["/bin/sh", "-c", "test -e @DIR@/healthy-{replica}"]'))
+    (dep.dir / "healthy-0").write_text("")
+    foreground = dep.up_foreground()
+    wait_until(lambda: replica_by_id(dep.try_status()[1] or {"services": []}, "app.0") is not None
+               and replica_by_id(dep.status(), "app.0")["state"] == "ready", 10, "app.0 ready")
+    assert replica_by_id(dep.status(), "app.1")["state"] == "starting"  # its check fails
+    (dep.dir / "healthy-1").write_text("")
+    wait_until(lambda: replica_by_id(dep.status(), "app.1")["state"] == "ready", 10, "app.1 ready")
+    (dep.dir / "healthy-0").unlink()
+    wait_until(lambda: (replica_by_id(dep.status(), "app.0")["last_exit"] or {}).get("reason")
+               == "health", 10, "app.0 replaced after failing its exec checks")
+    assert foreground.poll() is None
+
+
+def test_tcp_health_on_per_replica_ports(deployment):
+    base = free_port_range(2)
+    command = f'["{server_bin()}", "--listen", "127.0.0.1:{{port}}"]'
+    dep = deployment(probed("tcp", command, address=f"port = {base}"))
+    assert dep.up().returncode == 0
+    status = dep.status()
+    assert [r["state"] for r in status["services"][0]["replicas"]] == ["ready", "ready"]
+    for index in range(2):
+        assert http_get(base + index, "/healthz").status == 200
