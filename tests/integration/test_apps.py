@@ -16,9 +16,6 @@ from harness import (ClientLoop, all_ready, deployctl_bin, free_port_range, http
                      process_started_at, replaced, replica_by_id, run_command, running_replicas,
                      service_by_name, source_dir, wait_gone, wait_until)
 
-pytestmark = pytest.mark.skipif(os.environ.get("DEPLOYCTL_APPS_TESTS") != "1",
-                                reason="enabled once issue 3 features land")
-
 EXAMPLES = source_dir() / "config" / "examples" / "fastapi"
 EXAMPLE_SPECS = ("uvicorn.toml", "gunicorn.toml", "notify.toml", "ports.toml")
 APP_FILES = ("main.py", "migrate.py", "notify_app.py")
