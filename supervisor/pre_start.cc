@@ -30,43 +30,15 @@ namespace {
 // Time for the killed members of a step's group to close their ends of its pipes.
 constexpr Duration kMinDrainGrace{100};
 
-// Sets KEY=VALUE in env, replacing an entry with the same key.
-void set_variable(std::vector<std::string>& env, const std::string& key, const std::string& value) {
-  auto same_key = [&key](const std::string& entry) {
-    return entry.size() > key.size() && entry.compare(0, key.size(), key) == 0 &&
-           entry[key.size()] == '=';
-  };
-  auto it = std::find_if(env.begin(), env.end(), same_key);
-  if (it != env.end()) {
-    *it = key + "=" + value;
-  } else {
-    env.push_back(key + "=" + value);
-  }
-}
-
 // The supervisor's environment minus what belongs to it or to replicas, then the step's env.
 std::vector<std::string> step_environment(const PreStartStep& step) {
-  static const std::set<std::string> not_for_steps = {
-      "NOTIFY_SOCKET", "LISTEN_FDS",   "LISTEN_PID",          "LISTEN_FDNAMES",
-      "WATCHDOG_USEC", "WATCHDOG_PID", control::kControlFdEnv, control::kServiceEnv,
-      control::kReplicaEnv};
-  std::vector<std::string> env;
-  for (char** entry = environ; *entry; ++entry) {
-    std::string text(*entry);
-    if (!not_for_steps.count(text.substr(0, text.find('=')))) env.push_back(std::move(text));
-  }
+  std::vector<std::string> env = inherited_environment();
   for (const auto& [key, value] : step.env) {
     set_variable(env, key, expand_placeholders(value, 0, std::nullopt));
   }
   return env;
 }
 
-std::string path_variable(const std::vector<std::string>& env) {
-  for (const auto& entry : env) {
-    if (entry.rfind("PATH=", 0) == 0) return entry.substr(5);
-  }
-  return {};
-}
 
 std::string describe_failure(int wait_status) {
   if (WIFSIGNALED(wait_status)) {

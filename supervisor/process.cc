@@ -9,13 +9,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
+#include "control_protocol.h"
 #include "load.h"
+
+extern char** environ;
 
 namespace deployctl {
 namespace {
@@ -213,6 +218,39 @@ std::optional<SpawnRequest::Credentials> lookup_credentials(const std::string& u
   }
   credentials.groups.resize(count);
   return credentials;
+}
+
+std::vector<std::string> inherited_environment() {
+  static const std::set<std::string> not_inherited = {
+      "NOTIFY_SOCKET", "LISTEN_FDS",   "LISTEN_PID",          "LISTEN_FDNAMES",
+      "WATCHDOG_USEC", "WATCHDOG_PID", control::kControlFdEnv, control::kServiceEnv,
+      control::kReplicaEnv};
+  std::vector<std::string> env;
+  for (char** entry = environ; *entry; ++entry) {
+    std::string text(*entry);
+    if (!not_inherited.count(text.substr(0, text.find('=')))) env.push_back(std::move(text));
+  }
+  return env;
+}
+
+void set_variable(std::vector<std::string>& env, const std::string& key, const std::string& value) {
+  auto same_key = [&key](const std::string& entry) {
+    return entry.size() > key.size() && entry.compare(0, key.size(), key) == 0 &&
+           entry[key.size()] == '=';
+  };
+  auto it = std::find_if(env.begin(), env.end(), same_key);
+  if (it != env.end()) {
+    *it = key + "=" + value;
+  } else {
+    env.push_back(key + "=" + value);
+  }
+}
+
+std::string path_variable(const std::vector<std::string>& env) {
+  for (const auto& entry : env) {
+    if (entry.rfind("PATH=", 0) == 0) return entry.substr(5);
+  }
+  return {};
 }
 
 void signal_group(pid_t pgid, int signal) {

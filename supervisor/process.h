@@ -46,6 +46,17 @@ SpawnResult spawn_process(const SpawnRequest& request);
 // Names containing '/' are returned unchanged (relative ones resolve against the working dir).
 std::string resolve_command(const std::string& name, const std::string& path_env);
 
+// The environment children start from: this process's own, less what describes this
+// process's place under systemd or a supervisor (NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*, and a
+// replica's DEPLOYCTL_* variables), which must not leak into the children.
+std::vector<std::string> inherited_environment();
+
+// Sets KEY=VALUE in `env`, replacing an entry with the same key.
+void set_variable(std::vector<std::string>& env, const std::string& key, const std::string& value);
+
+// The value of PATH in `env`, or "".
+std::string path_variable(const std::vector<std::string>& env);
+
 // Signals the process group `pgid`; errors (group already gone) are ignored.
 void signal_group(pid_t pgid, int signal);
 

@@ -29,7 +29,6 @@
 #include "scale_planner.h"
 #include "spec_diff.h"
 
-extern char** environ;
 
 namespace deployctl {
 
@@ -60,15 +59,17 @@ struct Supervisor::OutputPipe {
   bool is_stderr;
 };
 
+// The latest rolling replacement of a service (restart or reload).
+struct Rollout {
+  enum class State { running, done, failed } state = State::running;
+  std::string error;
+};
+
 struct Supervisor::Service {
   std::shared_ptr<const ServiceSpec> spec;  // what new replicas are started from
   bool removed = false;                     // by a reload: draining to zero, then dropped
   int desired;
   std::uint64_t generation = 0;             // bumped by restart: replicas of older ones are replaced
-  struct Rollout {
-    enum class State { running, done, failed } state = State::running;
-    std::string error;
-  };
   std::optional<Rollout> rollout;           // the latest rolling replacement
   std::vector<ListenSocket> sockets;
   std::map<int, ReplicaPtr> replicas;
@@ -193,7 +194,7 @@ bool Supervisor::advance_rollouts() {
   bool moved = false;
   for (auto& [name, service] : services_) {
     auto& rollout = service->rollout;
-    if (!rollout || rollout->state != Service::Rollout::State::running) continue;
+    if (!rollout || rollout->state != Rollout::State::running) continue;
     std::vector<RolloutSlot> slots;
     ReplicaPtr failed;
     for (const auto& [index, replica] : service->replicas) {
@@ -205,13 +206,13 @@ bool Supervisor::advance_rollouts() {
     }
     RolloutStep step = plan_rollout(slots, service->desired, service->spec->rollout);
     if (step.status == RolloutStep::Status::done) {
-      rollout->state = Service::Rollout::State::done;
+      rollout->state = Rollout::State::done;
       spdlog::info("{}: rollout complete", name);
       continue;
     }
     if (step.status == RolloutStep::Status::failed) {
       const auto& exit = *failed->last_exit;
-      rollout->state = Service::Rollout::State::failed;
+      rollout->state = Rollout::State::failed;
       rollout->error = failed->id + " did not become ready (" +
                        describe_exit(exit.status.code, exit.status.signal) + ", " +
                        reason_name(exit.reason) + "); the rollout of " + name +
@@ -311,26 +312,10 @@ std::optional<SpawnRequest::Credentials> Supervisor::credentials_for(const Servi
 std::vector<std::string> Supervisor::replica_environment(
     const Replica& replica, const std::string& notify_socket,
     const std::optional<SpawnRequest::Credentials>& credentials, std::string* error) const {
-  static const std::set<std::string> inherited_but_not_theirs = {
-      "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC",
-      "WATCHDOG_PID", control::kControlFdEnv, control::kServiceEnv, control::kReplicaEnv};
-  std::vector<std::string> env;
+  std::vector<std::string> env = inherited_environment();
   auto set = [&env](const std::string& key, const std::string& value) {
-    auto same_key = [&key](const std::string& entry) {
-      return entry.size() > key.size() && entry.compare(0, key.size(), key) == 0 &&
-             entry[key.size()] == '=';
-    };
-    auto it = std::find_if(env.begin(), env.end(), same_key);
-    if (it != env.end()) {
-      *it = key + "=" + value;
-    } else {
-      env.push_back(key + "=" + value);
-    }
+    set_variable(env, key, value);
   };
-  for (char** entry = environ; *entry; ++entry) {
-    std::string text(*entry);
-    if (!inherited_but_not_theirs.count(text.substr(0, text.find('=')))) env.push_back(text);
-  }
   const ServiceSpec& spec = *replica.spec;
   const int index = replica.index;
   const auto& sockets = replica.service.sockets;
@@ -384,11 +369,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
   int notify_fd = open_notify_socket(*replica, &notify_name);
   request.env = replica_environment(*replica, notify_fd >= 0 ? notify_name : std::string(),
                                     request.credentials, &setup_error);
-  std::string path_env;
-  for (const auto& entry : request.env) {
-    if (entry.rfind("PATH=", 0) == 0) path_env = entry.substr(5);
-  }
-  request.argv[0] = resolve_command(request.argv[0], path_env);
+  request.argv[0] = resolve_command(request.argv[0], path_variable(request.env));
   request.working_dir = spec.working_dir;
   for (const auto& socket : service.sockets) request.inherit_fds.push_back(socket.fd);
   request.set_listen_pid = !service.sockets.empty();
@@ -714,11 +695,7 @@ ProbeTarget Supervisor::probe_target(const Replica& replica) const {
     for (const auto& arg : spec.health.command) {
       target.argv.push_back(expand_placeholders(arg, replica.index, port));
     }
-    std::string path_env;
-    for (const auto& entry : replica.env) {
-      if (entry.rfind("PATH=", 0) == 0) path_env = entry.substr(5);
-    }
-    target.argv[0] = resolve_command(target.argv[0], path_env);
+    target.argv[0] = resolve_command(target.argv[0], path_variable(replica.env));
     target.env = replica.env;
     target.working_dir = spec.working_dir;
   }
@@ -1017,32 +994,15 @@ void Supervisor::handle_scale(const json::Value& request, ManagementServer::Repl
   const auto deadline = Clock::now() + longest + std::chrono::seconds(5);
   auto check = [this, names, deadline]() -> std::optional<json::Value> {
     for (const auto& name : names) {
-      const Service& service = *services_.at(name);
-      int ready = 0, active = 0, retiring = 0;
-      for (const auto& [index, replica] : service.replicas) {
-        if (replica->machine.retiring()) {
-          ++retiring;
-          continue;
-        }
-        ++active;
-        auto state = replica->machine.state();
-        if (state == ReplicaState::ready) ++ready;
-        if (!replica->machine.ever_ready() && replica->last_exit &&
-            (state == ReplicaState::backoff || state == ReplicaState::crash_loop ||
-             state == ReplicaState::failed)) {
-          const auto& exit = *replica->last_exit;
-          return management_error(replica->id + " exited before it became ready (" +
-                                    describe_exit(exit.status.code, exit.status.signal) +
-                                    "); see deployctl status",
-                                kExitFailed);
-        }
-      }
-      if (ready != service.desired || active != service.desired || retiring != 0) {
+      auto result = settled(*services_.at(name));
+      if (!result) {
         if (Clock::now() < deadline) return std::nullopt;
         return management_error("timed out waiting for " + name + " to reach " +
-                                  std::to_string(service.desired) + " ready replicas",
-                              kExitFailed);
+                                    std::to_string(services_.at(name)->desired) +
+                                    " ready replicas",
+                                kExitFailed);
       }
+      if (!result->find("ok")->as_bool()) return result;
     }
     json::Value done;
     done["ok"] = true;
@@ -1058,7 +1018,7 @@ void Supervisor::handle_scale(const json::Value& request, ManagementServer::Repl
 
 bool Supervisor::rollout_running() const {
   for (const auto& [name, service] : services_) {
-    if (service->rollout && service->rollout->state == Service::Rollout::State::running) {
+    if (service->rollout && service->rollout->state == Rollout::State::running) {
       return true;
     }
   }
@@ -1098,10 +1058,10 @@ void Supervisor::handle_restart(const json::Value& request, ManagementServer::Re
   waiters_.push_back({[this, names]() -> std::optional<json::Value> {
                         for (const auto& name : names) {
                           const auto& rollout = services_.at(name)->rollout;
-                          if (rollout->state == Service::Rollout::State::failed) {
+                          if (rollout->state == Rollout::State::failed) {
                             return management_error(rollout->error, kExitFailed);
                           }
-                          if (rollout->state == Service::Rollout::State::running) return std::nullopt;
+                          if (rollout->state == Rollout::State::running) return std::nullopt;
                         }
                         json::Value done;
                         done["ok"] = true;
@@ -1112,10 +1072,10 @@ void Supervisor::handle_restart(const json::Value& request, ManagementServer::Re
 }
 
 std::optional<json::Value> Supervisor::settled(const Service& service) const {
-  if (service.rollout && service.rollout->state == Service::Rollout::State::failed) {
+  if (service.rollout && service.rollout->state == Rollout::State::failed) {
     return management_error(service.rollout->error, kExitFailed);
   }
-  if (service.rollout && service.rollout->state == Service::Rollout::State::running) {
+  if (service.rollout && service.rollout->state == Rollout::State::running) {
     return std::nullopt;
   }
   int ready = 0, active = 0;
@@ -1341,8 +1301,8 @@ json::Value Supervisor::status_json() const {
     }
     entry["ready"] = ready;
     entry["rollout"] = !service->rollout ? json::Value()
-                       : service->rollout->state == Service::Rollout::State::running ? "running"
-                       : service->rollout->state == Service::Rollout::State::done    ? "done"
+                       : service->rollout->state == Rollout::State::running ? "running"
+                       : service->rollout->state == Rollout::State::done    ? "done"
                                                                                      : "failed";
     entry["replicas"] = std::move(replicas);
     services.push_back(std::move(entry));
