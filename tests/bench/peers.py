@@ -28,9 +28,11 @@ Exit status: 0 if every scenario ran for every supervisor, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -56,7 +59,7 @@ class BenchError(Exception):
 
 def settings(quick: bool) -> dict:
     return {"kills": 6 if quick else 20, "startup_runs": 3 if quick else 10,
-            "recovery_replicas": 4, "startup_replicas": 8}
+            "recovery_replicas": 4, "startup_replicas": 8, "wrk_seconds": 6 if quick else 10}
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -116,6 +119,26 @@ def signal_all(pids, number: int) -> None:
             pass
 
 
+def become_subreaper() -> None:
+    """Orphans of the supervisors we kill become our children (not pid 1's), so we reap them
+    and no zombie outlives the bench."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_CHILD_SUBREAPER = 36
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        print("peers: prctl(PR_SET_CHILD_SUBREAPER) failed; killed workers may stay zombies",
+              file=sys.stderr)
+
+
+def reap_orphans() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def kill_tree_and_tag(root: int | None, tag: str) -> list[int]:
     """Freezes then kills root's tree and anything carrying `tag`; returns the tagged pids that
     were not in the tree (leaks worth reporting)."""
@@ -128,6 +151,9 @@ def kill_tree_and_tag(root: int | None, tag: str) -> list[int]:
     while any(is_alive(pid) for pid in victims) and time.monotonic() < deadline:
         time.sleep(0.01)
     return leaked
+
+
+
 
 
 # --- HTTP ---------------------------------------------------------------------------------
@@ -200,11 +226,13 @@ class Supervisor:
     temp dir. start() launches it and returns at once; close() stops everything it started."""
     name = "?"
 
-    def __init__(self, worker: Path, replicas: int, log_dir: Path):
-        self.worker, self.replicas = worker, replicas
+    def __init__(self, worker: Path, replicas: int, log_dir: Path, shared_port: bool = False):
+        """shared_port: every replica on the one port `base` (SO_REUSEPORT, or deployctl's
+        `listen`) instead of one port each."""
+        self.worker, self.replicas, self.shared = worker, replicas, shared_port
         self.dir = Path(tempfile.mkdtemp(prefix=f"pb-{self.name}-"))
-        self.base = free_base_port(replicas)
-        self.ports = [self.base + i for i in range(replicas)]
+        self.base = free_base_port(1 if shared_port else replicas)
+        self.ports = [self.base] if shared_port else [self.base + i for i in range(replicas)]
         self.tag = uuid.uuid4().hex
         self.env = {**os.environ, TAG_VARIABLE: self.tag}
         self.process: subprocess.Popen | None = None
@@ -224,7 +252,29 @@ class Supervisor:
                                             cwd=self.dir)
 
     def worker_line(self, offset: str) -> str:
-        return f"{self.worker} --port {self.base} --offset {offset}"
+        return f"{self.worker} --port {self.base} --offset {'0' if self.shared else offset}"
+
+    def restart_all(self) -> None:
+        """The peer's own way to restart every replica (the rolling-restart scenario)."""
+        raise NotImplementedError
+
+    def workers(self) -> list[int]:
+        """Pids of the tiny workers this supervisor runs now."""
+        return [pid for pid in tagged_pids(self.tag) if is_alive(pid)
+                and Path(f"/proc/{pid}/comm").read_text().strip() == "tiny_worker"]
+
+    def wait_settled(self, timeout: float = 30.0) -> None:
+        """Waits until all replicas run, have run > STABLE_AGE_S and every port answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.workers()
+            if len(pids) == self.replicas and all(age_s(pid) > STABLE_AGE_S for pid in pids):
+                wait_all_answer(self.ports, max(0.1, deadline - time.monotonic()), self.name)
+                return
+            if time.monotonic() >= deadline:
+                raise BenchError(f"{self.name}: {len(pids)} of {self.replicas} workers settled "
+                                 f"after {timeout}s")
+            time.sleep(0.05)
 
     def close(self) -> list[str]:
         leaked = kill_tree_and_tag(self.process.pid if self.process else None, self.tag)
@@ -233,8 +283,17 @@ class Supervisor:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
                 leaked.append(self.process.pid)
+        reap_orphans()
         shutil.rmtree(self.dir, ignore_errors=True)
         return [f"{self.name}: pid {pid} outside the supervisor's tree, killed" for pid in leaked]
+
+
+def checked_run(command: list[str], env: dict, timeout: float = 60.0) -> None:
+    run = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                         timeout=timeout)
+    if run.returncode:
+        raise BenchError(f"`{' '.join(command)}` exited {run.returncode}: "
+                         f"{(run.stdout + run.stderr).decode(errors='replace').strip()}")
 
 
 def write_run_script(service_dir: Path, line: str) -> None:
@@ -254,6 +313,11 @@ class Runit(Supervisor):
     def command(self) -> list[str]:
         return ["runsvdir", str(self.dir / "service")]
 
+    def restart_all(self) -> None:
+        for index in range(self.replicas):  # sv -w: returns once that service is up again
+            checked_run(["sv", "-w", "10", "restart", str(self.dir / "service" / f"web{index}")],
+                        self.env)
+
 
 class S6(Supervisor):
     name = "s6"
@@ -264,6 +328,11 @@ class S6(Supervisor):
 
     def command(self) -> list[str]:
         return ["s6-svscan", str(self.dir / "scan")]
+
+    def restart_all(self) -> None:
+        for index in range(self.replicas):  # -wr: returns once that service was restarted
+            checked_run(["s6-svc", "-wr", "-T", "10000", "-r",
+                         str(self.dir / "scan" / f"web{index}")], self.env)
 
 
 SUPERVISORD_CONF = """\
@@ -303,14 +372,17 @@ class Supervisord(Supervisor):
     def command(self) -> list[str]:
         return ["supervisord", "-n", "-c", str(self.dir / "supervisord.conf")]
 
+    def restart_all(self) -> None:
+        checked_run(["supervisorctl", "-c", str(self.dir / "supervisord.conf"), "restart", "all"],
+                    self.env)
+
 
 DEPLOY_SPEC = """\
 name = "bench"
 
 [services.web]
-command = [{worker}, "--port", "{{port}}"]
+{where}
 replicas = {replicas}
-port = {base}
 
 [services.web.health]
 kind = "http"
@@ -330,8 +402,14 @@ class Deployctl(Supervisor):
 
     def prepare(self) -> None:
         self.env["DEPLOYCTL_RUNTIME_DIR"] = str(self.dir / "run")
-        (self.dir / "deploy.toml").write_text(DEPLOY_SPEC.format(
-            worker=json.dumps(str(self.worker)), replicas=self.replicas, base=self.base))
+        worker = json.dumps(str(self.worker))
+        where = (f'command = [{worker}]\nlisten = ["127.0.0.1:{self.base}"]' if self.shared
+                 else f'command = [{worker}, "--port", "{{port}}"]\nport = {self.base}')
+        (self.dir / "deploy.toml").write_text(DEPLOY_SPEC.format(where=where,
+                                                                 replicas=self.replicas))
+
+    def restart_all(self) -> None:
+        checked_run([self.deployctl_bin, "restart", "--name", "bench"], self.env)
 
     def command(self) -> list[str]:
         return [self.deployctl_bin, "up", "-d", str(self.dir / "deploy.toml")]
@@ -419,21 +497,121 @@ def measure_startup(kind, worker: Path, config: dict, log_dir: Path) -> dict:
     return {"ms": summary(samples), "samples_ms": samples, "cleanup": cleanup}
 
 
+def probe_gaps(port: int, stop: threading.Event, out: dict) -> None:
+    """New connections every ~2 ms until `stop`; out["gap_ms"]: the longest time from a first
+    failed answer to the next good one, out["failures"]: failed probes."""
+    failed_since, out["gap_ms"], out["failures"], out["probes"] = None, 0.0, 0, 0
+    while not stop.is_set():
+        answered = answering_pid(port, timeout=1.0) is not None
+        now = time.monotonic()
+        out["probes"] += 1
+        if not answered:
+            out["failures"] += 1
+            failed_since = failed_since or now
+        elif failed_since is not None:
+            out["gap_ms"] = max(out["gap_ms"], (now - failed_since) * 1000)
+            failed_since = None
+        time.sleep(0.002)
+    if failed_since is not None:
+        out["gap_ms"] = max(out["gap_ms"], (time.monotonic() - failed_since) * 1000)
+        out["unanswered_at_end"] = True
+
+
+WRK_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                               r"timeout (\d+)")
+
+
+def parse_wrk(text: str) -> dict:
+    errors = WRK_SOCKET_ERRORS.search(text)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    total = re.search(r"(\d+) requests in", text)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if not total or not rate:
+        raise BenchError(f"cannot read wrk's output:\n{text}")
+    return {"requests": int(total[1]), "requests_per_s": float(rate[1]),
+            "non_2xx": int(non_2xx[1]) if non_2xx else 0,
+            "socket_errors": dict(zip(("connect", "read", "write", "timeout"),
+                                      map(int, errors.groups()))) if errors else {}}
+
+
+def measure_rolling(kind, worker: Path, config: dict, log_dir: Path) -> dict:
+    supervisor = kind(worker, 4, log_dir, shared_port=True)
+    seconds = config["wrk_seconds"]
+    stop, gaps = threading.Event(), {}
+    prober = threading.Thread(target=probe_gaps, args=(supervisor.base, stop, gaps))
+    try:
+        supervisor.start()
+        supervisor.wait_settled()
+        with tempfile.TemporaryFile() as output:
+            load = subprocess.Popen(["wrk", "-t2", "-c32", f"-d{seconds}s",
+                                     f"http://127.0.0.1:{supervisor.base}/"],
+                                    stdout=output, stderr=subprocess.STDOUT)
+            prober.start()
+            try:
+                time.sleep(seconds / 2)  # the scenario: restart mid-way through the load
+                before = set(supervisor.workers())
+                started = time.monotonic()
+                supervisor.restart_all()
+                restart_ms = (time.monotonic() - started) * 1000
+                load.wait(seconds + 30)
+            finally:
+                if load.poll() is None:
+                    load.kill()
+                    load.wait(5)
+                stop.set()
+                prober.join(10)
+            output.seek(0)
+            result = parse_wrk(output.read().decode(errors="replace"))
+        replaced = len(before - set(supervisor.workers()))
+    finally:
+        stop.set()
+        cleanup = supervisor.close()
+    if replaced != 4:
+        raise BenchError(f"{supervisor.name}: the restart replaced {replaced} of 4 workers")
+    return {**result, "restart_command_ms": restart_ms, "longest_no_answer_ms": gaps["gap_ms"],
+            "failed_probes": gaps["failures"], "probes": gaps["probes"], "cleanup": cleanup}
+
+
 SCENARIOS = {
     "recovery": ("kill -9 of one of 4 replicas until a new pid answers HTTP on its port, ms",
                  measure_recovery),
     "startup": ("launch of the supervisor until all 8 replicas answer HTTP, ms",
                 measure_startup),
+    "rolling": ("4 replicas on one port, wrk -t2 -c32, every replica restarted mid-way",
+                measure_rolling),
 }
 
 
 # --- report -------------------------------------------------------------------------------
+
+def print_rolling(title: str, results: dict) -> None:
+    print(f"\nrolling: {title}")
+    print(f"  {'supervisor':<13}{'req/s':>9}{'non-2xx':>9}{'sock err':>10}"
+          f"{'no-answer ms':>14}{'failed probes':>15}{'restart ms':>12}")
+    for name, result in results.items():
+        if "error" in result:
+            print(f"  {name:<13} FAILED: {result['error']}")
+            continue
+        errors = sum(result["socket_errors"].values())
+        probes = f"{result['failed_probes']}/{result['probes']}"
+        print(f"  {name:<13}{result['requests_per_s']:>9.0f}{result['non_2xx']:>9}{errors:>10}"
+              f"{result['longest_no_answer_ms']:>14.1f}{probes:>15}"
+              f"{result['restart_command_ms']:>12.0f}")
+        for problem in result.get("cleanup", []):
+            print(f"    cleanup: {problem}")
+    print("  (no-answer: longest window in which new connections, tried every ~2 ms, got no "
+          "200;\n   sock err: wrk's connect+read+write+timeout errors; restart ms: the restart "
+          "command's run time)")
+
 
 def print_report(report: dict) -> None:
     meta = report["meta"]
     print(f"peer benchmark ({meta['cpus']} CPUs, load {meta['load_before']}, "
           f"{'quick' if meta['quick'] else 'full'} run); worker: tiny_worker.c")
     for scenario, (title, _) in SCENARIOS.items():
+        if scenario == "rolling":
+            print_rolling(title, report[scenario])
+            continue
         results = report[scenario]
         print(f"\n{scenario}: {title}")
         print(f"  {'supervisor':<13}{'n':>4}{'median':>10}{'max':>10}{'median vs deployctl':>22}")
@@ -514,6 +692,7 @@ def main() -> int:
     check_tools(bin_dir)
     Deployctl.deployctl_bin = str(bin_dir / "deployctl")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind: cleanups run
+    become_subreaper()
     config = settings(args.quick)
     work = Path(tempfile.mkdtemp(prefix="peer-bench-"))
     started = time.monotonic()
