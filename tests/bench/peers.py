@@ -19,6 +19,14 @@ supervisor. Scenarios, each for every supervisor in the same run:
    of a service that ran under 1 s, deployctl's bench spec resets its backoff after 500 ms, so
    every supervisor is measured on its immediate-restart path.
 2. startup: from launching the supervisor until all 8 replicas answer HTTP.
+3. rolling: 4 replicas sharing one port (SO_REUSEPORT; deployctl: `listen`), wrk -t2 -c32
+   for 6 s (quick) or 10 s, and mid-way each supervisor's own restart of every replica
+   (runit: `sv -w 10 restart` each service in turn; s6: `s6-svc -wr -r` each in turn;
+   supervisord: `supervisorctl restart all`; deployctl: `restart`). Reported: wrk's socket
+   errors and non-2xx, and the longest window in which fresh connections (one every ~2 ms)
+   got no 200. The worker does not speak deployctl's control protocol, so it ignores the
+   DRAIN=1 of a rollout: the bench spec sets stop.timeout = 2s so the old replicas are
+   killed while the load still runs (with the default 30s, `restart` outlasts the load).
 
 Every supervisor runs in its own temp dir; every wait is bounded; every process started is
 stopped by pid (the whole tree under the supervisor, frozen with SIGSTOP first so nothing is
@@ -391,6 +399,9 @@ interval = "1s"
 [services.web.restart]
 backoff = {{ initial = "100ms", max = "30s", reset_after = "500ms" }}
 crash_loop = {{ restarts = 1000, within = "60s" }}
+
+[services.web.stop]
+timeout = "2s"
 """
 
 
