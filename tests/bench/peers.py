@@ -22,7 +22,8 @@ supervisor. Scenarios, each for every supervisor in the same run:
 3. rolling: 4 replicas sharing one port (SO_REUSEPORT; deployctl: `listen`), wrk -t2 -c32
    for 6 s (quick) or 10 s, and mid-way each supervisor's own restart of every replica
    (runit: `sv -w 10 restart` each service in turn; s6: `s6-svc -wr -r` each in turn;
-   supervisord: `supervisorctl restart all`; deployctl: `restart`). Reported: wrk's socket
+   supervisord: `supervisorctl restart all`; deployctl: `restart`; gunicorn, with 4 sync
+   workers of an equivalent WSGI app instead of the tiny worker: SIGHUP). Reported: wrk's socket
    errors and non-2xx, and the longest window in which fresh connections (one every ~2 ms)
    got no 200. The worker does not speak deployctl's control protocol, so it ignores the
    DRAIN=1 of a rollout: the bench spec sets stop.timeout = 2s so the old replicas are
@@ -443,7 +444,49 @@ class Deployctl(Supervisor):
         return problems + super().close()
 
 
+WSGI_APP = """\
+import os
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "3"), ("X-Pid", str(os.getpid()))])
+    return [b"ok\\n"]
+"""
+
+
+class Gunicorn(Supervisor):
+    """gunicorn's master with `replicas` sync workers running a WSGI app that answers like the
+    tiny worker: gunicorn cannot run a foreign binary, so only the rolling scenario uses it."""
+    name = "gunicorn"
+
+    def prepare(self) -> None:
+        (self.dir / "app.py").write_text(WSGI_APP)
+
+    def command(self) -> list[str]:
+        return ["gunicorn", "--workers", str(self.replicas), "--bind",
+                f"127.0.0.1:{self.base}", "--chdir", str(self.dir), "app:app"]
+
+    def workers(self) -> list[int]:
+        return [pid for pid in tree(self.process.pid)[1:] if is_alive(pid)]
+
+    def restart_all(self) -> None:
+        """SIGHUP: gunicorn starts new workers and stops the old ones; returns once every
+        worker is new (bounded)."""
+        old = set(self.workers())
+        os.kill(self.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30.0
+        while True:
+            now = set(self.workers())
+            if len(now) == self.replicas and not now & old:
+                return
+            if time.monotonic() >= deadline:
+                raise BenchError(f"gunicorn: workers {sorted(now)} 30s after SIGHUP "
+                                 f"(old: {sorted(old)})")
+            time.sleep(0.01)
+
+
 SUPERVISORS = [Deployctl, Runit, S6, Supervisord]
+ROLLING_PEERS = SUPERVISORS + [Gunicorn]
 
 
 # --- scenarios ----------------------------------------------------------------------------
@@ -687,7 +730,7 @@ def run_all(worker: Path, config: dict, log_dir: Path) -> dict:
     report = {}
     for scenario, (_, measure) in SCENARIOS.items():
         report[scenario] = {}
-        for kind in SUPERVISORS:
+        for kind in ROLLING_PEERS if scenario == "rolling" else SUPERVISORS:
             try:
                 report[scenario][kind.name] = measure(kind, worker, config, log_dir)
             except (BenchError, OSError, subprocess.SubprocessError, ValueError) as error:
