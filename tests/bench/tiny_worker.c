@@ -126,8 +126,8 @@ int main(int argc, char **argv) {
             int fd = (int)(events[i].data.u64 & 0xffffffffu);
             unsigned tail = (unsigned)(events[i].data.u64 >> 32);
             if (!serve(fd, &tail, response, (size_t)length)) continue;
-            struct epoll_event update = {.events = EPOLLIN,
-                                         .data.u64 = ((unsigned long long)tail << 32) | (unsigned)fd};
+            unsigned long long packed = ((unsigned long long)tail << 32) | (unsigned)fd;
+            struct epoll_event update = {.events = EPOLLIN, .data.u64 = packed};
             epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &update);
         }
     }
