@@ -32,7 +32,8 @@ supervisor. Scenarios, each for every supervisor in the same run:
 Every supervisor runs in its own temp dir; every wait is bounded; every process started is
 stopped by pid (the whole tree under the supervisor, frozen with SIGSTOP first so nothing is
 respawned, then SIGKILL), plus any process still carrying this run's environment tag.
-Exit status: 0 if every scenario ran for every supervisor, 1 otherwise.
+Exit status: 0 if every scenario ran for every supervisor, 1 otherwise (then the supervisors'
+output stays in the temp dir named on stderr).
 """
 from __future__ import annotations
 
@@ -764,7 +765,11 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     failed = any("error" in r for s in SCENARIOS for r in report[s].values())
-    return 1 if failed else 0
+    if failed:
+        print(f"peers: supervisor logs kept in {work}", file=sys.stderr)
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
