@@ -16,6 +16,7 @@
 #include <fstream>
 #include <set>
 #include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 #include <sstream>
 #include <thread>
 
@@ -101,6 +102,7 @@ struct Supervisor::Replica {
   std::uint64_t run = 0;  // incremented per spawn: handlers of an older run are stale
   TimePoint spawned_at{};
   std::unique_ptr<asio::posix::stream_descriptor> control;
+  bool speaks_control = false;  // sent a valid message on the control socket in this run
   std::unique_ptr<asio::posix::stream_descriptor> notify;  // its NOTIFY_SOCKET (sd_notify)
   OutputPipe out, err;
   ReadBudget budget;
@@ -125,7 +127,8 @@ Supervisor::Supervisor(asio::io_context& io, Spec spec,
       on_started_(std::move(on_started)),
       children_(io),
       signals_(io, SIGINT, SIGTERM, SIGHUP),
-      finish_timer_(io) {
+      finish_timer_(io),
+      watchdog_timer_(io) {
   for (const auto& service_spec : spec_.services) {
     add_service(service_spec, std::move(listen[service_spec.name]));
   }
@@ -163,6 +166,7 @@ bool Supervisor::start(std::string* error) {
       });
   if (!management_->listen(error)) return false;
   watch_signals();
+  watchdog_ping();
   started_at_ = Clock::now();
   for (auto& [name, service] : services_) apply_scale(*service);
   check_started();
@@ -187,7 +191,37 @@ void Supervisor::after_events() {
   check_started();
   check_waiters();
   check_finished();
+  notify_status();
   in_after_events_ = false;
+}
+
+// STATUS= for systemd (`systemctl status` shows it): ready/desired per service, sent on change.
+void Supervisor::notify_status() {
+  std::string status;
+  for (const auto& [name, service] : services_) {
+    if (service->removed && service->replicas.empty()) continue;
+    int ready = 0;
+    for (const auto& [index, replica] : service->replicas) {
+      if (replica->machine.state() == ReplicaState::ready) ++ready;
+    }
+    status += (status.empty() ? "" : ", ") + name + " " + std::to_string(ready) + "/" +
+              std::to_string(service->desired) + " ready";
+  }
+  if (status == last_status_) return;
+  last_status_ = status;
+  sd_notify(0, ("STATUS=" + status).c_str());
+}
+
+// WATCHDOG=1 from the event loop itself, at half the interval systemd asked for: a stuck
+// loop stops it and systemd restarts the supervisor.
+void Supervisor::watchdog_ping() {
+  std::uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return;
+  sd_notify(0, "WATCHDOG=1");
+  watchdog_timer_.expires_after(std::chrono::microseconds(usec / 2));
+  watchdog_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec && phase_ != Phase::finished) watchdog_ping();
+  });
 }
 
 bool Supervisor::advance_rollouts() {
@@ -259,10 +293,13 @@ void Supervisor::perform(const ReplicaPtr& replica, const ReplicaAction& action)
       signal_group(replica->pid, SIGKILL);
       break;
     case Act::send_drain:
-      if (replica->control) {
+      // Only a replica that has spoken the control protocol understands DRAIN=1; any other
+      // (uvicorn, an sd_notify app) is asked to stop the way it knows: stop.signal.
+      if (replica->control && replica->speaks_control) {
         send_control(replica, control::encode_drain());
       } else {
         signal_group(replica->pid, replica->spec->stop.signal);
+        signal_group(replica->pid, SIGCONT);
       }
       break;
     case Act::arm_timer:
@@ -391,6 +428,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
     if (fd >= 0) close(fd);
   }
   ++replica->run;
+  replica->speaks_control = false;
   replica->stderr_tail.clear();
   replica->status_text.clear();
   replica->requests.reset();
@@ -552,6 +590,7 @@ void Supervisor::read_control(const ReplicaPtr& replica) {
             dispatch(replica, {Kind::protocol_error});
             return;
           }
+          replica->speaks_control = true;
           on_control_message(replica, *decoded.message);
           if (replica->run != run || !replica->control) return;
         }
@@ -817,6 +856,7 @@ void Supervisor::check_started() {
   std::string message = spec_.name + " is up in " +
                         std::to_string(ms_between(started_at_, Clock::now())) + "ms: " + summary;
   spdlog::info("{}", message);
+  sd_notify(0, "READY=1");
   if (on_started_) std::exchange(on_started_, nullptr)(true, message);
 }
 
@@ -846,6 +886,7 @@ void Supervisor::fail_start(const ReplicaPtr& replica) {
 void Supervisor::begin_shutdown() {
   if (phase_ == Phase::stopping || phase_ == Phase::finished) return;
   phase_ = Phase::stopping;
+  sd_notify(0, "STOPPING=1");
   for (auto& [name, service] : services_) {
     auto replicas = service->replicas;  // stopping may retire, which erases from the map
     for (auto& [index, replica] : replicas) dispatch(replica, {Kind::stop});
@@ -891,6 +932,7 @@ void Supervisor::finish() {
   management_->close();
   boost::system::error_code ignored;
   signals_.cancel(ignored);
+  watchdog_timer_.cancel();
   children_.stop();
   spdlog::info("{} stopped", spec_.name);
   stop_when_replies_sent(100);
@@ -1139,7 +1181,13 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
     }
   }
   spdlog::info("reloading {} from {}", spec_.name, path);
-  auto shared_reply = std::make_shared<ManagementServer::Reply>(std::move(reply));
+  sd_notify(0, "RELOADING=1");
+  // systemd's reload protocol: RELOADING=1 now, READY=1 when done (whatever the outcome).
+  auto shared_reply = std::make_shared<ManagementServer::Reply>(
+      [this, reply = std::move(reply)](const json::Value& response) {
+        reload_finished();
+        reply(response);
+      });
   auto shared_next = std::make_shared<Spec>(std::move(next));
   pre_start_ = std::make_unique<PreStartRunner>(
       io_, children_, shared_next->pre_start,
@@ -1163,6 +1211,8 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
       });
   pre_start_->start();
 }
+
+void Supervisor::reload_finished() { sd_notify(0, "READY=1"); }
 
 void Supervisor::apply_reload(Spec next, ManagementServer::Reply reply) {
   for (auto it = services_.begin(); it != services_.end();) {  // drop what earlier reloads removed

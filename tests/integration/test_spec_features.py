@@ -101,3 +101,15 @@ def test_tcp_health_on_per_replica_ports(deployment):
     assert [r["state"] for r in status["services"][0]["replicas"]] == ["ready", "ready"]
     for index in range(2):
         assert http_get(base + index, "/healthz").status == 200
+
+
+def test_replicas_that_do_not_speak_the_control_protocol_are_drained_with_the_stop_signal(deployment):
+    # sleep knows nothing of DRAIN=1: scale-down and restart must send it stop.signal at once,
+    # not wait stop.timeout (10 s here) before a SIGKILL.
+    dep = deployment(SHELL_APP.replace("@EXTRA@", "").replace('timeout = "1s"', 'timeout = "10s"'))
+    assert dep.up().returncode == 0
+    run = dep.deployctl("restart", "--name", dep.name, timeout=30)
+    assert run.returncode == 0 and run.seconds < 3, run.describe()
+    run = dep.scale(app=1)
+    assert run.returncode == 0 and run.seconds < 3, run.describe()
+    assert "exited: signal 15 (SIGTERM)" in dep.log_text()
