@@ -101,6 +101,9 @@ class Supervisor {
   ReplicaPtr add_replica(Service& service, int index);
   void apply_scale(Service& service);
   void after_events();
+  void notify_status();
+  void watchdog_ping();
+  void reload_finished();
   bool advance_rollouts();  // true if it started or drained something
   bool rollout_running() const;
   void check_started();
@@ -136,6 +139,8 @@ class Supervisor {
   ChildWatcher children_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer finish_timer_;
+  boost::asio::steady_timer watchdog_timer_;
+  std::string last_status_;  // the last STATUS= sent to systemd
   std::unique_ptr<ManagementServer> management_;
   std::mt19937_64 random_{std::random_device{}()};
   Phase phase_ = Phase::starting;
