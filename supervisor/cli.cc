@@ -22,6 +22,7 @@
 #include "load.h"
 #include "management.h"
 #include "paths.h"
+#include "process.h"
 #include "pre_start.h"
 #include "supervisor.h"
 
@@ -153,11 +154,6 @@ std::string read_pid_file(const std::string& path) {
   return pid.empty() ? "?" : pid;
 }
 
-void print_step_line(const std::string& step, const std::string& line, bool is_stderr) {
-  std::fprintf(is_stderr ? stderr : stdout, "pre_start.%s | %s\n", step.c_str(), line.c_str());
-  std::fflush(is_stderr ? stderr : stdout);
-}
-
 // Runs the pre-start steps in order, in the foreground, before any replica starts. Ctrl+C
 // cancels the running step (its whole group is killed). False if a step failed.
 bool run_pre_start(const std::vector<PreStartStep>& steps) {
@@ -165,7 +161,7 @@ bool run_pre_start(const std::vector<PreStartStep>& steps) {
   boost::asio::io_context io;
   ChildWatcher children(io);
   PreStartResult result;
-  PreStartRunner runner(io, children, steps, print_step_line, [&](PreStartResult done) {
+  PreStartRunner runner(io, children, steps, print_pre_start_line, [&](PreStartResult done) {
     result = std::move(done);
     io.stop();
   });
@@ -340,13 +336,13 @@ std::string human_bytes(const json::Value& value) {
 
 std::string describe_last_exit(const json::Value& exit) {
   if (!exit.is_object()) return "-";
-  std::string text;
-  if (const auto* code = exit.find("code"); code && code->is_number()) {
-    text = "code " + std::to_string(code->as_int());
-  } else if (const auto* sig = exit.find("signal"); sig && sig->is_number()) {
-    text = "signal " + std::to_string(sig->as_int()) + " (" +
-           signal_name(static_cast<int>(sig->as_int())) + ")";
-  }
+  auto number = [&exit](const char* key) -> std::optional<int> {
+    const auto* value = exit.find(key);
+    if (!value || !value->is_number()) return std::nullopt;
+    return static_cast<int>(value->as_int());
+  };
+  const auto code = number("code"), signal = number("signal");
+  std::string text = code || signal ? describe_exit(code, signal) : "";
   std::string reason = exit.find("reason") ? exit.find("reason")->as_string() : "";
   if (reason != "exit" && reason != "signal") text += (text.empty() ? "" : " ") + std::string("[") + reason + "]";
   return text;

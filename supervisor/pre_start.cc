@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -404,5 +405,11 @@ PreStartRunner::~PreStartRunner() { impl_->abandon(); }
 void PreStartRunner::start() { impl_->start(); }
 
 void PreStartRunner::cancel() { impl_->cancel(); }
+
+void print_pre_start_line(const std::string& step, const std::string& line, bool is_stderr) {
+  FILE* stream = is_stderr ? stderr : stdout;
+  std::fprintf(stream, "pre_start.%s | %s\n", step.c_str(), line.c_str());
+  std::fflush(stream);
+}
 
 }  // namespace deployctl

@@ -35,6 +35,9 @@ struct PreStartResult {
                                         // interleaved as read)
 };
 
+// Shows one line of a step's output as `pre_start.NAME | line` on stdout or stderr.
+void print_pre_start_line(const std::string& step, const std::string& line, bool is_stderr);
+
 class PreStartRunner {
  public:
   using OnLine =

@@ -40,6 +40,12 @@ using Act = ReplicaAction::Kind;
 namespace {
 constexpr std::size_t kStderrTail = 20;
 
+// The replica's own port ({port}): `port` + index when the service sets `port`.
+std::optional<int> replica_port(const ServiceSpec& spec, int index) {
+  if (!spec.port) return std::nullopt;
+  return *spec.port + index;
+}
+
 bool is_probe(HealthKind kind) {
   return kind == HealthKind::http || kind == HealthKind::tcp || kind == HealthKind::exec;
 }
@@ -377,8 +383,7 @@ std::vector<std::string> Supervisor::replica_environment(
     }
     for (const auto& [key, value] : *entries) set(key, value);
   }
-  std::optional<int> port;
-  if (spec.port) port = *spec.port + index;
+  const auto port = replica_port(spec, index);
   for (const auto& [key, value] : spec.env) set(key, expand_placeholders(value, index, port));
   set(control::kServiceEnv, spec.name);
   set(control::kReplicaEnv, std::to_string(index));
@@ -395,8 +400,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
   const Service& service = replica->service;
   const ServiceSpec& spec = *replica->spec;
   const int index = replica->index;
-  std::optional<int> port;
-  if (spec.port) port = *spec.port + index;
+  const auto port = replica_port(spec, index);
 
   SpawnRequest request;
   for (const auto& arg : spec.command) request.argv.push_back(expand_placeholders(arg, index, port));
@@ -720,17 +724,16 @@ ProbeTarget Supervisor::probe_target(const Replica& replica) const {
   ProbeTarget target;
   target.kind = spec.health.kind;
   target.path = spec.health.path;
-  if (spec.port) {
+  const auto port = replica_port(spec, replica.index);
+  if (port) {
     target.host = "127.0.0.1";
-    target.port = static_cast<std::uint16_t>(*spec.port + replica.index);
+    target.port = static_cast<std::uint16_t>(*port);
   } else if (!spec.listen.empty()) {
     const auto& address = spec.listen.front();
     target.host = address.host == "0.0.0.0" ? "127.0.0.1" : address.host == "::" ? "::1" : address.host;
     target.port = address.port;
   }
   if (target.kind == HealthKind::exec) {
-    std::optional<int> port;
-    if (spec.port) port = *spec.port + replica.index;
     for (const auto& arg : spec.health.command) {
       target.argv.push_back(expand_placeholders(arg, replica.index, port));
     }
@@ -1190,11 +1193,7 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
       });
   auto shared_next = std::make_shared<Spec>(std::move(next));
   pre_start_ = std::make_unique<PreStartRunner>(
-      io_, children_, shared_next->pre_start,
-      [](const std::string& step, const std::string& line, bool is_stderr) {
-        std::fprintf(is_stderr ? stderr : stdout, "pre_start.%s | %s\n", step.c_str(), line.c_str());
-        std::fflush(is_stderr ? stderr : stdout);
-      },
+      io_, children_, shared_next->pre_start, print_pre_start_line,
       [this, shared_reply, shared_next](PreStartResult result) {
         asio::post(io_, [this] { pre_start_.reset(); });
         if (!result.ok) {
