@@ -13,6 +13,11 @@ packages=(
   python3 python3-pytest util-linux procps curl wrk
   # the FastAPI examples and tests/integration/test_apps.py
   python3-fastapi python3-uvicorn gunicorn
+  # systemd-analyze and busctl (the unit and D-Bus tests; PID 1 need not be systemd), a private
+  # dbus-daemon for the D-Bus tests, dpkg-dev for the .deb
+  systemd dbus-daemon dpkg-dev
+  # the peers tests/bench/peers.py measures deployctl against
+  runit s6 supervisor nginx
 )
 
 missing=()
