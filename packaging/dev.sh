@@ -32,6 +32,8 @@ case "${1:-}" in
   test)
     build
     (cd "$build" && ctest --output-on-failure -j "$jobs")
+    # Benchmark smoke test: fails only if a scenario cannot run; its figures gate nothing.
+    /usr/bin/python3 "$root/tests/bench/peers.py" --quick --bin "$build/bin"
     sanitized_tests
     ;;
   build)

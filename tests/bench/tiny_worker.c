@@ -1,7 +1,9 @@
 /* tiny_worker: the same minimal HTTP server under every supervisor the peer benchmark runs.
  *
- *   tiny_worker [--port N [--offset K]]
+ *   tiny_worker [--port N [--offset K]] [--crash-if FILE]
  *
+ * With --crash-if, if FILE exists it appends its pid to FILE and exits 1 at once (the crash-loop
+ * scenario: the file both arms the crash and counts the starts).
  * Listens on the inherited fd 3 when LISTEN_FDS=1 (systemd convention, as deployctl passes its
  * `listen` sockets), else on 127.0.0.1:N+K with SO_REUSEPORT so that several copies can share
  * one port. Answers every request (GET, no body) with 200 "ok\n" and an X-Pid header naming
@@ -46,12 +48,24 @@ static int bound_listener(int port) {
     return fd;
 }
 
+/* If path exists: appends "PID\n" to it and exits 1, a worker that crashes as it starts. */
+static void crash_if(const char *path) {
+    FILE *log = fopen(path, "r+");
+    if (log == NULL) return;
+    fseek(log, 0, SEEK_END);
+    fprintf(log, "%d\n", (int)getpid());
+    fclose(log);
+    fprintf(stderr, "tiny_worker: %s exists: exiting 1 at once\n", path);
+    exit(1);
+}
+
 /* The listener from the command line or the environment; exits with a message if neither. */
 static int open_listener(int argc, char **argv) {
     int port = 0, offset = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--port") == 0) port = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--offset") == 0) offset = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--crash-if") == 0) crash_if(argv[i + 1]);
     }
     int inherited = inherited_listener();
     if (inherited >= 0) return inherited;

@@ -1,0 +1,153 @@
+"""Prints the peer benchmark's tables and the issue's targets (met or missed, with the ratio
+measured in the same run) from the report dict peers.py builds (the same dict goes to JSON)."""
+from __future__ import annotations
+
+FAILED = "FAILED: "
+
+
+def ratio_text(value: float | None, base: float | None, width: int = 10) -> str:
+    return f"{value / base:>{width - 1}.2f}x" if value is not None and base else f"{'-':>{width}}"
+
+
+def each(results: dict):
+    """(name, result) for the results that ran; prints a line for those that failed."""
+    for name, result in results.items():
+        if "error" in result:
+            print(f"  {name:<13} {FAILED}{result['error']}")
+            continue
+        yield name, result
+        for problem in result.get("cleanup", []):
+            print(f"    cleanup: {problem}")
+
+
+def print_timing(results: dict) -> None:
+    print(f"  {'supervisor':<13}{'n':>4}{'median ms':>11}{'max ms':>10}{'÷ deployctl':>13}")
+    base = results.get("deployctl", {}).get("ms", {}).get("median")
+    for name, result in each(results):
+        stats = result["ms"]
+        print(f"  {name:<13}{stats['n']:>4}{stats['median']:>11.1f}{stats['max']:>10.1f}"
+              f"{ratio_text(stats['median'], base, 13)}")
+
+
+def print_rolling(results: dict) -> None:
+    print(f"  {'supervisor':<13}{'req/s':>9}{'non-2xx':>9}{'sock err':>10}"
+          f"{'no-answer ms':>14}{'failed probes':>15}{'restart ms':>12}")
+    for name, result in each(results):
+        errors = sum(result["socket_errors"].values())
+        probes = f"{result['failed_probes']}/{result['probes']}"
+        print(f"  {name:<13}{result['requests_per_s']:>9.0f}{result['non_2xx']:>9}{errors:>10}"
+              f"{result['longest_no_answer_ms']:>14.1f}{probes:>15}"
+              f"{result['restart_command_ms']:>12.0f}")
+    print("  (no-answer: longest window in which new connections, tried every ~2 ms, got no "
+          "200;\n   sock err: wrk's connect+read+write+timeout errors; restart ms: the restart "
+          "command's run time)")
+
+
+def print_scale(results: dict) -> None:
+    print(f"  {'supervisor':<13}{'n':>4}{'up med ms':>11}{'up max':>9}{'÷ dctl':>9}"
+          f"{'down med ms':>13}{'down max':>10}{'÷ dctl':>9}")
+    base = results.get("deployctl", {})
+    for name, result in each(results):
+        up, down = result["up_ms"], result["down_ms"]
+        print(f"  {name:<13}{up['n']:>4}{up['median']:>11.0f}{up['max']:>9.0f}"
+              f"{ratio_text(up['median'], base.get('up_ms', {}).get('median'), 9)}"
+              f"{down['median']:>13.0f}{down['max']:>10.0f}"
+              f"{ratio_text(down['median'], base.get('down_ms', {}).get('median'), 9)}")
+    print("  (up: scale command -> N workers run and every port answers; down: -> only 1 runs)")
+
+
+def print_footprint(results: dict) -> None:
+    print(f"  {'supervisor':<13}{'procs':>6}{'RSS MiB':>9}{'PSS MiB':>9}{'÷ dctl PSS':>11}"
+          f"{'CPU ms':>8}{'CPU %':>7}{'window s':>9}")
+    base = results.get("deployctl", {}).get("pss_kib")
+    for name, result in each(results):
+        print(f"  {name:<13}{result['processes']:>6}{result['rss_kib'] / 1024:>9.1f}"
+              f"{result['pss_kib'] / 1024:>9.1f}{ratio_text(result['pss_kib'], base, 11)}"
+              f"{result['cpu_ms']:>8.0f}{result['cpu_percent']:>7.2f}{result['window_s']:>9.1f}")
+    print("  (the supervisor's own processes only, summed: deployctl's daemon, runsvdir + a runsv "
+          "per\n   service, s6-svscan + an s6-supervise per service, supervisord, gunicorn's "
+          "arbiter; RSS\n   counts shared pages once per process, PSS splits them)")
+
+
+def print_throughput(result: dict) -> None:
+    if "error" in result:
+        print(f"  {FAILED}{result['error']}")
+        return
+    print(f"  {'server':<15}{'req/s':>10}{'p99 ms':>9}{'runs':>6}")
+    for name in ("deploy-server", "nginx"):
+        data = result[name]
+        print(f"  {name:<15}{data['requests_per_s']:>10.0f}{data['p99_ms']:>9.2f}"
+              f"{len(data['runs']):>6}")
+    print(f"  deploy-server ÷ nginx req/s: {result['ratio']:.2f}")
+    for problem in result.get("cleanup", []):
+        print(f"    cleanup: {problem}")
+
+
+def print_crash(result: dict) -> None:
+    if "error" in result:
+        print(f"  {FAILED}{result['error']}")
+        return
+    print(f"  {'supervisor':<13}{'variant':<13}{'starts':>7}{'restarts':>9}  end state")
+    for name, variants in result["by_supervisor"].items():
+        for variant, data in variants.items():
+            print(f"  {name:<13}{variant:<13}{data['starts']:>7}{data['restarts']:>9}  "
+                  f"{data['state'][:110]}")
+    for problem in result.get("cleanup", []):
+        print(f"    cleanup: {problem}")
+
+
+PRINTERS = {"recovery": print_timing, "startup": print_timing, "scale": print_scale,
+            "footprint": print_footprint, "rolling": print_rolling,
+            "throughput": print_throughput, "crash_loop": print_crash}
+
+
+def fastest_peer(results: dict, value) -> tuple[str, float] | None:
+    peers = [(name, value(r)) for name, r in results.items()
+             if name != "deployctl" and "error" not in r]
+    return min(peers, key=lambda pair: pair[1]) if peers else None
+
+
+def targets(report: dict) -> list[str]:
+    """The issue's targets, each as 'met' or 'MISSED' with the figures of this run."""
+    lines = []
+    for scenario in ("recovery", "startup"):
+        results = report.get(scenario, {})
+        ours = results.get("deployctl", {}).get("ms", {}).get("median")
+        peer = fastest_peer(results, lambda r: r["ms"]["median"])
+        if ours is not None and peer:
+            verdict = "met" if ours <= peer[1] else "MISSED"
+            lines.append(f"{scenario} median ≤ fastest peer's: {verdict} ({ours:.1f} ms vs "
+                         f"{peer[0]} {peer[1]:.1f} ms, {ours / peer[1]:.2f}x)")
+    footprint = report.get("footprint", {}).get("deployctl", {})
+    if "rss_kib" in footprint:
+        mib = footprint["rss_kib"] / 1024
+        lines.append(f"footprint RSS ≤ 8 MiB with {footprint['replicas']} replicas: "
+                     f"{'met' if mib <= 8 else 'MISSED'} ({mib:.1f} MiB)")
+    rolling = report.get("rolling", {}).get("deployctl", {})
+    if "non_2xx" in rolling:
+        failed = rolling["non_2xx"] + sum(rolling["socket_errors"].values())
+        ok = failed == 0 and rolling["failed_probes"] == 0
+        lines.append(f"rolling restart: zero failed requests and no gap: "
+                     f"{'met' if ok else 'MISSED'} ({failed} failed requests, "
+                     f"{rolling['failed_probes']} failed probes, longest gap "
+                     f"{rolling['longest_no_answer_ms']:.1f} ms)")
+    throughput = report.get("throughput", {})
+    if "ratio" in throughput:
+        lines.append(f"deploy-server ≥ 0.9x nginx req/s: "
+                     f"{'met' if throughput['ratio'] >= 0.9 else 'MISSED'} "
+                     f"({throughput['ratio']:.2f}x)")
+    return lines
+
+
+def print_report(report: dict, titles: dict) -> None:
+    meta = report["meta"]
+    print(f"peer benchmark ({meta['cpus']} CPUs, load before {meta['load_before']}, "
+          f"{'quick' if meta['quick'] else 'full'} run); worker: tiny_worker.c")
+    for scenario, printer in PRINTERS.items():
+        if scenario in report:
+            print(f"\n{scenario}: {titles[scenario]}")
+            printer(report[scenario])
+    print("\ntargets (ratios from this run; ÷ deployctl > 1: the peer is slower or bigger):")
+    for line in targets(report):
+        print(f"  {line}")
+    print(f"\ntotal {meta['seconds']:.1f} s")
