@@ -358,6 +358,25 @@ class Deployctl(Supervisor):
         return problems + super().close()
 
 
+class DeployServer(Deployctl):
+    """deployctl running deploy-server (which speaks the control protocol: READY=1, PONG,
+    DRAIN=1) instead of the tiny worker, on one shared port; health over the control socket.
+    `worker` is ignored: the binary is deploy_server_bin (set by peers.py)."""
+    name = "deployctl+deploy-server"
+    deploy_server_bin = "deploy-server"
+
+    def prepare(self) -> None:
+        self.env["DEPLOYCTL_RUNTIME_DIR"] = str(self.dir / "run")
+        spec = DEPLOY_SPEC.format(where=f'command = ["{self.deploy_server_bin}"]\n'
+                                        f'listen = ["127.0.0.1:{self.base}"]',
+                                  replicas=self.replicas, restart="")
+        (self.dir / "deploy.toml").write_text(spec.replace('kind = "http"', 'kind = "control"'))
+
+    def workers(self) -> list[int]:
+        return [pid for pid in tagged_pids(self.tag) if is_alive(pid)
+                and comm(pid) == "deploy-server"]
+
+
 WSGI_APP = """\
 import os
 
@@ -430,3 +449,4 @@ class Gunicorn(Supervisor):
 
 SUPERVISORS = [Deployctl, Runit, S6, Supervisord]
 ROLLING_PEERS = SUPERVISORS + [Gunicorn]
+ROLLING_ALL = [DeployServer] + ROLLING_PEERS  # deploy-server drains on DRAIN=1

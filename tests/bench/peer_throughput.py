@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench_util import BenchError, free_base_port, kill_tree_and_tag, reap_orphans, run_wrk
 from bench_util import wait_all_answer
-from peer_supervisors import DEPLOY_SPEC, Deployctl
+from peer_supervisors import DeployServer
 
 NGINX_CONF = """\
 worker_processes {workers};
@@ -35,18 +35,6 @@ http {{
   }}
 }}
 """
-
-
-class DeployServer(Deployctl):
-    """deployctl running `replicas` deploy-servers on one shared port; readiness and health over
-    the control protocol (deploy-server speaks it)."""
-
-    def prepare(self) -> None:
-        self.env["DEPLOYCTL_RUNTIME_DIR"] = str(self.dir / "run")
-        spec = DEPLOY_SPEC.format(where=f'command = ["{self.worker}"]\n'
-                                        f'listen = ["127.0.0.1:{self.base}"]',
-                                  replicas=self.replicas, restart="")
-        (self.dir / "deploy.toml").write_text(spec.replace('kind = "http"', 'kind = "control"'))
 
 
 class Nginx:

@@ -31,7 +31,7 @@ the details and the choices made):
 4. footprint: 100 idle replicas (deployctl: HTTP health check of each every 1 s) for 60 s:
    CPU time, RSS and PSS summed over the supervisor's own processes (and gunicorn's arbiter).
 5. rolling: 4 replicas sharing one port (SO_REUSEPORT; deployctl: `listen`), wrk -t2 -c32
-   for 10 s (quick: 4 s), and mid-way each supervisor's own restart of every replica
+   for 10 s (quick: 3 s), and mid-way each supervisor's own restart of every replica
    (runit: `sv -w 10 restart` each service in turn; s6: `s6-svc -wr -r` each in turn;
    supervisord: `supervisorctl restart all`; deployctl: `restart`; gunicorn, with 4 sync
    workers of an equivalent WSGI app: SIGHUP). Reported: wrk's socket errors and non-2xx, and
@@ -41,7 +41,7 @@ the details and the choices made):
 6. throughput: deploy-server, 2 replicas under deployctl, against nginx with 2 workers, both
    answering GET /healthz with "ok\\n", keep-alive, `wrk -t2 -c32 --latency`: req/s and p99.
 7. crash_loop: one replica that exits 1 at once, each supervisor with its own restart defaults,
-   30 s (quick: 8 s): starts counted by the worker itself, and the end state in the supervisor's
+   30 s (quick: 6 s): starts counted by the worker itself, and the end state in the supervisor's
    words; the crash from the very first start, and after a good start plus kill -9.
 
 Every supervisor runs in its own temp dir; every wait is bounded; every process started is
@@ -70,7 +70,8 @@ from peer_capacity import measure_footprint, measure_scale  # noqa: E402
 from peer_crash import measure_crash_loop  # noqa: E402
 from peer_report import print_report  # noqa: E402
 from peer_scenarios import measure_recovery, measure_rolling, measure_startup  # noqa: E402
-from peer_supervisors import ROLLING_PEERS, SUPERVISORS, Deployctl  # noqa: E402
+from peer_supervisors import (ROLLING_ALL, ROLLING_PEERS, SUPERVISORS,  # noqa: E402
+                              DeployServer, Deployctl)
 from peer_throughput import measure_throughput  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -80,13 +81,13 @@ ERRORS = (BenchError, OSError, subprocess.SubprocessError, ValueError)
 
 
 def settings(quick: bool) -> dict:
-    return {"kills": 4 if quick else 20, "startup_runs": 2 if quick else 10,
-            "recovery_replicas": 4, "startup_replicas": 8, "wrk_seconds": 4 if quick else 10,
+    return {"kills": 3 if quick else 20, "startup_runs": 2 if quick else 10,
+            "recovery_replicas": 4, "startup_replicas": 8, "wrk_seconds": 3 if quick else 10,
             "scale_to": 20 if quick else 100, "scale_rounds": 1 if quick else 3,
             "footprint_replicas": 20 if quick else 100,
             "footprint_window_s": 3.0 if quick else 60.0,
             "throughput_runs": 1 if quick else 3, "throughput_seconds": 2 if quick else 10,
-            "crash_window_s": 8.0 if quick else 30.0}
+            "crash_window_s": 6.0 if quick else 30.0}
 
 
 def per_supervisor(measure, kinds):
@@ -122,7 +123,7 @@ SCENARIOS = {
     "footprint": ("N idle replicas (100; quick: 20): the supervisor's own processes",
                   per_supervisor(measure_footprint, ROLLING_PEERS)),
     "rolling": ("4 replicas on one port, wrk -t2 -c32, every replica restarted mid-way",
-                per_supervisor(measure_rolling, ROLLING_PEERS)),
+                per_supervisor(measure_rolling, ROLLING_ALL)),
     "throughput": ("deploy-server x2 under deployctl vs nginx, 2 workers, wrk -t2 -c32 "
                    "keep-alive", once(lambda w, b, c, d: measure_throughput(b, c, d))),
     "crash_loop": ("one replica exiting 1 at once, each supervisor's restart defaults, "
@@ -215,6 +216,7 @@ def main() -> int:
     bin_dir = args.bin.resolve()
     check_tools(bin_dir)
     Deployctl.deployctl_bin = str(bin_dir / "deployctl")
+    DeployServer.deploy_server_bin = str(bin_dir / "deploy-server")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind: cleanups run
     become_subreaper()
     config = settings(args.quick)
