@@ -148,8 +148,9 @@ class ServiceDirs(Supervisor):
             (self.dir / "staging" / f"web{index}").rename(self.service(index))
 
     def remove_services(self, indexes: range) -> None:
+        """Moves the dirs out of the scan dir, each under a name not used before."""
         for index in indexes:
-            self.service(index).rename(self.dir / "removed" / f"web{index}")
+            self.service(index).rename(self.dir / "removed" / f"web{index}-{uuid.uuid4().hex}")
 
 
 class Runit(ServiceDirs):
