@@ -20,6 +20,7 @@ Connection::Connection(boost::asio::ip::tcp::socket socket, ConnectionHost& host
       host_(host),
       timeouts_(timeouts),
       sleep_timer_(socket_.get_executor()),
+      grace_timer_(socket_.get_executor()),
       input_(kInitialInput, kMaxInput),
       last_progress_(host.now()) {}
 
@@ -112,7 +113,7 @@ bool Connection::peer_sent_nothing_more() {
 }
 
 void Connection::read_more() {
-  if (!lingering_ && host_.draining() && idle_after_requests()) return close();
+  if (!lingering_ && host_.draining() && idle_after_requests()) close_if_idle_after_grace();
   std::span<char> room = input_.prepare();
   if (room.empty()) return close();  // unreachable: the parser rejects such a header block
   reading_ = true;
@@ -180,12 +181,23 @@ void Connection::finish() {
   read_more();
 }
 
-// Draining closes idle keep-alive connections at once. A connection that has not sent its first
-// request yet is not idle: its client connected to get an answer, and its request may be on the
-// wire right now. It gets the draining timeout to send it, and the answer says Connection: close.
+// Draining closes idle keep-alive connections after a short grace: a client that got its last
+// response just before the drain may be sending its next request right now, and closing under
+// it would fail that request. A connection that has not sent its first request yet is not idle
+// either: it gets the draining timeout to send it. Every answer now says Connection: close.
 void Connection::on_drain() {
   if (closed_ || !reading_ || lingering_) return;
-  if (idle_after_requests()) close();
+  if (idle_after_requests()) close_if_idle_after_grace();
+}
+
+void Connection::close_if_idle_after_grace() {
+  if (grace_started_) return;
+  grace_started_ = true;
+  grace_timer_.expires_after(timeouts_.drain_grace);
+  grace_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& error) {
+    if (error || self->closed_) return;
+    if (self->reading_ && !self->lingering_ && self->idle_after_requests()) self->close();
+  });
 }
 
 bool Connection::idle_after_requests() {
@@ -210,6 +222,7 @@ void Connection::close() {
   boost::system::error_code ignored;
   socket_.close(ignored);
   sleep_timer_.cancel();
+  grace_timer_.cancel();
   file_.reset();
   if (unfinished_ > 0) host_.on_requests_abandoned(unfinished_);
   unfinished_ = 0;

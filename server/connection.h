@@ -41,6 +41,8 @@ struct ConnectionTimeouts {
   std::chrono::seconds idle{60};     // waiting on the peer without progress
   std::chrono::seconds draining{5};  // the same, once the server drains
   std::chrono::seconds linger{2};    // discarding unread input after the last response
+  // Once the server drains, how long an idle keep-alive connection may still send a request.
+  std::chrono::milliseconds drain_grace{250};
 };
 
 // Lifetime: shared_ptr. The host keeps one until on_closed(); every pending asynchronous
@@ -51,8 +53,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
              ConnectionTimeouts timeouts);
 
   void start();
-  // The server began draining: an idle connection closes now; a busy one finishes the
-  // requests it has, answers them with "Connection: close", then closes.
+  // The server began draining: an idle keep-alive connection closes after the drain grace
+  // unless a request arrives in it; a busy one finishes the requests it has; both answer
+  // with "Connection: close", then close.
   void on_drain();
   // About once a second: closes the connection if it made no progress for too long.
   void on_tick(Clock::time_point now);
@@ -81,11 +84,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool peer_sent_nothing_more();
   // Has served what it was sent and waits for nothing: safe to close when draining.
   bool idle_after_requests();
+  // Draining: closes the connection if it is still idle when the drain grace ends.
+  void close_if_idle_after_grace();
 
   boost::asio::ip::tcp::socket socket_;
   ConnectionHost& host_;
   ConnectionTimeouts timeouts_;
   boost::asio::steady_timer sleep_timer_;
+  boost::asio::steady_timer grace_timer_;
   http::RequestParser parser_;
   http::InputBuffer input_;
   std::string output_;               // responses of the current batch
@@ -102,6 +108,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool close_after_output_ = false;
   bool closed_ = false;
   bool received_any_ = false;  // a first request (or part of one) arrived
+  bool grace_started_ = false;
 };
 
 }  // namespace deployctl::server

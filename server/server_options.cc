@@ -21,11 +21,12 @@ std::optional<std::uint16_t> parse_port(std::string_view text) {
   return static_cast<std::uint16_t>(value);
 }
 
-std::optional<int> parse_seconds(std::string_view text) {
+// A whole decimal number in [min, max], nothing else.
+std::optional<int> parse_int_in(std::string_view text, int min, int max) {
   int value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value < 1 ||
-      value > 86400) {
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value < min ||
+      value > max) {
     return std::nullopt;
   }
   return value;
@@ -86,7 +87,8 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
       return std::nullopt;
     };
     bool takes_value =
-        flag.name == "--listen" || flag.name == "--root" || flag.name == "--idle-timeout";
+        flag.name == "--listen" || flag.name == "--root" || flag.name == "--idle-timeout" ||
+        flag.name == "--drain-grace";
     if (!takes_value && flag.value) {
       result.error = std::string(flag.name) + " takes no value";
     } else if (flag.name == "--help" || flag.name == "-h") {
@@ -103,9 +105,15 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
       }
     } else if (flag.name == "--idle-timeout") {
       if (auto text = take_value()) {
-        auto seconds = parse_seconds(*text);
+        auto seconds = parse_int_in(*text, 1, 86400);
         if (!seconds) result.error = "--idle-timeout takes whole seconds from 1 to 86400";
         options.idle_timeout_seconds = seconds.value_or(0);
+      }
+    } else if (flag.name == "--drain-grace") {
+      if (auto text = take_value()) {
+        auto ms = parse_int_in(*text, 0, 60000);
+        if (!ms) result.error = "--drain-grace takes whole milliseconds from 0 to 60000";
+        options.drain_grace_ms = ms.value_or(0);
       }
     } else if (flag.name == "--root") {
       if (auto text = take_value()) {
@@ -125,7 +133,7 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
 
 std::string usage_text() {
   return "usage: deploy-server [--listen HOST:PORT]... [--root DIR] [--idle-timeout SECONDS]\n"
-         "                     [--debug-endpoints]\n"
+         "                     [--drain-grace MS] [--debug-endpoints]\n"
          "\n"
          "A small, fast HTTP/1.1 server; the reference worker of deployctl.\n"
          "\n"
@@ -134,6 +142,9 @@ std::string usage_text() {
          "                      sockets are inherited via LISTEN_FDS/LISTEN_PID.\n"
          "  --root DIR          serve static files from DIR (GET / serves DIR/index.html)\n"
          "  --idle-timeout S    close keep-alive connections idle for S seconds (default 60)\n"
+         "  --drain-grace MS    when draining, an idle keep-alive connection may still send\n"
+         "                      one request (answered with Connection: close) for MS\n"
+         "                      milliseconds before it is closed (default 250)\n"
          "  --debug-endpoints   enable GET /sleep/<ms> (at most 10000), for tests\n"
          "  --help, --version\n"
          "\n"

@@ -22,6 +22,7 @@ struct Options {
   std::optional<std::string> root;    // --root: document root for static files
   bool debug_endpoints = false;       // --debug-endpoints: GET /sleep/<ms>
   int idle_timeout_seconds = 60;      // --idle-timeout: close idle keep-alive connections
+  int drain_grace_ms = 250;           // --drain-grace: idle keep-alive time left when draining
   bool help = false;
   bool version = false;
 };

@@ -168,6 +168,7 @@ int run_worker(const Options& options) {
   }
   ConnectionTimeouts timeouts;
   timeouts.idle = std::chrono::seconds(options.idle_timeout_seconds);
+  timeouts.drain_grace = std::chrono::milliseconds(options.drain_grace_ms);
   Server server(io, std::move(listeners.acceptors), Responder(std::move(*site)), timeouts);
   Worker worker(io, server);
   if (!worker.connect_supervisor(&error)) {

@@ -483,6 +483,25 @@ def test_drain_answers_a_connection_whose_request_was_not_there_yet(spawn):
     assert supervised.server.wait_exit() == 0
 
 
+def test_drain_answers_the_next_request_of_an_idle_keep_alive_connection(spawn):
+    # A keep-alive client that got its response just before the drain may be sending its next
+    # request right now (wrk does, at once). Within the drain grace it is answered, with
+    # Connection: close; a connection that stays silent is closed when the grace ends.
+    supervised = Supervised(spawn, "--drain-grace", "3000")
+    assert supervised.receive() == {"READY": "1"}
+    busy, silent = Client(supervised.port), Client(supervised.port)
+    assert busy.request("/healthz").status == 200
+    assert silent.request("/healthz").status == 200
+    supervised.control.send(b"DRAIN=1\n")
+    assert supervised.receive() == {"STOPPING": "1"}
+    response = busy.request("/whoami")
+    assert response.status == 200
+    assert response.headers["connection"] == "close"
+    assert busy.closed_by_server()
+    assert silent.closed_by_server()
+    assert supervised.server.wait_exit() == 0
+
+
 def test_control_socket_eof_drains_and_exits(spawn):
     supervised = Supervised(spawn, "--debug-endpoints")
     assert supervised.receive() == {"READY": "1"}
