@@ -144,6 +144,7 @@ def targets(report: dict) -> list[str]:
 def print_report(report: dict, titles: dict) -> None:
     meta = report["meta"]
     print(f"peer benchmark ({meta['cpus']} CPUs, load before {meta['load_before']}, "
+          f"{meta.get('build_type', 'unknown')} build, "
           f"{'quick' if meta['quick'] else 'full'} run); worker: tiny_worker.c")
     for scenario, printer in PRINTERS.items():
         if scenario in report:

@@ -200,6 +200,16 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def build_type(bin_dir: Path) -> str:
+    """CMAKE_BUILD_TYPE of the build tree holding bin_dir ("unknown" outside one)."""
+    cache = bin_dir.parent / "CMakeCache.txt"
+    if cache.exists():
+        for line in cache.read_text(errors="replace").splitlines():
+            if line.startswith("CMAKE_BUILD_TYPE:"):
+                return line.split("=", 1)[1] or "unknown"
+    return "unknown"
+
+
 def run_all(scenarios: list[str], worker: Path, bin_dir: Path, config: dict,
             log_dir: Path) -> dict:
     report = {}
@@ -220,9 +230,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind: cleanups run
     become_subreaper()
     config = settings(args.quick)
+    if build_type(bin_dir) == "Debug":
+        print(f"peers: warning: {bin_dir} is a Debug build; measure a RelWithDebInfo or Release "
+              "build (packaging/dev.sh build)", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="peer-bench-"))
     started = time.monotonic()
-    meta = {"bin": str(bin_dir), "quick": args.quick, "cpus": os.cpu_count(),
+    meta = {"bin": str(bin_dir), "build_type": build_type(bin_dir), "quick": args.quick, "cpus": os.cpu_count(),
             "load_before": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "settings": config,
             "logs": str(work)}
