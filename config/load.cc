@@ -18,6 +18,9 @@ namespace fs = std::filesystem;
 using detail::Diagnostics;
 using detail::TableReader;
 
+// The log file of the pre-start steps (docs/logs.md) takes this name, so no service may.
+constexpr std::string_view kPreStartLogName = "pre_start";
+
 bool is_lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 bool is_alnum(char c) { return is_lower_alnum(c) || (c >= 'A' && c <= 'Z'); }
 
@@ -131,6 +134,10 @@ void read_services(TableReader& reader, const fs::path& spec_dir, Spec* spec) {
                         "invalid service name " + detail::quote(name) +
                             "; use 1 to 32 lower-case letters, digits, '_' or '-', starting "
                             "with a letter or digit");
+    } else if (name == kPreStartLogName) {
+      reader.diag().add(key->source(), path,
+                        "the service name \"pre_start\" is reserved: the pre-start steps' "
+                        "output is logged as pre_start.log; choose another name");
     }
     if (const auto* table = node->as_table()) {
       spec->services.push_back(detail::read_service(*table, name, spec_dir, &claims,
@@ -144,13 +151,14 @@ void read_services(TableReader& reader, const fs::path& spec_dir, Spec* spec) {
 }
 
 Spec read_spec(const toml::table& root, const std::string& file_path, Diagnostics& diag) {
-  TableReader reader(root, "", diag, {"name", "pre_start", "services"});
+  TableReader reader(root, "", diag, {"name", "pre_start", "services", "logs"});
   Spec spec;
   const fs::path path = absolute_path(file_path);
   spec.path = path.string();
   read_spec_name(reader, file_path, &spec);
   read_pre_start(reader, path.parent_path(), &spec);
   read_services(reader, path.parent_path(), &spec);
+  detail::read_logs(reader, path.parent_path(), &spec.logs);
   return spec;
 }
 

@@ -115,11 +115,23 @@ struct PreStartStep {
   bool operator==(const PreStartStep&) const = default;
 };
 
+// [logs]: per-service log files (docs/logs.md). Files rotate by rename at max_size; `keep`
+// rotated files are kept (S.log.1 .. S.log.KEEP).
+struct LogsSpec {
+  std::string dir;                          // absolute, or empty: the default place
+  std::uint64_t max_size = 10 * 1024 * 1024;  // bytes, >= kMinLogSize
+  int keep = 5;                             // 1..1000
+
+  static constexpr std::uint64_t kMinLogSize = 1024;
+  bool operator==(const LogsSpec&) const = default;
+};
+
 struct Spec {
   std::string name;
   std::string path;  // absolute path of the file it was loaded from
   std::vector<PreStartStep> pre_start;
   std::vector<ServiceSpec> services;  // in file order
+  LogsSpec logs;
 
   const ServiceSpec* find_service(std::string_view service_name) const;
 };

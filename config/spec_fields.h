@@ -58,4 +58,7 @@ void read_memory(TableReader& service, MemorySpec* memory);
 void read_stop(TableReader& service, StopSpec* stop);
 void read_rollout(TableReader& service, RolloutSpec* rollout);
 
+// The top-level [logs] table.
+void read_logs(TableReader& root, const std::filesystem::path& spec_dir, LogsSpec* logs);
+
 }  // namespace deployctl::detail
