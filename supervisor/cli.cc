@@ -20,6 +20,8 @@
 
 #include "commands.h"
 #include "load.h"
+#include "log_command.h"
+#include "log_writer.h"
 #include "management.h"
 #include "paths.h"
 #include "process.h"
@@ -42,6 +44,8 @@ struct Options {
   bool json = false;
   std::vector<std::pair<std::string, int>> counts;
   std::vector<std::string> services;  // restart
+  std::string log_dir;
+  LogsRequest logs;  // logs
 };
 
 void print_help() {
@@ -54,6 +58,7 @@ void print_help() {
   std::printf(
       "\noptions for every command:\n"
       "  --runtime-dir DIR   state directories live in DIR/NAME (also DEPLOYCTL_RUNTIME_DIR)\n"
+      "  --log-dir DIR       log files live in DIR/NAME (also DEPLOYCTL_LOG_DIR; docs/logs.md)\n"
       "  -h, --help          this help;   --version   the version\n\n"
       "exit codes: 0 ok, 1 failed, 2 usage or invalid spec, 3 not running, 4 already running,\n"
       "5 permission denied. See docs/cli.md.\n");
@@ -85,15 +90,36 @@ std::optional<int> parse_args(int argc, char** argv, Options* options) {
     } else if (arg == "--version") {
       std::printf("deployctl %s\n", DEPLOYCTL_VERSION);
       return kExitOk;
+    } else if (options->command == "logs" && (arg == "-f" || arg == "--follow")) {
+      options->logs.follow = true;
+    } else if (options->command == "logs" && (arg == "-n" || flag_is("--lines"))) {
+      auto value = value_of(i, arg == "-n" ? "-n" : "--lines");
+      std::size_t lines = 0;
+      const std::string text = value.value_or("");
+      auto parsed = std::from_chars(text.data(), text.data() + text.size(), lines);
+      if (text.empty() || parsed.ec != std::errc() || parsed.ptr != text.data() + text.size()) {
+        return usage_error("-n needs a number of lines, e.g. -n 50");
+      }
+      options->logs.lines = lines;
+    } else if (options->command == "logs" && arg.size() > 0 && arg[0] != '-' &&
+               arg.find('/') == std::string_view::npos &&
+               !(arg.size() > 5 && arg.substr(arg.size() - 5) == ".toml")) {
+      if (!options->logs.selector.empty()) {
+        return usage_error("logs takes one SERVICE[.N], got '" + options->logs.selector +
+                           "' and '" + std::string(arg) + "'");
+      }
+      options->logs.selector = arg;
     } else if (arg == "-d" || arg == "--detach") {
       options->detach = true;
     } else if (arg == "--json") {
       options->json = true;
-    } else if (flag_is("--runtime-dir") || flag_is("--name") || flag_is("--file") || arg == "-f") {
+    } else if (flag_is("--runtime-dir") || flag_is("--log-dir") || flag_is("--name") ||
+               flag_is("--file") || arg == "-f") {
       std::string_view flag = arg == "-f" ? "-f" : arg.substr(0, arg.find('='));
       auto value = value_of(i, flag);
       if (!value || value->empty()) return usage_error(std::string(flag) + " needs a value");
       if (flag == "--runtime-dir") options->runtime_dir = *value;
+      if (flag == "--log-dir") options->log_dir = *value;
       if (flag == "--name") options->name = *value;
       if (flag == "--file" || flag == "-f") {
         options->file = *value;
@@ -156,12 +182,17 @@ std::string read_pid_file(const std::string& path) {
 
 // Runs the pre-start steps in order, in the foreground, before any replica starts. Ctrl+C
 // cancels the running step (its whole group is killed). False if a step failed.
-bool run_pre_start(const std::vector<PreStartStep>& steps) {
+bool run_pre_start(const std::vector<PreStartStep>& steps, const LogSettings& log_settings) {
   if (steps.empty()) return true;
+  LogWriter log(log_settings);  // joined before returning: `up -d` forks next
+  auto on_line = [&log](const std::string& step, const std::string& line, bool is_stderr) {
+    print_pre_start_line(step, line, is_stderr);
+    log.pre_start_line(step, line, is_stderr);
+  };
   boost::asio::io_context io;
   ChildWatcher children(io);
   PreStartResult result;
-  PreStartRunner runner(io, children, steps, print_pre_start_line, [&](PreStartResult done) {
+  PreStartRunner runner(io, children, steps, on_line, [&](PreStartResult done) {
     result = std::move(done);
     io.stop();
   });
@@ -239,7 +270,8 @@ int run_up(const Options& options) {
     std::fprintf(stderr, "%s\n", problem->c_str());
     return kExitUsage;
   }
-  const StatePaths paths = state_paths(runtime_base(options.runtime_dir), spec->name);
+  StatePaths paths = state_paths(runtime_base(options.runtime_dir), spec->name);
+  paths.logs = log_dir_for(options.log_dir, options.runtime_dir, &spec->logs, spec->name, paths.dir);
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(paths.dir).parent_path(), ec);
   if (mkdir(paths.dir.c_str(), 0700) != 0 && errno != EEXIST) {
@@ -267,7 +299,8 @@ int run_up(const Options& options) {
     }
   }
   setup_logging();
-  if (!run_pre_start(spec->pre_start)) {
+  if (!run_pre_start(spec->pre_start,
+                     {paths.logs, {spec->logs.max_size, spec->logs.keep}, false})) {
     for (auto& [name, sockets] : listen) close_listen_sockets(sockets);
     return kExitFailed;
   }
@@ -479,6 +512,13 @@ int run_cli(int argc, char** argv) {
   if (auto exit = parse_args(argc, argv, &options)) return *exit;
   if (options.command == "up") return run_up(options);
   if (options.command == "validate") return run_validate(options);
+  if (options.command == "logs") {
+    options.logs.file = options.file;
+    options.logs.name = options.name;
+    options.logs.log_dir_flag = options.log_dir;
+    options.logs.runtime_dir_flag = options.runtime_dir;
+    return run_logs(options.logs);
+  }
   return run_client(options);
 }
 

@@ -11,6 +11,7 @@ constexpr CommandInfo kCommands[] = {
     {"restart", "restart [SERVICE ...] [-f FILE | --name NAME]", "rolling restart within [rollout] bounds; waits until done", true},
     {"reload", "reload [FILE]", "re-read the spec and apply the difference (also SIGHUP); waits until done", true},
     {"down", "down [FILE | --name NAME]", "stop every replica and the supervisor; nothing is left running", true},
+    {"logs", "logs [SERVICE[.N]] [-f] [-n N] [FILE | --name NAME]", "show replica output from the log files (-f: follow); no supervisor needed", false},
     {"help", "help", "show this help", false},
 };
 

@@ -17,6 +17,7 @@ struct StatePaths {
   std::string pid;       // the supervisor's pid
   std::string log;       // the detached supervisor's stdout/stderr
   std::string scale;     // persisted desired counts (scale.json)
+  std::string logs;      // per-service log files (docs/logs.md); set by `up`, may be elsewhere
 };
 
 StatePaths state_paths(const std::string& base, const std::string& name);

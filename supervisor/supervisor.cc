@@ -23,6 +23,7 @@
 #include "commands.h"
 #include "env_file.h"
 #include "load.h"
+#include "log_writer.h"
 #include "pre_start.h"
 #include "probes.h"
 #include "process.h"
@@ -52,6 +53,10 @@ Supervisor::Supervisor(asio::io_context& io, Spec spec,
     add_service(service_spec, std::move(listen[service_spec.name]));
   }
   load_persisted_scale();
+  if (!paths_.logs.empty()) {
+    logs_ = std::make_unique<LogWriter>(LogSettings{
+        paths_.logs, {spec_.logs.max_size, spec_.logs.keep}, stderr_is_journal()});
+  }
 }
 
 Supervisor::Service& Supervisor::add_service(const ServiceSpec& spec,

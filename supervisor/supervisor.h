@@ -40,6 +40,7 @@ struct ExitRecord {
 std::optional<std::string> unsupported_feature(const Spec& spec);
 
 class PreStartRunner;
+class LogWriter;
 
 class Supervisor {
  public:
@@ -158,6 +159,7 @@ class Supervisor {
   std::vector<Waiter> waiters_;
   std::vector<ManagementServer::Reply> down_replies_;
   std::unique_ptr<PreStartRunner> pre_start_;  // the reload's steps, while they run
+  std::unique_ptr<LogWriter> logs_;             // per-service files (and the journal); may be null
 };
 
 }  // namespace deployctl

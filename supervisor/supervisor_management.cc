@@ -10,6 +10,7 @@
 #include "asio.h"
 #include "commands.h"
 #include "load.h"
+#include "log_writer.h"
 #include "pre_start.h"
 #include "rollout.h"
 #include "scale_planner.h"
@@ -264,7 +265,11 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
       });
   auto shared_next = std::make_shared<Spec>(std::move(next));
   pre_start_ = std::make_unique<PreStartRunner>(
-      io_, children_, shared_next->pre_start, print_pre_start_line,
+      io_, children_, shared_next->pre_start,
+      [this](const std::string& step, const std::string& line, bool is_stderr) {
+        print_pre_start_line(step, line, is_stderr);
+        if (logs_) logs_->pre_start_line(step, line, is_stderr);
+      },
       [this, shared_reply, shared_next](PreStartResult result) {
         asio::post(io_, [this] { pre_start_.reset(); });
         if (!result.ok) {
@@ -289,6 +294,10 @@ void Supervisor::apply_reload(Spec next, ManagementServer::Reply reply) {
     it = it->second->removed && it->second->replicas.empty() ? services_.erase(it) : std::next(it);
   }
   SpecDiff diff = diff_specs(spec_, next);
+  if (logs_) logs_->set_limits({next.logs.max_size, next.logs.keep});
+  if (next.logs.dir != spec_.logs.dir) {
+    spdlog::warn("reload: logs.dir changed; log files stay in {} until the next up", logs_ ? logs_->dir() : "");
+  }
   spec_ = std::move(next);
   std::vector<std::string> touched;
   for (const auto& name : diff.removed) {

@@ -8,6 +8,7 @@
 #include "asio.h"
 #include "control_protocol.h"
 #include "load.h"
+#include "log_writer.h"
 #include "supervisor_state.h"
 
 namespace deployctl {
@@ -256,6 +257,13 @@ void Supervisor::drain_output(const ReplicaPtr& replica, OutputPipe& pipe) {
 void Supervisor::emit_lines(const ReplicaPtr& replica, OutputPipe& pipe,
                             std::vector<std::string>& lines) {
   if (lines.empty()) return;
+  bool to_terminal = true;
+  if (logs_) {
+    const long pid = replica->pid > 0 ? replica->pid : replica->exited_pid;
+    logs_->replica_lines({spec_.name, replica->spec->name, replica->id, pid}, pipe.is_stderr,
+                         lines);
+    to_terminal = !logs_->journal();  // the journal has them; stderr would add them again
+  }
   FILE* stream = pipe.is_stderr ? stderr : stdout;
   std::string text;
   for (auto& line : lines) {
@@ -268,6 +276,7 @@ void Supervisor::emit_lines(const ReplicaPtr& replica, OutputPipe& pipe,
       if (replica->stderr_tail.size() > kStderrTail) replica->stderr_tail.pop_front();
     }
   }
+  if (!to_terminal) return;
   std::fwrite(text.data(), 1, text.size(), stream);
   std::fflush(stream);
 }

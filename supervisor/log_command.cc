@@ -1,0 +1,152 @@
+#include "log_command.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <thread>
+
+#include "commands.h"
+#include "load.h"
+#include "log_reader.h"
+#include "paths.h"
+
+namespace deployctl {
+namespace {
+
+constexpr auto kPollInterval = std::chrono::milliseconds(100);
+constexpr std::size_t kTimeWidth = 24;  // "2025-01-02T03:04:05.678Z"
+
+const char* env_or_empty(const char* name) {
+  const char* value = std::getenv(name);
+  return value ? value : "";
+}
+
+// Lines of several logs in time order (each log's own order kept for equal times).
+void sort_by_time(std::vector<std::string>* lines) {
+  std::stable_sort(lines->begin(), lines->end(), [](const std::string& a, const std::string& b) {
+    return a.compare(0, kTimeWidth, b, 0, kTimeWidth) < 0;
+  });
+}
+
+void print(const std::vector<std::string>& lines) {
+  for (const auto& line : lines) std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fflush(stdout);
+}
+
+struct Target {
+  std::string dir;
+  logs::Selector selector;
+  std::string what;  // for messages: "web.2", "every log"
+};
+
+int show_tail(const Target& target, std::size_t count) {
+  std::vector<std::string> bases =
+      target.selector.base.empty() ? LogReader::bases_in(target.dir)
+                                   : std::vector<std::string>{target.selector.base};
+  std::vector<std::string> lines;
+  bool found = false;
+  for (const auto& base : bases) {
+    LogReader reader(target.dir, base);
+    if (!reader.open()) continue;
+    found = true;
+    auto tail = reader.tail(count, target.selector);
+    lines.insert(lines.end(), tail.begin(), tail.end());
+  }
+  if (!found) {
+    std::fprintf(stderr, "deployctl: no log of %s in %s (see docs/logs.md for where logs go)\n",
+                 target.what.c_str(), target.dir.c_str());
+    return kExitFailed;
+  }
+  sort_by_time(&lines);
+  if (lines.size() > count) lines.erase(lines.begin(), lines.end() - static_cast<long>(count));
+  print(lines);
+  return kExitOk;
+}
+
+[[noreturn]] void follow(const Target& target, std::size_t count) {
+  std::map<std::string, std::unique_ptr<LogReader>> readers;
+  bool first = true;
+  for (;;) {
+    std::vector<std::string> bases =
+        target.selector.base.empty() ? LogReader::bases_in(target.dir)
+                                     : std::vector<std::string>{target.selector.base};
+    std::vector<std::string> lines;
+    for (const auto& base : bases) {
+      auto& reader = readers[base];
+      if (!reader) {
+        auto fresh = std::make_unique<LogReader>(target.dir, base);
+        if (!fresh->open()) continue;
+        // Logs there at the start show their last lines; logs created later, all of theirs.
+        auto tail = fresh->tail(first ? count : static_cast<std::size_t>(-1), target.selector);
+        lines.insert(lines.end(), tail.begin(), tail.end());
+        reader = std::move(fresh);
+        continue;
+      }
+      std::string warning;
+      auto more = reader->poll(target.selector, &warning);
+      if (!warning.empty()) std::fprintf(stderr, "deployctl: %s\n", warning.c_str());
+      lines.insert(lines.end(), more.begin(), more.end());
+    }
+    sort_by_time(&lines);
+    if (first && lines.size() > count) {
+      lines.erase(lines.begin(), lines.end() - static_cast<long>(count));
+    }
+    first = false;
+    print(lines);
+    std::this_thread::sleep_for(kPollInterval);
+  }
+}
+
+}  // namespace
+
+std::string resolve_log_dir(const LogDirInputs& in) {
+  if (!in.log_dir_option.empty()) return in.log_dir_option + "/" + in.name;
+  if (!in.spec_dir.empty()) return in.spec_dir;
+  if (in.root && !in.runtime_dir_overridden) return "/var/log/deployctl/" + in.name;
+  return in.state_dir + "/logs";
+}
+
+std::string log_dir_for(const std::string& log_dir_flag, const std::string& runtime_dir_flag,
+                        const LogsSpec* spec_logs, const std::string& name,
+                        const std::string& state_dir) {
+  LogDirInputs inputs;
+  inputs.log_dir_option = log_dir_flag.empty() ? env_or_empty("DEPLOYCTL_LOG_DIR") : log_dir_flag;
+  inputs.spec_dir = spec_logs ? spec_logs->dir : "";
+  inputs.runtime_dir_overridden =
+      !runtime_dir_flag.empty() || *env_or_empty("DEPLOYCTL_RUNTIME_DIR") != '\0';
+  inputs.root = geteuid() == 0;
+  inputs.name = name;
+  inputs.state_dir = state_dir;
+  return resolve_log_dir(inputs);
+}
+
+int run_logs(const LogsRequest& request) {
+  std::string error;
+  auto selector = logs::parse_selector(request.selector, &error);
+  if (!selector) {
+    std::fprintf(stderr, "deployctl: %s\n", error.c_str());
+    return kExitUsage;
+  }
+  std::string name = request.name;
+  std::optional<Spec> spec;
+  if (name.empty()) {
+    LoadResult loaded = load_spec_file(request.file);
+    for (const auto& problem : loaded.errors) std::fprintf(stderr, "%s\n", problem.to_string().c_str());
+    if (!loaded.spec) return kExitUsage;
+    spec = std::move(loaded.spec);
+    name = spec->name;
+  }
+  const std::string state_dir = state_paths(runtime_base(request.runtime_dir_flag), name).dir;
+  Target target{log_dir_for(request.log_dir_flag, request.runtime_dir_flag,
+                            spec ? &spec->logs : nullptr, name, state_dir),
+                *selector, request.selector.empty() ? "any service of " + name : request.selector};
+  if (request.follow) follow(target, request.lines);
+  return show_tail(target, request.lines);
+}
+
+}  // namespace deployctl
