@@ -16,6 +16,10 @@ LISTEN_PID equal to its pid, the sd_listen_fds rule), answers every HTTP request
                           one escaped by setsid(); writes both pids (one a line) to PIDFILE
   ignore-term             READY=1 and PONGs, but ignores SIGTERM, DRAIN=1 and EOF: only
                           SIGKILL ends it
+  count N                 like ok, and after READY writes "count <id> 00000" .. N-1 and then
+                          "count <id> done" to stdout, one write each (--pause SECS between);
+                          with --crash, exits 1 right after the last line; with --once FILE,
+                          only the run that creates FILE counts (later runs are plain ok)
 
 Options: --events FILE appends "start|ready|exit PID SECONDS" lines (CLOCK_BOOTTIME seconds;
 "start" is the fork time from /proc/self/stat) so tests can time restarts precisely.
@@ -32,7 +36,7 @@ import threading
 import time
 
 MODES = ("ok", "exit-at-once", "crash-after-ready", "garbage", "oversized", "flood-stdout",
-         "grandchild", "ignore-term")
+         "grandchild", "ignore-term", "count")
 FIRST_LISTEN_FD = 3
 
 
@@ -200,6 +204,15 @@ def flood_stdout():
             view = view[os.write(1, view):]
 
 
+def write_count(count, pause):
+    """Numbered stdout lines, one write(2) each, so the supervisor sees them as they come."""
+    for number in range(count):
+        os.write(1, f"count {replica_id()} {number:05d}\n".encode())
+        if pause:
+            time.sleep(pause)
+    os.write(1, f"count {replica_id()} done\n".encode())
+
+
 def spawn_grandchildren(pidfile):
     in_group = subprocess.Popen(["/bin/sleep", "300"])
     escaped = subprocess.Popen(["/bin/sleep", "300"], start_new_session=True)
@@ -216,6 +229,8 @@ def parse_args(argv):
     parser.add_argument("--events", help="append lifecycle events to this file")
     parser.add_argument("--once", help="misbehave only if this file does not exist yet")
     parser.add_argument("--delay", type=float, default=0.3, help="seconds after READY")
+    parser.add_argument("--pause", type=float, default=0.0, help="count: seconds between lines")
+    parser.add_argument("--crash", action="store_true", help="count: exit 1 after the last line")
     return parser.parse_args(argv)
 
 
@@ -241,6 +256,11 @@ def run(args):
     if args.mode == "flood-stdout":
         start_background(flood_stdout)
 
+    if args.mode == "count" and misbehaviour_allowed(args.once):
+        if args.crash:
+            write_count(int(args.argument), args.pause)
+            finish(1)
+        start_background(write_count, int(args.argument), args.pause)
     if args.mode == "crash-after-ready":
         control.pump(until=time.monotonic() + float(args.argument))
         say(f"crash-after-ready: crashing on purpose (pid {os.getpid()})", sys.stderr)
