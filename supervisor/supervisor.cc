@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "dbus_api.h"
 #include "env_file.h"
 #include "load.h"
 #include "log_writer.h"
@@ -92,6 +93,7 @@ bool Supervisor::start(std::string* error) {
   watch_signals();
   watchdog_ping();
   started_at_ = Clock::now();
+  start_dbus();
   for (auto& [name, service] : services_) apply_scale(*service);
   check_started();
   return true;
@@ -101,9 +103,10 @@ bool Supervisor::start(std::string* error) {
 
 void Supervisor::dispatch(const ReplicaPtr& replica, ReplicaEvent event) {
   ++dispatch_depth_;
-  for (const auto& action : replica->machine.handle(event, Clock::now(), random01())) {
-    perform(replica, action);
-  }
+  const ReplicaState before = replica->machine.state();
+  const auto actions = replica->machine.handle(event, Clock::now(), random01());
+  if (replica->machine.state() != before) announce_transition(*replica, before, event, actions);
+  for (const auto& action : actions) perform(replica, action);
   if (--dispatch_depth_ == 0) after_events();
 }
 
@@ -116,6 +119,7 @@ void Supervisor::after_events() {
   check_waiters();
   check_finished();
   notify_status();
+  publish_dbus();
   in_after_events_ = false;
 }
 

@@ -41,6 +41,7 @@ std::optional<std::string> unsupported_feature(const Spec& spec);
 
 class PreStartRunner;
 class LogWriter;
+class DbusApi;
 
 class Supervisor {
  public:
@@ -56,6 +57,9 @@ class Supervisor {
   // Serves the management socket, spawns every replica. Returns false (with *error) if the
   // management socket cannot be created; nothing is spawned then.
   bool start(std::string* error);
+
+  // Before start(): false keeps the D-Bus API off (`up --no-dbus`).
+  void set_dbus_enabled(bool enabled) { dbus_enabled_ = enabled; }
 
   // 0 after a clean stop; 1 if the start failed.
   int exit_code() const { return exit_code_; }
@@ -130,6 +134,12 @@ class Supervisor {
   std::optional<json::Value> settled(const Service& service) const;
   json::Value status_json() const;
 
+  // D-Bus API (dbus_supervisor.cc).
+  void start_dbus();
+  void publish_dbus();
+  void announce_transition(const Replica& replica, ReplicaState before, const ReplicaEvent& event,
+                           const std::vector<ReplicaAction>& actions);
+
   double random01() { return std::uniform_real_distribution<double>(0.0, 1.0)(random_); }
 
   boost::asio::io_context& io_;
@@ -160,6 +170,8 @@ class Supervisor {
   std::vector<ManagementServer::Reply> down_replies_;
   std::unique_ptr<PreStartRunner> pre_start_;  // the reload's steps, while they run
   std::unique_ptr<LogWriter> logs_;             // per-service files (and the journal); may be null
+  bool dbus_enabled_ = true;
+  std::unique_ptr<DbusApi> dbus_;  // null when off
 };
 
 }  // namespace deployctl
