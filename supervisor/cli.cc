@@ -41,6 +41,7 @@ struct Options {
   std::string name;
   std::string runtime_dir;
   bool detach = false;
+  bool dbus = true;  // up: export the D-Bus API
   bool json = false;
   std::vector<std::pair<std::string, int>> counts;
   std::vector<std::string> services;  // restart
@@ -111,6 +112,8 @@ std::optional<int> parse_args(int argc, char** argv, Options* options) {
       options->logs.selector = arg;
     } else if (arg == "-d" || arg == "--detach") {
       options->detach = true;
+    } else if (arg == "--no-dbus") {
+      options->dbus = false;
     } else if (arg == "--json") {
       options->json = true;
     } else if (flag_is("--runtime-dir") || flag_is("--log-dir") || flag_is("--name") ||
@@ -323,6 +326,7 @@ int run_up(const Options& options) {
   };
   boost::asio::io_context io;
   Supervisor supervisor(io, *spec, std::move(listen), paths, on_started);
+  supervisor.set_dbus_enabled(options.dbus);
   std::string error;
   if (!supervisor.start(&error)) {
     spdlog::error("{}", error);

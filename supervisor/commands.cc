@@ -4,7 +4,7 @@ namespace deployctl {
 namespace {
 
 constexpr CommandInfo kCommands[] = {
-    {"up", "up [-d] [FILE]", "start the deployment in FILE (default ./deploy.toml) and supervise it", false},
+    {"up", "up [-d] [--no-dbus] [FILE]", "start the deployment in FILE (default ./deploy.toml) and supervise it", false},
     {"validate", "validate [FILE]", "check a spec file; exit 0 if valid, 2 with every error if not", false},
     {"status", "status [--json] [FILE | --name NAME]", "show every replica: pid, state, health, uptime, restarts, last exit, memory", true},
     {"scale", "scale SERVICE=N [SERVICE=N ...] [-f FILE | --name NAME]", "change replica counts live; waits until reached", true},
