@@ -225,7 +225,8 @@ void DbusApi::pump_soon() {
 void DbusApi::wait_for_bus() {
   const auto poll_data = connection_->getEventLoopPollData();
   const auto generation = ++wait_generation_;
-  bus_fd_->cancel();
+  boost::system::error_code ignored;
+  bus_fd_->cancel(ignored);
   timeout_.cancel();
   auto on_event = [alive = std::weak_ptr<DbusApi*>(alive_), generation](
                       boost::system::error_code ec) {
