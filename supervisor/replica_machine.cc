@@ -29,6 +29,7 @@ const char* reason_name(ExitReason reason) {
     case ExitReason::protocol: return "protocol";
     case ExitReason::exec: return "exec";
     case ExitReason::stop: return "stop";
+    case ExitReason::oom: return "oom";
   }
   return "?";
 }
@@ -80,9 +81,10 @@ ReplicaMachine::Actions ReplicaMachine::begin_stop(ReplicaState next, ExitReason
           {.kind = Act::arm_timer, .delay = policy_.stop.timeout}};
 }
 
-ReplicaMachine::Actions ReplicaMachine::on_exit(ExitStatus status, TimePoint now,
-                                                double random01) {
+ReplicaMachine::Actions ReplicaMachine::on_exit(ExitStatus status, bool out_of_memory,
+                                                TimePoint now, double random01) {
   ExitReason reason = pending_reason_ ? *pending_reason_
+                      : out_of_memory ? ExitReason::oom
                       : status.signal ? ExitReason::signal
                       : status.code   ? ExitReason::exit
                                       : ExitReason::exec;
@@ -167,10 +169,10 @@ std::vector<ReplicaAction> ReplicaMachine::handle(const ReplicaEvent& event, Tim
       return {};
     case Kind::exited:
       if (!running()) return {};
-      return on_exit(event.status, now, random01);
+      return on_exit(event.status, event.out_of_memory, now, random01);
     case Kind::spawn_failed:
       if (state_ != ReplicaState::starting) return {};
-      return on_exit(ExitStatus{}, now, random01);
+      return on_exit(ExitStatus{}, false, now, random01);
   }
   return {};
 }

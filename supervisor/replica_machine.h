@@ -13,7 +13,7 @@
 //  running       stop                  → stopping     Signal(stop), ArmTimer(stop.timeout)
 //  unhealthy/draining/stopping timer   → (same)       Kill
 //  draining/stopping exited            → stopped      CancelTimer, RecordExit[stop], Retire
-//  other running exited/spawn_failed   → by policy:   RecordExit, then
+//  other running exited/spawn_failed   → by policy:   RecordExit, then   [oom if out_of_memory]
 //        fail-fast start (never ready)   failed       StartFailed
 //        policy says no restart          failed | stopped
 //        restart                         starting     Spawn (delay 0) | backoff/crash-loop ArmTimer(delay)
@@ -34,7 +34,7 @@ enum class ReplicaState {
   stopped, starting, ready, unhealthy, draining, stopping, backoff, crash_loop, failed
 };
 
-enum class ExitReason { exit, signal, health, start_timeout, protocol, exec, stop };
+enum class ExitReason { exit, signal, health, start_timeout, protocol, exec, stop, oom };
 
 const char* state_name(ReplicaState state);
 const char* reason_name(ExitReason reason);
@@ -51,6 +51,7 @@ struct ReplicaEvent {
                     stop, exited };
   Kind kind;
   ExitStatus status{};  // for `exited`
+  bool out_of_memory = false;  // for `exited`: killed for exceeding memory.max
 };
 
 struct ReplicaAction {
@@ -96,7 +97,7 @@ class ReplicaMachine {
  private:
   using Actions = std::vector<ReplicaAction>;
   Actions begin_stop(ReplicaState next, ExitReason reason);
-  Actions on_exit(ExitStatus status, TimePoint now, double random01);
+  Actions on_exit(ExitStatus status, bool out_of_memory, TimePoint now, double random01);
   Actions spawn(TimePoint now);
 
   ReplicaPolicy policy_;
