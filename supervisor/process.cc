@@ -26,7 +26,7 @@ namespace deployctl {
 namespace {
 
 struct ChildError {
-  int stage;  // 0 exec, 1 chdir, 2 fd setup, 3 credentials
+  int stage;  // 0 exec, 1 chdir, 2 fd setup, 3 credentials, 4 cgroup
   int error;
 };
 
@@ -54,6 +54,11 @@ void format_pid(char* out, pid_t value) {
                              char* const* envp, char* listen_pid_slot, int dev_null,
                              int report_fd) {
   setpgid(0, 0);
+  if (!request.cgroup_procs.empty()) {  // before anything of the replica's own can run
+    int procs = open(request.cgroup_procs.c_str(), O_WRONLY | O_CLOEXEC);
+    if (procs < 0 || write(procs, "0", 1) != 1) child_fail(report_fd, 4);
+    close(procs);
+  }
   sigset_t all;
   sigemptyset(&all);
   sigprocmask(SIG_SETMASK, &all, nullptr);
@@ -187,8 +192,11 @@ SpawnResult spawn_process(const SpawnRequest& request) {
   const char* what = failure.stage == 0   ? "cannot execute '"
                      : failure.stage == 1 ? "cannot enter working_dir '"
                      : failure.stage == 3 ? "cannot switch user to run '"
+                     : failure.stage == 4 ? "cannot join the memory cgroup '"
                                           : "cannot set up fds for '";
-  const std::string& subject = failure.stage == 1 ? request.working_dir : request.argv[0];
+  const std::string& subject = failure.stage == 1   ? request.working_dir
+                               : failure.stage == 4 ? request.cgroup_procs
+                                                    : request.argv[0];
   result.message = what + subject + "': " + std::strerror(failure.error);
   return result;
 }

@@ -24,6 +24,7 @@ struct SpawnRequest {
     std::vector<gid_t> groups;  // supplementary
   };
   std::optional<Credentials> credentials;  // switch to these before exec (needs root)
+  std::string cgroup_procs;  // non-empty: the child joins this cgroup (writes "0") first thing
 };
 
 // Looks up `user` (and `group`, else the user's primary group) for SpawnRequest::credentials.
