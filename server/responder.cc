@@ -1,5 +1,7 @@
 #include "responder.h"
 
+#include <cstring>
+
 #include "http_date.h"
 
 namespace deployctl::server {
@@ -45,8 +47,14 @@ const http::FixedResponse& Responder::error_response(int status) const {
   }
 }
 
+void Responder::leak() const {
+  leaked_.push_back(std::make_unique<char[]>(site_.leak_per_request));
+  std::memset(leaked_.back().get(), 1, site_.leak_per_request);  // touched: resident
+}
+
 Followup Responder::respond(const http::Request& request, const http::ResponseContext& context,
                             std::string& out) const {
+  if (site_.leak_per_request) leak();
   http::Route route = http::route(request, route_options_);
   switch (route.kind) {
     case http::RouteKind::health:

@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <vector>
 #include <optional>
 #include <string>
 #include <variant>
@@ -19,6 +21,7 @@ struct Site {
   std::string whoami;  // body of GET /whoami, with its trailing newline
   std::optional<StaticRoot> root;
   bool debug_endpoints = false;
+  std::uint64_t leak_per_request = 0;  // test-only: bytes allocated, touched and kept per request
 };
 
 // The response is complete in the buffer.
@@ -55,7 +58,10 @@ class Responder {
                         const http::ResponseContext& context, std::string& out) const;
   const http::FixedResponse& error_response(int status) const;
 
+  void leak() const;
+
   Site site_;
+  mutable std::vector<std::unique_ptr<char[]>> leaked_;  // --debug-leak-per-request
   http::RouteOptions route_options_;
   http::FixedResponse health_, banner_, whoami_;
   http::FixedResponse bad_request_, forbidden_, not_found_, method_not_allowed_;

@@ -32,6 +32,17 @@ std::optional<int> parse_int_in(std::string_view text, int min, int max) {
   return value;
 }
 
+// Bytes for --debug-leak-per-request: 1 .. 64 MiB.
+std::optional<std::uint64_t> parse_leak_bytes(std::string_view text) {
+  std::uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value < 1 ||
+      value > 64 * 1024 * 1024) {
+    return std::nullopt;
+  }
+  return value;
+}
+
 // Splits "--name=value" into name and value; a bare "--name" has no value.
 struct Flag {
   std::string_view name;
@@ -88,7 +99,7 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
     };
     bool takes_value =
         flag.name == "--listen" || flag.name == "--root" || flag.name == "--idle-timeout" ||
-        flag.name == "--drain-grace";
+        flag.name == "--drain-grace" || flag.name == "--debug-leak-per-request";
     if (!takes_value && flag.value) {
       result.error = std::string(flag.name) + " takes no value";
     } else if (flag.name == "--help" || flag.name == "-h") {
@@ -115,6 +126,12 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
         if (!ms) result.error = "--drain-grace takes whole milliseconds from 0 to 60000";
         options.drain_grace_ms = ms.value_or(0);
       }
+    } else if (flag.name == "--debug-leak-per-request") {
+      if (auto text = take_value()) {
+        auto bytes = parse_leak_bytes(*text);
+        if (!bytes) result.error = "--debug-leak-per-request takes bytes from 1 to 67108864";
+        options.leak_per_request = bytes.value_or(0);
+      }
     } else if (flag.name == "--root") {
       if (auto text = take_value()) {
         if (text->empty()) result.error = "--root needs a directory";
@@ -134,6 +151,7 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
 std::string usage_text() {
   return "usage: deploy-server [--listen HOST:PORT]... [--root DIR] [--idle-timeout SECONDS]\n"
          "                     [--drain-grace MS] [--debug-endpoints]\n"
+         "                     [--debug-leak-per-request BYTES]\n"
          "\n"
          "A small, fast HTTP/1.1 server; the reference worker of deployctl.\n"
          "\n"
@@ -146,6 +164,9 @@ std::string usage_text() {
          "                      one request (answered with Connection: close) for MS\n"
          "                      milliseconds before it is closed (default 250)\n"
          "  --debug-endpoints   enable GET /sleep/<ms> (at most 10000), for tests\n"
+         "  --debug-leak-per-request BYTES\n"
+         "                      keep BYTES of touched memory per request, never freed:\n"
+         "                      a leaking server, for memory-limit tests\n"
          "  --help, --version\n"
          "\n"
          "Routes: GET /healthz, GET /whoami, GET /, static files. HEAD works everywhere.\n"

@@ -21,6 +21,7 @@ struct Options {
   std::vector<ListenAddress> listen;  // never empty after a successful parse
   std::optional<std::string> root;    // --root: document root for static files
   bool debug_endpoints = false;       // --debug-endpoints: GET /sleep/<ms>
+  std::uint64_t leak_per_request = 0; // --debug-leak-per-request BYTES: test-only memory leak
   int idle_timeout_seconds = 60;      // --idle-timeout: close idle keep-alive connections
   int drain_grace_ms = 250;           // --drain-grace: idle keep-alive time left when draining
   bool help = false;

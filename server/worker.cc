@@ -38,7 +38,7 @@ std::string whoami_text() {
 }
 
 std::optional<Site> make_site(const Options& options, std::string* error) {
-  Site site{whoami_text(), std::nullopt, options.debug_endpoints};
+  Site site{whoami_text(), std::nullopt, options.debug_endpoints, options.leak_per_request};
   if (options.root) {
     auto root = StaticRoot::open(*options.root);
     if (auto* message = std::get_if<std::string>(&root)) {
