@@ -269,10 +269,6 @@ std::optional<int> detach(const StatePaths& paths, int* notify_fd) {
 int run_up(const Options& options) {
   auto spec = load_or_report(options.file);
   if (!spec) return kExitUsage;
-  if (auto problem = unsupported_feature(*spec)) {
-    std::fprintf(stderr, "%s\n", problem->c_str());
-    return kExitUsage;
-  }
   StatePaths paths = state_paths(runtime_base(options.runtime_dir), spec->name);
   paths.logs = log_dir_for(options.log_dir, options.runtime_dir, &spec->logs, spec->name, paths.dir);
   std::error_code ec;

@@ -49,7 +49,8 @@ Supervisor::Supervisor(asio::io_context& io, Spec spec,
       children_(io),
       signals_(io, SIGINT, SIGTERM, SIGHUP),
       finish_timer_(io),
-      watchdog_timer_(io) {
+      watchdog_timer_(io),
+      memory_timer_(io) {
   for (const auto& service_spec : spec_.services) {
     add_service(service_spec, std::move(listen[service_spec.name]));
   }
@@ -69,16 +70,6 @@ Supervisor::Service& Supervisor::add_service(const ServiceSpec& spec,
   return *(services_[spec.name] = std::move(service));
 }
 
-std::optional<std::string> unsupported_feature(const Spec& spec) {
-  for (const auto& service : spec.services) {
-    const std::string where = spec.path + ": services." + service.name;
-    if (service.memory.max || service.memory.restart_above) {
-      return where + ".memory: not supported by this version of deployctl yet";
-    }
-  }
-  return std::nullopt;
-}
-
 Supervisor::~Supervisor() {
   for (auto& [name, service] : services_) close_listen_sockets(service->sockets);
 }
@@ -92,6 +83,7 @@ bool Supervisor::start(std::string* error) {
   if (!management_->listen(error)) return false;
   watch_signals();
   watchdog_ping();
+  start_memory();
   started_at_ = Clock::now();
   start_dbus();
   for (auto& [name, service] : services_) apply_scale(*service);
@@ -160,7 +152,8 @@ bool Supervisor::advance_rollouts() {
     std::vector<RolloutSlot> slots;
     ReplicaPtr failed;
     for (const auto& [index, replica] : service->replicas) {
-      const bool old = replica->generation < service->generation;
+      const bool old = replica->generation < service->generation ||
+                       replica->memory.recycle == ReplicaMemory::Recycle::running;
       const bool start_failed = !old && !replica->machine.ever_ready() && replica->last_exit;
       if (start_failed) failed = replica;
       slots.push_back({index, old, replica->machine.state() == ReplicaState::ready,
@@ -199,7 +192,9 @@ bool Supervisor::advance_rollouts() {
     for (int i = 0; i < step.start; ++i) {
       int index = 0;
       while (service->replicas.count(index)) ++index;
-      dispatch(add_replica(*service, index), {Kind::start});
+      auto fresh = add_replica(*service, index);
+      inherit_memory_restarts(*service, *fresh);
+      dispatch(fresh, {Kind::start});
       moved = true;
     }
   }
@@ -336,6 +331,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
   request.working_dir = spec.working_dir;
   for (const auto& socket : service.sockets) request.inherit_fds.push_back(socket.fd);
   request.set_listen_pid = !service.sockets.empty();
+  if (setup_error.empty()) prepare_memory(replica, request, &setup_error);
 
   int control_pair[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
   SpawnResult result;
@@ -362,6 +358,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
     for (int fd : {control_pair[0], out[0], err[0], notify_fd}) {
       if (fd >= 0) close(fd);
     }
+    release_memory_cgroup(replica);
     spdlog::error("{}: {}", replica->id, result.message);
     replica->spawn_error = result.message;
     replica->stderr_tail.push_back(result.message);
@@ -469,7 +466,8 @@ void Supervisor::on_replica_exit(const ReplicaPtr& replica, int wait_status) {
   ExitStatus status;
   if (WIFEXITED(wait_status)) status.code = WEXITSTATUS(wait_status);
   if (WIFSIGNALED(wait_status)) status.signal = WTERMSIG(wait_status);
-  dispatch(replica, {Kind::exited, status});
+  const bool out_of_memory = memory_exit(replica, status);
+  dispatch(replica, {Kind::exited, status, out_of_memory});
 }
 
 void Supervisor::close_channels(Replica& replica) {
@@ -587,6 +585,7 @@ void Supervisor::finish() {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  finish_memory();
   for (auto& [name, service] : services_) close_listen_sockets(service->sockets);
   json::Value done;
   done["ok"] = true;

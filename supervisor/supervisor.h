@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cgroup.h"
 #include "child_watcher.h"
 #include "control_protocol.h"
 #include "health.h"
@@ -34,10 +35,6 @@ struct ExitRecord {
   TimePoint at;
   std::vector<std::string> stderr_tail;
 };
-
-// Spec features that parse but that this version does not run yet: a message naming the file
-// and key, or nullopt. `up` and `reload` refuse such specs instead of ignoring settings.
-std::optional<std::string> unsupported_feature(const Spec& spec);
 
 class PreStartRunner;
 class LogWriter;
@@ -122,6 +119,23 @@ class Supervisor {
   void load_persisted_scale();
   void persist_scale() const;
 
+  // Memory limits (supervisor_memory.cc).
+  void start_memory();
+  void prepare_memory_cgroup2();
+  // Sets up the replica's memory cgroup (or sampling) for the run about to be spawned.
+  bool prepare_memory(const ReplicaPtr& replica, SpawnRequest& request, std::string* error);
+  // At the replica's exit: true if it was killed for exceeding memory.max. Releases its cgroup.
+  bool memory_exit(const ReplicaPtr& replica, const ExitStatus& status);
+  void release_memory_cgroup(const ReplicaPtr& replica);
+  std::optional<std::uint64_t> memory_now(const Replica& replica) const;
+  void schedule_memory_sample();
+  void sample_memory();
+  void kill_for_memory(const ReplicaPtr& replica, std::uint64_t bytes);
+  bool recycle_for_memory(const ReplicaPtr& replica, std::uint64_t bytes);
+  void inherit_memory_restarts(Service& service, Replica& fresh);
+  void finish_memory();
+  json::Value memory_json(const Replica& replica) const;
+
   // Management API.
   void handle_request(const json::Value& request, ManagementServer::Reply reply);
   void handle_scale(const json::Value& request, ManagementServer::Reply reply);
@@ -172,6 +186,12 @@ class Supervisor {
   std::unique_ptr<LogWriter> logs_;             // per-service files (and the journal); may be null
   bool dbus_enabled_ = true;
   std::unique_ptr<DbusApi> dbus_;  // null when off
+
+  MemorySetup memory_setup_;
+  bool memory_cgroup2_ready_ = false;  // prepare_cgroup2 done
+  std::vector<ReplicaCgroup> cgroups_to_remove_;  // of exited replicas, members still exiting
+  boost::asio::steady_timer memory_timer_;
+  bool memory_timer_armed_ = false;
 };
 
 }  // namespace deployctl

@@ -236,10 +236,6 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
                                spec_.name + "')", kExitUsage));
     return;
   }
-  if (auto problem = unsupported_feature(next)) {
-    reply(management_error(*problem, kExitUsage));
-    return;
-  }
   // New or changed sockets are bound before anything changes, so a busy port rejects the reload.
   for (const auto& service : next.services) {
     const ServiceSpec* old = spec_.find_service(service.name);
@@ -384,6 +380,7 @@ json::Value Supervisor::status_json() const {
                     : phase_ == Phase::running ? "running"
                                                : "stopping";
   status["uptime_ms"] = ms_between(started_at_, now);
+  status["memory_mode"] = mode_name(memory_setup_.mode);
   json::Array services;
   for (const auto& [name, service] : services_) {
     if (service->removed && service->replicas.empty()) continue;
@@ -413,6 +410,7 @@ json::Value Supervisor::status_json() const {
       r["restarts"] = replica->machine.restarts();
       auto rss = alive ? resident_bytes(replica->pid) : std::nullopt;
       r["rss_bytes"] = rss ? json::Value(*rss) : json::Value();
+      r["memory"] = memory_json(*replica);
       r["status"] = replica->status_text.empty() ? json::Value() : json::Value(replica->status_text);
       r["requests"] = replica->requests ? json::Value(*replica->requests) : json::Value();
       json::Value last_exit;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "memory_state.h"
 #include "supervisor.h"
 
 namespace deployctl {
@@ -57,6 +58,7 @@ struct Supervisor::Service {
   std::optional<Rollout> rollout;           // the latest rolling replacement
   std::vector<ListenSocket> sockets;
   std::map<int, ReplicaPtr> replicas;
+  std::vector<int> memory_carry;  // memory restarts of replicas being recycled, for their successors
 };
 
 struct Supervisor::Replica {
@@ -98,6 +100,7 @@ struct Supervisor::Replica {
   std::string status_text;
   std::optional<std::uint64_t> requests;
   bool removed = false;
+  ReplicaMemory memory;
 };
 
 }  // namespace deployctl
