@@ -200,6 +200,7 @@ std::optional<ReplicaCgroup> ReplicaCgroup::create(MemoryMode mode, const std::s
     *error = "cannot create the memory cgroup " + path + ": " + std::strerror(errno);
     return std::nullopt;
   }
+  if (!on_cgroup_fs(path)) write_file(cgroup.procs_file(), "", nullptr);  // a test tree: no kernel
   if (limits.max) {
     const std::string bytes = std::to_string(*limits.max);
     if (mode == MemoryMode::cgroup2) {

@@ -381,12 +381,31 @@ std::string describe_last_exit(const json::Value& exit) {
   return text;
 }
 
+// "now/max" for a replica under memory limits ("now/soft" without max), else its RSS.
+std::string describe_memory(const json::Value& memory, const json::Value& rss) {
+  const auto* bytes = memory.is_object() ? memory.find("bytes") : nullptr;
+  if (!bytes || !bytes->is_number()) return human_bytes(rss);
+  const auto* max = memory.find("max");
+  const auto* soft = memory.find("restart_above");
+  const auto* limit = max && max->is_number() ? max : soft;
+  std::string text = human_bytes(*bytes);
+  if (limit && limit->is_number()) text += "/" + human_bytes(*limit);
+  return text;
+}
+
+long long memory_restarts(const json::Value& memory) {
+  const auto* restarts = memory.is_object() ? memory.find("restarts") : nullptr;
+  return restarts && restarts->is_number() ? restarts->as_int() : 0;
+}
+
 void print_status_table(const json::Value& status) {
-  std::printf("%s: %s (supervisor pid %lld)\n", status.find("name")->as_string().c_str(),
-              status.find("state")->as_string().c_str(),
-              static_cast<long long>(status.find("pid")->as_int()));
-  std::printf("%-12s %-8s %-11s %-10s %-8s %-9s %-28s %s\n", "REPLICA", "PID", "STATE", "HEALTH",
-              "UPTIME", "RESTARTS", "LAST EXIT", "RSS");
+  const auto* mode = status.find("memory_mode");
+  std::printf("%s: %s (supervisor pid %lld, memory limits: %s)\n",
+              status.find("name")->as_string().c_str(), status.find("state")->as_string().c_str(),
+              static_cast<long long>(status.find("pid")->as_int()),
+              mode && mode->is_string() ? mode->as_string().c_str() : "?");
+  std::printf("%-12s %-8s %-11s %-10s %-8s %-9s %-28s %-16s %s\n", "REPLICA", "PID", "STATE",
+              "HEALTH", "UPTIME", "RESTARTS", "LAST EXIT", "MEMORY", "MEM-RESTARTS");
   for (const auto& service : status.find("services")->as_array()) {
     for (const auto& replica : service.find("replicas")->as_array()) {
       auto field = [&](const char* key) -> const json::Value& {
@@ -397,12 +416,13 @@ void print_status_table(const json::Value& status) {
       std::string pid = field("pid").is_number() ? std::to_string(field("pid").as_int()) : "-";
       std::string uptime =
           field("uptime_ms").is_number() ? human_duration(field("uptime_ms").as_int()) : "-";
-      std::printf("%-12s %-8s %-11s %-10s %-8s %-9lld %-28s %s\n",
+      std::printf("%-12s %-8s %-11s %-10s %-8s %-9lld %-28s %-16s %lld\n",
                   field("id").as_string().c_str(), pid.c_str(), field("state").as_string().c_str(),
                   field("health").as_string().c_str(), uptime.c_str(),
                   static_cast<long long>(field("restarts").as_int()),
                   describe_last_exit(field("last_exit")).c_str(),
-                  human_bytes(field("rss_bytes")).c_str());
+                  describe_memory(field("memory"), field("rss_bytes")).c_str(),
+                  static_cast<long long>(memory_restarts(field("memory"))));
     }
     std::printf("%-12s %lld/%lld ready\n", (service.find("name")->as_string() + ":").c_str(),
                 static_cast<long long>(service.find("ready")->as_int()),

@@ -79,7 +79,8 @@ def test_status_table_has_one_row_per_replica_under_the_documented_columns(deplo
     run = dep.deployctl("status", str(dep.spec_path))
     assert run.returncode == 0, run.describe()
     lines = run.stdout.splitlines()
-    header = r"REPLICA\s+PID\s+STATE\s+HEALTH\s+UPTIME\s+RESTARTS\s+LAST EXIT\s+RSS\s*"
+    header = (r"REPLICA\s+PID\s+STATE\s+HEALTH\s+UPTIME\s+RESTARTS\s+LAST EXIT\s+MEMORY"
+              r"\s+MEM-RESTARTS\s*")
     below = next((i for i, line in enumerate(lines) if re.fullmatch(header, line)), None)
     assert below is not None, f"no header line with the documented columns:\n{run.stdout}"
     rows = {line.split()[0]: line.split() for line in lines[below + 1:]
