@@ -132,6 +132,7 @@ class Supervisor {
   void sample_memory();
   void kill_for_memory(const ReplicaPtr& replica, std::uint64_t bytes);
   bool recycle_for_memory(const ReplicaPtr& replica, std::uint64_t bytes);
+  void check_recycle_outcome(Replica& replica);
   void inherit_memory_restarts(Service& service, Replica& fresh);
   void finish_memory();
   json::Value memory_json(const Replica& replica) const;

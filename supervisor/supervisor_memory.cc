@@ -52,6 +52,7 @@ bool Supervisor::prepare_memory(const ReplicaPtr& replica, SpawnRequest& request
   const MemoryLimits limits = limits_of(*replica->spec);
   memory.killed = false;
   memory.cgroup.reset();
+  if (memory.recycle == ReplicaMemory::Recycle::gave_up) memory.recycle = ReplicaMemory::Recycle::no;
   if (!limits.any()) {
     memory.policy.reset();
     return true;
@@ -78,8 +79,9 @@ bool Supervisor::memory_exit(const ReplicaPtr& replica, const ExitStatus& status
   if (memory.cgroup && status.signal == SIGKILL && memory.cgroup->oom_kills() > 0) oom = true;
   if (oom) {
     ++memory.restarts;
+    const auto& max = replica->spec->memory.max;
     spdlog::warn("{} (pid {}) was killed for exceeding memory.max ({}, {})", replica->id,
-                 replica->exited_pid, mib(*replica->spec->memory.max),
+                 replica->exited_pid, max ? mib(*max) : "a limit above it",
                  mode_name(memory_setup_.mode));
   }
   release_memory_cgroup(replica);
@@ -127,6 +129,7 @@ void Supervisor::sample_memory() {
       auto& memory = replica->memory;
       if (!memory.policy || replica->pid <= 0) continue;
       watching = true;
+      check_recycle_outcome(*replica);
       const auto bytes = memory_now(*replica);
       if (!bytes) continue;
       const MemoryVerdict verdict = memory.policy->observe(*bytes, now);
@@ -155,12 +158,6 @@ bool Supervisor::recycle_for_memory(const ReplicaPtr& replica, std::uint64_t byt
   auto& memory = replica->memory;
   Service& service = replica->service;
   const bool rolling = service.rollout && service.rollout->state == Rollout::State::running;
-  if (memory.recycle == ReplicaMemory::Recycle::running && !rolling) {
-    memory.recycle = ReplicaMemory::Recycle::gave_up;  // its replacement failed to start
-    service.memory_carry.clear();
-    spdlog::warn("{}: its replacement did not become ready; it keeps running above "
-                 "memory.restart_above until it restarts", replica->id);
-  }
   if (memory.recycle != ReplicaMemory::Recycle::no || phase_ != Phase::running ||
       replica->machine.state() != ReplicaState::ready || service.removed) {
     return false;
@@ -172,6 +169,20 @@ bool Supervisor::recycle_for_memory(const ReplicaPtr& replica, std::uint64_t byt
   service.memory_carry.push_back(memory.restarts + 1);
   if (!rolling) service.rollout.emplace();
   return true;
+}
+
+// A recycle whose rollout ended with the replica still here: its replacement failed to start.
+void Supervisor::check_recycle_outcome(Replica& replica) {
+  auto& memory = replica.memory;
+  const auto& rollout = replica.service.rollout;
+  if (memory.recycle != ReplicaMemory::Recycle::running ||
+      (rollout && rollout->state == Rollout::State::running)) {
+    return;
+  }
+  memory.recycle = ReplicaMemory::Recycle::gave_up;
+  replica.service.memory_carry.clear();
+  spdlog::warn("{}: its replacement did not become ready; it keeps serving above "
+               "memory.restart_above until its next restart", replica.id);
 }
 
 void Supervisor::inherit_memory_restarts(Service& service, Replica& fresh) {
