@@ -3,6 +3,7 @@
 #   packaging/dev.sh up     install dependencies, build, run the bundled example (Ctrl+C stops it)
 #   packaging/dev.sh test   install dependencies, build, run the whole test suite
 #   packaging/dev.sh build  install dependencies and build only
+#   packaging/dev.sh deb    install dependencies, build build/deployctl_VERSION_ARCH.deb
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="$root/build"
@@ -39,8 +40,13 @@ case "${1:-}" in
   build)
     build
     ;;
+  deb)
+    "$root/packaging/install-deps.sh"
+    # A Release tree with prefix /usr of its own, so the development build is left as it is.
+    JOBS="$jobs" "$root/packaging/build-deb.sh" "$root/build-deb" "$build"
+    ;;
   *)
-    echo "usage: $0 up|test|build" >&2
+    echo "usage: $0 up|test|build|deb" >&2
     exit 2
     ;;
 esac
