@@ -228,7 +228,9 @@ def test_installed_example_serves_with_deploy_server_from_path(installed, deploy
 
 def test_installed_man_page_documents_every_command(installed):
     text = run(["zcat", MAN_PAGE]).stdout
-    assert text.startswith('.\\"') and ".TH DEPLOYCTL 1" in text
+    version = run([BIN, "--version"]).stdout.split()[-1]
+    assert re.search(rf'^\.TH DEPLOYCTL 1 "[^"]*" "deployctl {re.escape(version)}"', text,
+                     re.MULTILINE), "the man page's .TH line should carry the version"
     missing = set(table_commands()) - documented_commands(text)
     assert not missing, f"{MAN_PAGE} has no COMMANDS entry for {sorted(missing)}"
     # groff parses it without a warning (-ww: all warnings; -z: no output).
