@@ -26,13 +26,14 @@ COMPLETION = "/usr/share/bash-completion/completions/deployctl"
 UNIT = "/lib/systemd/system/deployctl@.service"
 GROUP = "deployctl"
 GROUP_MARKER_DIR = "/var/lib/deployctl"  # postinst's record that it created the group
+LOG_DIR = "/var/log/deployctl"  # root supervisors' logs; purge removes them
 # Every file the package must hold.
 FILES = [BIN, "/usr/bin/deploy-server", UNIT,
          "/usr/share/dbus-1/system.d/org.deployctl.Supervisor1.conf", EXAMPLE,
          "/usr/share/doc/deployctl/README.md", "/usr/share/doc/deployctl/docs/cli.md",
          "/usr/share/doc/deployctl/docs/spec.md", MAN_PAGE, COMPLETION]
 # Nothing of these may exist before the install or remain after the purge.
-OURS = [*FILES, "/etc/deployctl", "/usr/share/doc/deployctl", GROUP_MARKER_DIR]
+OURS = [*FILES, "/etc/deployctl", "/usr/share/doc/deployctl", GROUP_MARKER_DIR, LOG_DIR]
 BUILD_TIMEOUT = 1500  # seconds: a Release build on 2 loaded cores
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -177,6 +178,7 @@ def installed(deb):
     finally:
         if package_status():
             run(["dpkg", "-P", PACKAGE], timeout=300)
+        shutil.rmtree(LOG_DIR, ignore_errors=True)  # absent before the test (checked above)
 
 
 def installed_env(**extra) -> dict:
@@ -293,6 +295,9 @@ def test_remove_then_purge_leaves_nothing(installed):
     assert not gone, f"dpkg -r left {gone}"
     assert os.path.exists(EXAMPLE), "dpkg -r must keep the conffile"
     assert group_exists(), "dpkg -r must keep the group (only purge removes it)"
+    # Stands in for the logs a supervisor run as root would have written (deployctl@NAME).
+    Path(LOG_DIR, "example").mkdir(parents=True)
+    Path(LOG_DIR, "example", "web.log").write_text("2025-01-02T03:04:05.678Z web.0 out | hi\n")
 
     purged = run(["dpkg", "-P", PACKAGE], timeout=300)
     assert purged.returncode == 0, describe(purged)
