@@ -1,7 +1,9 @@
-"""The .deb, for real: packaging/build-deb.sh builds it from a fresh build tree (Release, -j2,
-once per module, in a temp dir); dpkg-deb checks its contents and metadata; `dpkg -i` installs
-it on this machine; the installed deployctl, example spec, man page, bash completion and unit
-are exercised; `dpkg -r` and `dpkg -P` remove it and nothing of it remains.
+"""The .deb, for real: CPack packages the build tree under test (the one holding DEPLOYCTL_BIN)
+once per module into a temp dir; CPack installs with prefix /usr whatever the tree's own
+prefix, so this is the package packaging/build-deb.sh makes from a fresh Release tree. dpkg-deb
+checks its contents and metadata; `dpkg -i` installs it on this machine; the installed
+deployctl, example spec, man page, bash completion and unit are exercised; `dpkg -r` and
+`dpkg -P` remove it and nothing of it remains.
 
 Needs root (dpkg -i). If deployctl is already installed here, as a package or as files, the
 tests that install fail without touching anything. Whatever the tests installed is purged at
@@ -34,7 +36,7 @@ FILES = [BIN, "/usr/bin/deploy-server", UNIT,
          "/usr/share/doc/deployctl/docs/spec.md", MAN_PAGE, COMPLETION]
 # Nothing of these may exist before the install or remain after the purge.
 OURS = [*FILES, "/etc/deployctl", "/usr/share/doc/deployctl", GROUP_MARKER_DIR, LOG_DIR]
-BUILD_TIMEOUT = 1500  # seconds: a Release build on 2 loaded cores
+CPACK_TIMEOUT = 300  # seconds: cpack and dpkg-shlibdeps on 2 loaded cores
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -96,22 +98,19 @@ def test_help_lists_every_command_of_the_table():
 
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory) -> Path:
-    """The .deb, built once per module from a fresh build tree in a temp dir."""
-    build = tmp_path_factory.mktemp("deb-build")
-    log = build / "build.log"
-    with open(log, "w") as out:
-        result = subprocess.run(
-            [str(source_dir() / "packaging" / "build-deb.sh"), str(build / "tree")],
-            stdout=subprocess.PIPE, stderr=out, text=True, timeout=BUILD_TIMEOUT,
-            env={**os.environ, "JOBS": "2"})
+    """The .deb of the build tree under test, packaged once per module into a temp dir."""
+    tree = Path(deployctl_bin()).resolve().parent.parent  # binaries are in <tree>/bin
+    config = tree / "CPackConfig.cmake"
+    assert config.is_file(), f"{config} is missing: DEPLOYCTL_BIN must be in a CMake build tree"
+    out = tmp_path_factory.mktemp("deb")
+    result = run(["cpack", "--config", str(config), "-G", "DEB", "-B", str(out)],
+                 timeout=CPACK_TIMEOUT)
     if result.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-        pytest.fail(f"packaging/build-deb.sh exited {result.returncode}:\n{tail}",
-                    pytrace=False)
-    path = Path(result.stdout.strip().splitlines()[-1])
-    assert path.is_file(), f"build-deb.sh printed {path}, which is no file"
-    yield path
-    shutil.rmtree(build, ignore_errors=True)
+        pytest.fail(describe(result), pytrace=False)
+    debs = list(out.glob("deployctl_*.deb"))
+    assert len(debs) == 1, f"cpack made {debs} in {out}"
+    yield debs[0]
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def test_package_file_name_and_metadata(deb):
