@@ -46,11 +46,12 @@ import time
 import uuid
 from pathlib import Path
 
-TAG_VARIABLE = "DEPLOYCTL_BENCH_TAG"  # in the env of every process a bench deployment starts
+from bench_util import CLK_TCK, TAG_VARIABLE, has_tag, is_alive, memory_kib, proc_stat
+from bench_util import tagged_pids
+
 NAME = "bench"
 RESET_AFTER_MS = 500  # backoff.reset_after of the bench spec: a run this long counts as stable
 STATUS_POLL_GAP = 0.002  # seconds between the end of one `status` and the start of the next
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(Exception):
@@ -63,47 +64,6 @@ def settings(quick: bool) -> dict:
     return {"kills": 5 if quick else 20, "startup_runs": 3 if quick else 10,
             "idle_window_s": 3.0 if quick else 10.0, "recovery_replicas": 4,
             "startup_replicas": [1, 8], "footprint_small": 4, "footprint_large": 100}
-
-
-# --- /proc --------------------------------------------------------------------------------
-
-def proc_stat(pid: int) -> dict | None:
-    """state, start_ticks and cpu_ticks (utime + stime) of `pid`, or None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()
-    return {"state": fields[0], "cpu_ticks": int(fields[11]) + int(fields[12]),
-            "start_ticks": int(fields[19])}
-
-
-def is_alive(pid: int) -> bool:
-    stat = proc_stat(pid)
-    return stat is not None and stat["state"] not in ("Z", "X")
-
-
-def memory_kib(pid: int) -> dict:
-    """Rss and Pss of `pid` in KiB, from /proc/PID/smaps_rollup."""
-    values = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("Rss", "Pss"):
-            values[key.lower() + "_kib"] = int(rest.split()[0])
-    return values
-
-
-def has_tag(pid: int, tag: str) -> bool:
-    try:
-        environment = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    return f"{TAG_VARIABLE}={tag}".encode() in environment.split(b"\0")
-
-
-def tagged_pids(tag: str) -> list[int]:
-    return [int(entry) for entry in os.listdir("/proc")
-            if entry.isdigit() and has_tag(int(entry), tag)]
 
 
 def wait_gone(pids, timeout: float) -> list[int]:
