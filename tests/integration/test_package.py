@@ -164,12 +164,17 @@ def installed(deb):
         pytest.fail(f"the package {PACKAGE} is already on this machine ({status}); this test "
                     f"installs and removes it, so it leaves it alone: remove it first "
                     f"(dpkg -P {PACKAGE})", pytrace=False)
-    present = [path for path in OURS if os.path.lexists(path)]
+    present = [path for path in OURS if path != LOG_DIR and os.path.lexists(path)]
     if present:
         pytest.fail(f"files of deployctl already exist outside a package: {present}; dpkg -i "
                     f"would overwrite them and the purge delete them: move them away first",
                     pytrace=False)
     state = {"group_before": group_exists()}
+    # Logs of an earlier supervisor run as root (say `packaging/dev.sh up`) are set aside, as
+    # the purge would delete them, and put back at the end.
+    kept_logs = Path(f"{LOG_DIR}.kept-by-test-{os.getpid()}")
+    if os.path.lexists(LOG_DIR):
+        os.rename(LOG_DIR, kept_logs)
     try:
         result = run(["dpkg", "-i", str(deb)], timeout=300)
         assert result.returncode == 0, describe(result)
@@ -177,7 +182,9 @@ def installed(deb):
     finally:
         if package_status():
             run(["dpkg", "-P", PACKAGE], timeout=300)
-        shutil.rmtree(LOG_DIR, ignore_errors=True)  # absent before the test (checked above)
+        shutil.rmtree(LOG_DIR, ignore_errors=True)
+        if os.path.lexists(kept_logs):
+            os.rename(kept_logs, LOG_DIR)
 
 
 def installed_env(**extra) -> dict:
