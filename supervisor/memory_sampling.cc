@@ -1,7 +1,5 @@
 #include "memory_sampling.h"
 
-#include <dirent.h>
-
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -10,31 +8,13 @@
 #include "process.h"
 
 namespace deployctl {
-namespace {
-
-std::vector<pid_t> children_of(pid_t pid) {
-  std::vector<pid_t> children;
-  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
-  DIR* dir = opendir(tasks.c_str());
-  if (!dir) return children;
-  while (dirent* entry = readdir(dir)) {
-    if (entry->d_name[0] == '.') continue;
-    std::ifstream file(tasks + "/" + entry->d_name + "/children");
-    long child;
-    while (file >> child) children.push_back(static_cast<pid_t>(child));
-  }
-  closedir(dir);
-  return children;
-}
-
-}  // namespace
 
 std::vector<pid_t> process_tree(pid_t root) {
   std::vector<pid_t> tree;
   if (root <= 0 || !resident_bytes(root)) return tree;
   tree.push_back(root);
   for (std::size_t next = 0; next < tree.size() && tree.size() < 4096; ++next) {
-    for (pid_t child : children_of(tree[next])) tree.push_back(child);
+    for (pid_t child : child_pids(tree[next])) tree.push_back(child);
   }
   return tree;
 }

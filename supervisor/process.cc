@@ -272,28 +272,22 @@ std::optional<unsigned long long> resident_bytes(pid_t pid) {
   return resident * static_cast<unsigned long long>(sysconf(_SC_PAGESIZE));
 }
 
-std::vector<pid_t> child_pids() {
+std::vector<pid_t> child_pids(pid_t parent) {
   std::vector<pid_t> children;
-  const pid_t self = getpid();
-  DIR* proc = opendir("/proc");
-  if (!proc) return children;
-  while (dirent* entry = readdir(proc)) {
-    char* end;
-    long pid = std::strtol(entry->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0) continue;
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    auto close_paren = line.rfind(')');
-    if (close_paren == std::string::npos) continue;
-    std::istringstream rest(line.substr(close_paren + 1));
-    char state;
-    long ppid;
-    if (rest >> state >> ppid && ppid == self) children.push_back(static_cast<pid_t>(pid));
+  const std::string tasks = "/proc/" + std::to_string(parent) + "/task";
+  DIR* dir = opendir(tasks.c_str());
+  if (!dir) return children;
+  while (dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    std::ifstream file(tasks + "/" + entry->d_name + "/children");
+    long child;
+    while (file >> child) children.push_back(static_cast<pid_t>(child));
   }
-  closedir(proc);
+  closedir(dir);
   return children;
 }
+
+std::vector<pid_t> child_pids() { return child_pids(getpid()); }
 
 std::string describe_exit(std::optional<int> code, std::optional<int> signal) {
   if (code) return "code " + std::to_string(*code);

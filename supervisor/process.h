@@ -64,7 +64,9 @@ void signal_group(pid_t pgid, int signal);
 // Resident set size of one process in bytes; nullopt if it is gone.
 std::optional<unsigned long long> resident_bytes(pid_t pid);
 
-// Pids of live processes whose parent is this process (e.g. orphans reparented to a subreaper).
+// Pids of live processes whose parent is `parent` (/proc/PID/task/*/children), or this process
+// (e.g. orphans reparented to a subreaper).
+std::vector<pid_t> child_pids(pid_t parent);
 std::vector<pid_t> child_pids();
 
 std::string describe_exit(std::optional<int> code, std::optional<int> signal);
