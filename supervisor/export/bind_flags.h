@@ -2,6 +2,7 @@
 // (fd 3, LISTEN_FDS) into one that binds by itself, for the servers we know.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
