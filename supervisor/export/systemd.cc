@@ -47,7 +47,7 @@ std::vector<std::string> exec_words(std::vector<std::string> argv, const std::st
 RenderedFile step_unit(const Spec& spec, std::size_t index, const Names& names) {
   const PreStartStep& step = spec.pre_start[index];
   std::vector<std::string> unit_section = {
-      "[Unit]", "Description=" + spec.name + " pre-start step " + step.name,
+      "[Unit]", "Description=" + spec.name + " pre-start step " + unit::no_specifiers(step.name),
       "PartOf=" + names.target()};
   if (index > 0) {
     const std::string previous = names.step(spec.pre_start[index - 1]);

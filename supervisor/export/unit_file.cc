@@ -84,6 +84,8 @@ std::string environment(const std::string& key, const std::string& value) {
   return "Environment=\"" + escaped(key + "=" + value, true, false) + "\"";
 }
 
+std::string no_specifiers(const std::string& text) { return escaped(text, true, false); }
+
 std::string timespan(Duration duration) {
   const long long ms = duration.count();
   return ms % 1000 == 0 ? std::to_string(ms / 1000) + "s" : std::to_string(ms) + "ms";

@@ -25,6 +25,9 @@ std::string environment(const std::string& key, const std::string& value);
 // Environment="KEY=VALUE" with {replica} -> %i in the value (no {port}: see kPortVariable).
 std::string environment_template(const std::string& key, const std::string& value);
 
+// text with '%' doubled, for free-text settings such as Description=.
+std::string no_specifiers(const std::string& text);
+
 // A time span systemd reads: "30s", "250ms".
 std::string timespan(Duration duration);
 

@@ -1,5 +1,7 @@
 #include "warnings.h"
 
+#include <algorithm>
+
 namespace deployctl::exporter {
 
 void Warnings::add(const std::string& key, std::string message) {
@@ -14,6 +16,13 @@ void Warnings::add(const std::string& key, std::string message) {
     warning.column = it->second.column;
   }
   warnings_.push_back(std::move(warning));
+}
+
+std::vector<SpecError> Warnings::take() {
+  std::stable_sort(warnings_.begin(), warnings_.end(), [](const SpecError& a, const SpecError& b) {
+    return std::pair(a.line, a.column) < std::pair(b.line, b.column);
+  });
+  return std::move(warnings_);
 }
 
 std::string service_key(const std::string& service, const std::string& rest) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "load.h"
@@ -18,7 +19,8 @@ class Warnings {
   void add(const std::string& key, std::string message);
   // Whether key was written in the file (not a default).
   bool written(const std::string& key) const { return positions_.count(key) != 0; }
-  std::vector<SpecError> take() { return std::move(warnings_); }
+  // In file order (line, column), keys without a position first.
+  std::vector<SpecError> take();
 
  private:
   const std::string& file_;

@@ -5,6 +5,7 @@
         ns.systemctl("start", "app.service")
         ns.run(["systemctl", "show", "-p", "MainPID", "--value", "app.service"]).stdout
         ns.main_pid("app.service")           # as a host pid
+        ns.shared_dir                        # a directory both sides see (not under /tmp!)
     # leaving the block stops systemd and everything it started, and removes its cgroups
 
 What it does and why:
@@ -21,6 +22,8 @@ What it does and why:
   case one is mounted on a temporary directory and unmounted on stop.
 - systemd boots into a target of its own (nothing of the host's multi-user.target starts: no
   nginx, cron, getty); `container=` is set so it behaves as in a container.
+- /tmp, /run and /var/tmp differ inside and outside: files the units need or write go in
+  `shared_dir` (a fresh directory under /var/lib/deployctl-tests, removed on stop).
 - Every wait has a deadline; stop() escalates to SIGKILL of PID 1 and is idempotent.
 
 Needs root, util-linux (unshare, nsenter) and the systemd package (/lib/systemd/systemd).
@@ -28,6 +31,7 @@ Needs root, util-linux (unshare, nsenter) and the systemd package (/lib/systemd/
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -38,6 +42,7 @@ from pathlib import Path
 SYSTEMD = "/lib/systemd/systemd"
 BOOT_TARGET = "deployctl-test-boot.target"
 UNIT_DIR = "/run/systemd/system"
+SHARED_PARENT = "/var/lib/deployctl-tests"
 
 _BOOT_SCRIPT = f"""
 set -e
@@ -94,6 +99,7 @@ class SystemdNamespace:
         self._log = tempfile.TemporaryFile()
         self._own_mount: str | None = None
         self._cgroup: Path | None = None
+        self.shared_dir: Path | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> "SystemdNamespace":
@@ -109,6 +115,9 @@ class SystemdNamespace:
 
     def start(self) -> None:
         """Boots systemd and waits (bounded) until it has reached its boot target."""
+        Path(SHARED_PARENT).mkdir(parents=True, exist_ok=True)
+        self.shared_dir = Path(tempfile.mkdtemp(dir=SHARED_PARENT))
+        self.shared_dir.chmod(0o755)
         self._cgroup = self._make_cgroup()
         # The shell joins the fresh cgroup, then unshare makes it the cgroup namespace's root.
         script = f'echo $$ > {self._cgroup}/cgroup.procs && exec unshare --pid --fork --mount ' \
@@ -156,6 +165,9 @@ class SystemdNamespace:
         if self._cgroup:
             _remove_cgroup_tree(self._cgroup, time.monotonic() + 10)
             self._cgroup = None
+        if self.shared_dir:
+            shutil.rmtree(self.shared_dir, ignore_errors=True)
+            self.shared_dir = None
         if self._own_mount:
             subprocess.run(["umount", self._own_mount], check=False)
             os.rmdir(self._own_mount)

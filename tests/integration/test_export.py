@@ -191,33 +191,35 @@ def host_mounts() -> list[str]:
     return sorted(line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines())
 
 
-def test_systemd_units_run_the_replicas_on_one_shared_socket(tmp_path):
+def test_systemd_units_run_the_replicas_on_one_shared_socket():
     port = free_port()
-    spec = tmp_path / "nsdemo.toml"
-    spec.write_text(SYSTEMD_SPEC.replace("@SERVER@", server_bin()).replace(
-        "@DIR@", str(tmp_path)).replace("@PORT@", str(port)))
-    (tmp_path / "index.html").write_text("hello from systemd\n")
-    result = export("systemd", str(spec), "-o", str(tmp_path / "units"))
-    assert result.returncode == 0, result.stderr
-    units = {p.name: p.read_text() for p in (tmp_path / "units").iterdir()}
-    assert sorted(units) == ["nsdemo-pre-start-prepare.service", "nsdemo-web.socket",
-                             "nsdemo-web@.service", "nsdemo.target"]
     mounts_before = host_mounts()
     replicas = ["nsdemo-web@0.service", "nsdemo-web@1.service"]
     with SystemdNamespace() as ns:
+        work = ns.shared_dir  # the namespace has its own /tmp
+        spec = work / "nsdemo.toml"
+        spec.write_text(SYSTEMD_SPEC.replace("@SERVER@", server_bin()).replace(
+            "@DIR@", str(work)).replace("@PORT@", str(port)))
+        (work / "index.html").write_text("hello from systemd\n")
+        result = export("systemd", str(spec), "-o", str(work / "units"))
+        assert result.returncode == 0, result.stderr
+        units = {p.name: p.read_text() for p in (work / "units").iterdir()}
+        assert sorted(units) == ["nsdemo-pre-start-prepare.service", "nsdemo-web.socket",
+                                 "nsdemo-web@.service", "nsdemo.target"]
         for name, text in units.items():
             ns.install_unit(name, text)
         ns.daemon_reload()
         ns.systemctl("start", "nsdemo.target", timeout=30)
-        assert (tmp_path / "prepared").read_text() == "prepared\n"
+        assert (work / "prepared").read_text() == "prepared\n"
         pids = [ns.main_pid(unit) for unit in replicas]
         assert all(pids), ns.systemctl("status", "nsdemo.target", check=False).stdout
         # Both replicas hold the one listening socket systemd bound, as under deployctl.
         assert http_get(port, "/index.html").body.startswith("hello from systemd")
-        inodes = [{os.readlink(f"/proc/{pid}/fd/3")} for pid in pids]
-        assert inodes[0] == inodes[1] and next(iter(inodes[0])).startswith("socket:")
+        inodes = [os.readlink(f"/proc/{pid}/fd/3") for pid in pids]
+        assert inodes[0] == inodes[1] and inodes[0].startswith("socket:")
         # kill -9: systemd restarts that replica; the other serves meanwhile.
         os.kill(pids[0], signal.SIGKILL)
+        assert http_get(port, "/index.html").status == 200
         wait_until(lambda: ns.main_pid(replicas[0]) not in (0, pids[0]), 10,
                    "replica 0 restarted by systemd")
         assert http_get(port, "/index.html").status == 200
@@ -225,8 +227,7 @@ def test_systemd_units_run_the_replicas_on_one_shared_socket(tmp_path):
         ns.systemctl("stop", "nsdemo.target", timeout=30)
         states = ns.systemctl("is-active", *replicas, "nsdemo-web.socket", check=False).stdout
         assert states.split() == ["inactive"] * 3
-        new_pid = ns.main_pid(replicas[0])
-        assert new_pid == 0
+        assert ns.main_pid(replicas[0]) == 0
         assert http_get(port, "/index.html", timeout=1).failure == "refused"
     assert host_mounts() == mounts_before  # nothing left mounted on the host
     for pid in pids:
