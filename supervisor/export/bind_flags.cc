@@ -7,8 +7,8 @@
 namespace deployctl::exporter {
 namespace {
 
-constexpr std::array<std::string_view, 5> kServers = {"uvicorn", "gunicorn", "hypercorn",
-                                                      "daphne", "deploy-server"};
+constexpr std::array<std::string_view, 5> kServers = {"uvicorn", "gunicorn", "hypercorn", "daphne",
+                                                      "deploy-server"};
 
 std::string base_name(const std::string& path) {
   const auto slash = path.find_last_of('/');
@@ -82,7 +82,8 @@ std::vector<std::string> bind_flags(const std::string& server,
     if (server == "gunicorn" || server == "hypercorn") {
       flags.insert(flags.end(), {"--bind", host_port(host, ports[i])});
     }
-    if (server == "deploy-server") flags.insert(flags.end(), {"--listen", host_port(host, ports[i])});
+    if (server == "deploy-server")
+      flags.insert(flags.end(), {"--listen", host_port(host, ports[i])});
   }
   return flags;
 }
@@ -110,10 +111,11 @@ BindRewrite bind_by_itself(const std::vector<std::string>& command,
   }
   if (server.empty()) {
     if (used_fd || (!ports.empty() && !binds)) {
-      result.problem = "the command expects its listening socket from deployctl (fd 3, "
-                       "LISTEN_FDS), which nothing passes in a pod; make it bind port(s) "
-                       "itself (known servers: uvicorn, gunicorn, hypercorn, daphne, "
-                       "deploy-server)";
+      result.problem =
+          "the command expects its listening socket from deployctl (fd 3, "
+          "LISTEN_FDS), which nothing passes in a pod; make it bind port(s) "
+          "itself (known servers: uvicorn, gunicorn, hypercorn, daphne, "
+          "deploy-server)";
     }
     return result;
   }

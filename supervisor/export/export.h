@@ -34,7 +34,7 @@ struct ExportInput {
 };
 
 struct KubernetesOptions {
-  std::string image;      // overrides [export.kubernetes] image
+  std::string image;       // overrides [export.kubernetes] image
   std::string name_space;  // metadata.namespace; empty: none written
 };
 

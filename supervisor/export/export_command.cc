@@ -174,7 +174,8 @@ int run_export(int argc, char** argv) {
     const int version = args.systemd_version ? args.systemd_version : installed_systemd_version();
     result = exporter::export_systemd(input, exporter::SystemdOptions{version});
   }
-  for (const auto& error : result.errors) std::fprintf(stderr, "%s\n", located(error, "error").c_str());
+  for (const auto& error : result.errors)
+    std::fprintf(stderr, "%s\n", located(error, "error").c_str());
   if (!result.errors.empty()) return kUsage;
   for (const auto& warning : result.warnings) {
     std::fprintf(stderr, "%s\n", located(warning, "warning").c_str());

@@ -96,8 +96,9 @@ Node service_object(const PodParts& pod, const Labels& labels, const Labels& sel
 
 void warn_spec_level(const Spec& spec, Warnings& warnings) {
   if (warnings.written("logs")) {
-    warnings.add("logs", "Kubernetes keeps container output itself (kubectl logs); [logs] "
-                         "has no equivalent and is not exported");
+    warnings.add("logs",
+                 "Kubernetes keeps container output itself (kubectl logs); [logs] "
+                 "has no equivalent and is not exported");
   }
   if (dns_label(spec.name) != spec.name) {
     warnings.add("name", "object names must be lower-case DNS labels: \"" + spec.name +

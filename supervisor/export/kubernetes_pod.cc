@@ -21,8 +21,9 @@ bool uses_replica(const std::string& text) {
 }
 
 void warn_replica(const std::string& key, Warnings& warnings) {
-  warnings.add(key, "{replica} has no equivalent in a Deployment (pods have no index): "
-                    "written as 0 in every pod");
+  warnings.add(key,
+               "{replica} has no equivalent in a Deployment (pods have no index): "
+               "written as 0 in every pod");
 }
 
 std::vector<std::string> expand_all(const std::vector<std::string>& argv,
@@ -39,7 +40,10 @@ EnvList merged_env(const ExportInput& input, const ServiceSpec& service, Warning
   auto put = [&env](const std::string& key, const std::string& value) {
     auto same = [&key](const auto& entry) { return entry.first == key; };
     auto it = std::find_if(env.begin(), env.end(), same);
-    if (it != env.end()) it->second = value; else env.emplace_back(key, value);
+    if (it != env.end())
+      it->second = value;
+    else
+      env.emplace_back(key, value);
   };
   if (!service.env_file.empty()) {
     auto it = input.env_files.find(service.env_file);
@@ -76,10 +80,10 @@ std::optional<Node> probe_action(const ServiceSpec& service, Warnings& warnings)
       return std::nullopt;
     case HealthKind::exec:
       return Node::map().set(
-          "exec", Node::map().set("command", Node::strings(expand_all(
-                                                 service.health.command, service,
-                                                 service_key(service.name, "health.command"),
-                                                 warnings))));
+          "exec",
+          Node::map().set("command", Node::strings(expand_all(
+                                         service.health.command, service,
+                                         service_key(service.name, "health.command"), warnings))));
     case HealthKind::http:
       return Node::map().set("httpGet", Node::map()
                                             .set("path", Node::str(service.health.path))
@@ -90,25 +94,27 @@ std::optional<Node> probe_action(const ServiceSpec& service, Warnings& warnings)
       break;
   }
   if (!port) {
-    warnings.add(key, "the control protocol (ready/heartbeat over a supervisor-held fd) has "
-                      "no Kubernetes equivalent and the service has no port to probe "
-                      "instead: no probes are written");
+    warnings.add(key,
+                 "the control protocol (ready/heartbeat over a supervisor-held fd) has "
+                 "no Kubernetes equivalent and the service has no port to probe "
+                 "instead: no probes are written");
     return std::nullopt;
   }
-  warnings.add(key, "the control protocol (ready/heartbeat over a supervisor-held fd) has no "
-                    "Kubernetes equivalent: probed with tcpSocket on port " +
-                        std::to_string(*port) + " instead");
+  warnings.add(key,
+               "the control protocol (ready/heartbeat over a supervisor-held fd) has no "
+               "Kubernetes equivalent: probed with tcpSocket on port " +
+                   std::to_string(*port) + " instead");
   return Node::map().set("tcpSocket", Node::map().set("port", Node::integer(*port)));
 }
 
 void warn_rounded(const HealthSpec& health, const std::string& service, Warnings& warnings) {
-  for (auto [name, value] : {std::pair{"interval", health.interval},
-                             std::pair{"timeout", health.timeout}}) {
+  for (auto [name, value] :
+       {std::pair{"interval", health.interval}, std::pair{"timeout", health.timeout}}) {
     if (value.count() % 1000 != 0) {
-      warnings.add(service_key(service, std::string("health.") + name),
-                   "Kubernetes counts probe times in whole seconds: " +
-                       std::to_string(value.count()) + "ms is written as " +
-                       std::to_string(ceil_seconds(value)) + "s");
+      warnings.add(
+          service_key(service, std::string("health.") + name),
+          "Kubernetes counts probe times in whole seconds: " + std::to_string(value.count()) +
+              "ms is written as " + std::to_string(ceil_seconds(value)) + "s");
     }
   }
 }
@@ -150,8 +156,8 @@ Node security_context(const ServiceSpec& service, Warnings& warnings) {
       context.set(field, Node::integer(*id));
     } else {
       warnings.add(service_key(service.name, key),
-                   std::string("securityContext.") + field + " takes a numeric id; \"" +
-                       *value + "\" is not written (use the id it has in the image)");
+                   std::string("securityContext.") + field + " takes a numeric id; \"" + *value +
+                       "\" is not written (use the id it has in the image)");
     }
   }
   return context;
@@ -183,8 +189,8 @@ void warn_restart(const ServiceSpec& service, Warnings& warnings) {
   }
 }
 
-Node main_container(const ServiceSpec& service, const PodParts& pod,
-                    const std::string& image, Warnings& warnings) {
+Node main_container(const ServiceSpec& service, const PodParts& pod, const std::string& image,
+                    Warnings& warnings) {
   const std::string command_key = service_key(service.name, "command");
   std::vector<std::uint16_t> listen_ports;
   for (const auto& address : service.listen) listen_ports.push_back(address.port);
@@ -202,12 +208,14 @@ Node main_container(const ServiceSpec& service, const PodParts& pod,
                                             .set("name", Node::str("DEPLOYCTL_SERVICE"))
                                             .set("value", Node::str(service.name))));
   if (!pod.env.empty()) {
-    container.set("envFrom", Node::list().add(Node::map().set(
-                                 "configMapRef", Node::map().set("name", Node::str(pod.config_map)))));
+    container.set("envFrom",
+                  Node::list().add(Node::map().set(
+                      "configMapRef", Node::map().set("name", Node::str(pod.config_map)))));
   }
   Node ports = Node::list();
   for (std::uint16_t port : pod.ports) {
-    ports.add(Node::map().set("containerPort", Node::integer(port)).set("protocol", Node::str("TCP")));
+    ports.add(
+        Node::map().set("containerPort", Node::integer(port)).set("protocol", Node::str("TCP")));
   }
   if (!ports.empty()) container.set("ports", std::move(ports));
   Node limits = resources(service, warnings);
@@ -242,17 +250,18 @@ Node init_containers(const Spec& spec, const std::string& image) {
 void warn_pre_start(const Spec& spec, Warnings& warnings) {
   for (std::size_t i = 0; i < spec.pre_start.size(); ++i) {
     const std::string key = "pre_start[" + std::to_string(i) + "]";
-    warnings.add(key, "runs as an initContainer of every service's pods: once per pod (every "
-                      "replica, every pod restart, concurrently across pods), not once per "
-                      "deploy; the step must be idempotent");
+    warnings.add(key,
+                 "runs as an initContainer of every service's pods: once per pod (every "
+                 "replica, every pod restart, concurrently across pods), not once per "
+                 "deploy; the step must be idempotent");
     if (warnings.written(key + ".timeout")) {
       warnings.add(key + ".timeout", "initContainers have no timeout of their own: not exported");
     }
   }
 }
 
-PodParts render_pod(const ExportInput& input, const ServiceSpec& service,
-                    const std::string& image, Warnings& warnings) {
+PodParts render_pod(const ExportInput& input, const ServiceSpec& service, const std::string& image,
+                    Warnings& warnings) {
   PodParts pod;
   pod.name = dns_label(input.spec.name + "-" + service.name);
   pod.config_map = pod.name + "-env";

@@ -55,9 +55,13 @@ RenderedFile step_unit(const Spec& spec, std::size_t index, const Names& names) 
     unit_section.push_back("After=" + previous);
   }
   std::vector<std::string> service = {
-      "", "[Service]", "Type=oneshot", "RemainAfterExit=yes",
+      "",
+      "[Service]",
+      "Type=oneshot",
+      "RemainAfterExit=yes",
       "ExecStart=" + unit::exec_line(exec_words(step.command, step.working_dir)),
-      "WorkingDirectory=" + step.working_dir, "TimeoutStartSec=" + unit::timespan(step.timeout)};
+      "WorkingDirectory=" + step.working_dir,
+      "TimeoutStartSec=" + unit::timespan(step.timeout)};
   for (const auto& [key, value] : step.env) service.push_back(unit::environment(key, value));
   return {names.step(step), lines(unit_section) + lines(service)};
 }
@@ -137,7 +141,8 @@ std::vector<RenderedFile> service_units(const Spec& spec, const ServiceSpec& ser
     unit_section.push_back("Requires=" + names.step(spec.pre_start.back()));
     unit_section.push_back("After=" + names.step(spec.pre_start.back()));
   }
-  section.push_back("ExecStart=" + unit::exec_line(exec_words(service.command, service.working_dir)));
+  section.push_back("ExecStart=" +
+                    unit::exec_line(exec_words(service.command, service.working_dir)));
   section.push_back("WorkingDirectory=" + service.working_dir);
   if (!service.user.empty()) section.push_back("User=" + service.user);
   if (!service.group.empty()) section.push_back("Group=" + service.group);
@@ -214,8 +219,9 @@ ExportResult export_systemd(const ExportInput& input, const SystemdOptions& opti
     result.files.insert(result.files.end(), files.begin(), files.end());
   }
   if (warnings.written("logs")) {
-    warnings.add("logs", "under systemd the output goes to the journal (journalctl -u UNIT); "
-                         "[logs] is not exported");
+    warnings.add("logs",
+                 "under systemd the output goes to the journal (journalctl -u UNIT); "
+                 "[logs] is not exported");
   }
   result.warnings = warnings.take();
   return result;

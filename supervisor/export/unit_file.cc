@@ -94,8 +94,8 @@ std::string timespan(Duration duration) {
 std::string escape_name(const std::string& text) {
   std::string out;
   for (unsigned char c : text) {
-    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                       (c >= '0' && c <= '9') || c == ':' || c == '_' || c == '.' || c == '-';
+    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                       c == ':' || c == '_' || c == '.' || c == '-';
     if (plain) {
       out += static_cast<char>(c);
     } else {

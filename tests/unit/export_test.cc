@@ -2,6 +2,8 @@
 // golden files do not make obvious. Regenerate the golden files after an intended change:
 //   DEPLOYCTL_UPDATE_GOLDEN=1 build/bin/unit_tests -ts=export
 // (then review `git diff tests/export/golden`).
+#include "export.h"
+
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -11,7 +13,6 @@
 
 #include "bind_flags.h"
 #include "env_file.h"
-#include "export.h"
 #include "unit_file.h"
 
 namespace deployctl::exporter {
@@ -72,12 +73,18 @@ void check_golden(const std::string& name, const std::string& actual) {
 }
 
 const char* const kSpecs[] = {
-    "config/examples/deploy.toml",           "config/examples/example.toml",
-    "config/examples/fastapi/uvicorn.toml",  "config/examples/fastapi/gunicorn.toml",
-    "config/examples/fastapi/notify.toml",   "config/examples/fastapi/ports.toml",
-    "tests/specs/good/full.toml",            "tests/specs/good/minimal.toml",
-    "tests/specs/good/uvicorn.toml",         "tests/specs/good/gunicorn.toml",
-    "tests/export/specs/edge_fd_servers.toml", "tests/export/specs/edge_quoting.toml",
+    "config/examples/deploy.toml",
+    "config/examples/example.toml",
+    "config/examples/fastapi/uvicorn.toml",
+    "config/examples/fastapi/gunicorn.toml",
+    "config/examples/fastapi/notify.toml",
+    "config/examples/fastapi/ports.toml",
+    "tests/specs/good/full.toml",
+    "tests/specs/good/minimal.toml",
+    "tests/specs/good/uvicorn.toml",
+    "tests/specs/good/gunicorn.toml",
+    "tests/export/specs/edge_fd_servers.toml",
+    "tests/export/specs/edge_quoting.toml",
 };
 
 std::string golden_stem(std::string relative) {
