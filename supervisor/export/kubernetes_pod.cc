@@ -110,9 +110,11 @@ std::optional<Node> probe_action(const ServiceSpec& service, Warnings& warnings)
 void warn_rounded(const HealthSpec& health, const std::string& service, Warnings& warnings) {
   for (auto [name, value] :
        {std::pair{"interval", health.interval}, std::pair{"timeout", health.timeout}}) {
-    if (value.count() % 1000 != 0) {
+    // A default rounded up is no choice of the user's: only a written value is warned about.
+    const std::string key = service_key(service, std::string("health.") + name);
+    if (value.count() % 1000 != 0 && warnings.written(key)) {
       warnings.add(
-          service_key(service, std::string("health.") + name),
+          key,
           "Kubernetes counts probe times in whole seconds: " + std::to_string(value.count()) +
               "ms is written as " + std::to_string(ceil_seconds(value)) + "s");
     }
