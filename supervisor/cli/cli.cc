@@ -232,8 +232,8 @@ int run_client(const Options& options) {
     return result.exit_code;
   }
   if (options.command == "status") {
-    const json::Value* status = result.response.find("status");
-    if (!status || !status->find("services")) {
+    const json::Value* status = json::find(result.response, "status");
+    if (!status || !json::find(*status, "services")) {
       std::fprintf(stderr, "deployctl: malformed status from the supervisor\n");
       return kExitFailed;
     }
@@ -252,8 +252,8 @@ int run_client(const Options& options) {
   } else if (options.command == "reload") {
     std::printf("%s: reloaded from %s\n", name.c_str(), spec_path.c_str());
   } else if (options.command == "down") {
-    const auto* pid = result.response.find("pid");
-    if (pid && !wait_for_exit(static_cast<pid_t>(pid->as_int()), std::chrono::seconds(10))) {
+    const auto* pid = json::find(result.response, "pid");
+    if (pid && !wait_for_exit(static_cast<pid_t>(json::as_int(*pid)), std::chrono::seconds(10))) {
       std::fprintf(stderr, "deployctl: %s stopped its replicas but its supervisor is still running\n",
                    name.c_str());
       return kExitFailed;

@@ -447,8 +447,8 @@ void Supervisor::watch_signals() {
       case SIGHUP:
         spdlog::info("SIGHUP: reloading {}", spec_.path);
         handle_reload(spec_.path, [](const json::Value& response) {
-          if (const auto* error = response.find("error")) {
-            spdlog::error("reload failed: {}", error->as_string());
+          if (const auto* error = json::find(response, "error")) {
+            spdlog::error("reload failed: {}", json::as_string(*error));
           }
         });
         break;
