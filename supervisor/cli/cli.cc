@@ -5,8 +5,8 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "commands.h"
@@ -14,6 +14,7 @@
 #include "log_command.h"
 #include "management.h"
 #include "paths.h"
+#include "read_file.h"
 #include "startup.h"
 #include "status_table.h"
 
@@ -170,7 +171,8 @@ int run_validate(const Options& options) {
 
 // A zombie has exited too: its reaping is up to whoever adopted the detached supervisor.
 bool process_gone(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::istringstream stat(
+      read_file("/proc/" + std::to_string(pid) + "/stat", kMaxKernelBytes).text);
   std::string line;
   if (!std::getline(stat, line)) return true;
   auto close_paren = line.rfind(')');

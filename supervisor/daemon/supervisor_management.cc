@@ -12,6 +12,7 @@
 #include "load.h"
 #include "log_writer.h"
 #include "pre_start.h"
+#include "read_file.h"
 #include "rollout.h"
 #include "scale_planner.h"
 #include "spec_diff.h"
@@ -441,11 +442,9 @@ json::Value Supervisor::status_json() const {
 // ---- persisted scale ------------------------------------------------------------------------
 
 void Supervisor::load_persisted_scale() {
-  std::ifstream file(paths_.scale);
-  if (!file) return;
-  std::stringstream text;
-  text << file.rdbuf();
-  auto saved = json::parse(text.str());
+  FileRead file = read_file(paths_.scale, kMaxStateBytes);
+  if (!file.ok()) return;
+  auto saved = json::parse(file.text);
   if (!saved || !saved->is_object()) return;
   for (auto& [name, service] : services_) {
     const json::Value* entry = json::find(*saved, name);
