@@ -1,13 +1,12 @@
 // parse_spec and load_spec_file: TOML text -> Spec, with the top level and [[pre_start]].
 // toml++ exceptions are caught here; nothing escapes config/.
+#include "load.h"
+
 #include <algorithm>
-#include <cerrno>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
-#include "load.h"
+#include "read_file.h"
 #include "spec_fields.h"
 #include "toml_reader.h"
 
@@ -209,34 +208,20 @@ LoadResult parse_spec(std::string_view toml_text, const std::string& file_path) 
 }
 
 LoadResult load_spec_file(const std::string& path) {
-  try {
-    std::error_code error;
-    if (fs::is_directory(path, error)) {
-      return failure(path, "is a directory; give the path of a TOML spec file");
-    }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-      return failure(path, "cannot open spec file: " + std::generic_category().message(errno));
-    }
-    std::ostringstream text;
-    text << in.rdbuf();
-    if (in.bad()) return failure(path, "cannot read spec file");
-    return parse_spec(text.str(), path);
-  } catch (const std::exception& error) {
-    return failure(path, std::string("cannot read spec file: ") + error.what());
-  }
+  FileRead file = read_file(path, kMaxSpecBytes);
+  if (file.error_number != 0) return failure(path, "cannot open spec file: " + file.error);
+  if (!file.ok()) return failure(path, file.error);
+  return parse_spec(file.text, path);
 }
 
 std::optional<std::string> deployment_name(const std::string& path) {
   LoadResult loaded = load_spec_file(path);
   if (loaded.spec) return loaded.spec->name;
   try {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return std::nullopt;
-    std::ostringstream text;
-    text << in.rdbuf();
+    FileRead file = read_file(path, kMaxSpecBytes);
+    if (!file.ok()) return std::nullopt;
     Diagnostics diag(path);
-    std::optional<toml::table> root = parse_toml(text.str(), path, diag);
+    std::optional<toml::table> root = parse_toml(file.text, path, diag);
     if (!root) return std::nullopt;
     if (auto name = (*root)["name"].value<std::string>()) return *name;
     return fs::path(path).stem().string();

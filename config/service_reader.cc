@@ -2,7 +2,7 @@
 #include <algorithm>
 #include <thread>
 
-#include "listen.h"
+#include "listen_address.h"
 #include "spec_fields.h"
 
 namespace deployctl::detail {
@@ -69,7 +69,8 @@ void read_listen(TableReader& reader, ServiceSpec* service, ListenClaims* claims
     const std::optional<std::string> text = read_string(element, path, reader.diag());
     if (!text) continue;
     std::string error;
-    std::optional<ListenAddress> address = parse_listen_address(*text, &error);
+    std::optional<ListenAddress> address = parse_listen_address(*text, 1, &error);
+    if (!address) error = "invalid listen address " + quote(*text) + ": " + error;
     if (address) {
       if (auto conflict = claim_conflict(*address, service->name, *claims)) error = *conflict;
     }

@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "listen_address.h"
+
 namespace deployctl {
 
 using Duration = std::chrono::milliseconds;
@@ -74,14 +76,6 @@ struct RolloutSpec {
   int max_unavailable = 0;
 
   bool operator==(const RolloutSpec&) const = default;
-};
-
-struct ListenAddress {
-  std::string host;  // numeric IPv4 or IPv6 literal, without brackets
-  std::uint16_t port = 0;
-  std::string text;  // as written in the spec, e.g. "127.0.0.1:8000"
-
-  bool operator==(const ListenAddress&) const = default;
 };
 
 struct ServiceSpec {

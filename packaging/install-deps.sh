@@ -7,6 +7,7 @@ packages=(
   # build
   g++ make cmake pkg-config
   libboost-dev libtomlplusplus-dev libspdlog-dev libsdbus-c++-dev libsystemd-dev doctest-dev
+  nlohmann-json3-dev
   # sanitizer build and libFuzzer targets
   clang libclang-rt-14-dev
   # tests: Debian's interpreter with pytest; setpriv (util-linux), ps (procps), HTTP load

@@ -1,25 +1,9 @@
 #include "server_options.h"
 
-#include <arpa/inet.h>
-
 #include <charconv>
 
 namespace deployctl::server {
 namespace {
-
-bool is_numeric_address(const std::string& host, int family) {
-  unsigned char storage[sizeof(in6_addr)];
-  return inet_pton(family, host.c_str(), storage) == 1;  // pure: parses text only
-}
-
-std::optional<std::uint16_t> parse_port(std::string_view text) {
-  unsigned value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value > 65535) {
-    return std::nullopt;
-  }
-  return static_cast<std::uint16_t>(value);
-}
 
 // A whole decimal number in [min, max], nothing else.
 std::optional<int> parse_int_in(std::string_view text, int min, int max) {
@@ -57,32 +41,10 @@ Flag split_flag(std::string_view arg) {
 
 }  // namespace
 
-std::optional<ListenAddress> parse_listen_address(std::string_view text, std::string* error) {
-  std::size_t colon = text.rfind(':');
-  if (colon == std::string_view::npos) {
-    *error = "--listen " + std::string(text) + ": expected HOST:PORT, e.g. 127.0.0.1:8000";
-    return std::nullopt;
-  }
-  std::string_view host = text.substr(0, colon);
-  auto port = parse_port(text.substr(colon + 1));
-  if (!port) {
-    *error = "--listen " + std::string(text) + ": the port must be a number from 0 to 65535";
-    return std::nullopt;
-  }
-  ListenAddress address{std::string(host), *port};
-  if (host == "localhost") {
-    address.host = "127.0.0.1";
-  } else if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-    address.host = std::string(host.substr(1, host.size() - 2));
-    if (!is_numeric_address(address.host, AF_INET6)) {
-      *error = "--listen " + std::string(text) + ": not a numeric IPv6 address in brackets";
-      return std::nullopt;
-    }
-  } else if (!is_numeric_address(address.host, AF_INET)) {
-    *error = "--listen " + std::string(text) +
-             ": HOST must be a numeric IPv4 address, [IPv6] or localhost";
-    return std::nullopt;
-  }
+std::optional<ListenAddress> parse_listen_flag(std::string_view text, std::string* error) {
+  std::string reason;
+  auto address = parse_listen_address(text, 0, &reason);
+  if (!address) *error = "--listen " + std::string(text) + ": " + reason;
   return address;
 }
 
@@ -110,7 +72,7 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
       options.debug_endpoints = true;
     } else if (flag.name == "--listen") {
       if (auto text = take_value()) {
-        if (auto address = parse_listen_address(*text, &result.error)) {
+        if (auto address = parse_listen_flag(*text, &result.error)) {
           options.listen.push_back(*address);
         }
       }
@@ -143,7 +105,7 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
     if (!result.error.empty()) return result;
   }
   if (options.listen.empty()) {
-    options.listen.push_back(*parse_listen_address(kDefaultListen, &result.error));
+    options.listen.push_back(*parse_listen_flag(kDefaultListen, &result.error));
   }
   return result;
 }

@@ -8,12 +8,11 @@
 #include <string_view>
 #include <vector>
 
+#include "listen_address.h"
+
 namespace deployctl::server {
 
-struct ListenAddress {
-  std::string host;  // a numeric IPv4 or IPv6 address (no brackets)
-  std::uint16_t port = 0;
-};
+using deployctl::ListenAddress;  // config/listen_address.h
 
 inline constexpr std::string_view kDefaultListen = "127.0.0.1:8000";
 
@@ -36,8 +35,9 @@ struct OptionsResult {
 // `args` excludes the program name.
 OptionsResult parse_options(std::span<const std::string_view> args);
 
-// "HOST:PORT" with HOST a numeric IPv4 address, "[IPv6]" or "localhost" (= 127.0.0.1).
-std::optional<ListenAddress> parse_listen_address(std::string_view text, std::string* error);
+// --listen's value: "HOST:PORT" with HOST a numeric IPv4 address, "[IPv6]" or "localhost"
+// (= 127.0.0.1) and PORT 0 (any free port) to 65535; the error names the flag.
+std::optional<ListenAddress> parse_listen_flag(std::string_view text, std::string* error);
 
 std::string usage_text();
 

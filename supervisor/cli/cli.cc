@@ -5,8 +5,8 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "commands.h"
@@ -15,6 +15,7 @@
 #include "log_command.h"
 #include "management.h"
 #include "paths.h"
+#include "read_file.h"
 #include "startup.h"
 #include "status_table.h"
 
@@ -171,7 +172,8 @@ int run_validate(const Options& options) {
 
 // A zombie has exited too: its reaping is up to whoever adopted the detached supervisor.
 bool process_gone(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::istringstream stat(
+      read_file("/proc/" + std::to_string(pid) + "/stat", kMaxKernelBytes).text);
   std::string line;
   if (!std::getline(stat, line)) return true;
   auto close_paren = line.rfind(')');
@@ -233,8 +235,8 @@ int run_client(const Options& options) {
     return result.exit_code;
   }
   if (options.command == "status") {
-    const json::Value* status = result.response.find("status");
-    if (!status || !status->find("services")) {
+    const json::Value* status = json::find(result.response, "status");
+    if (!status || !json::find(*status, "services")) {
       std::fprintf(stderr, "deployctl: malformed status from the supervisor\n");
       return kExitFailed;
     }
@@ -253,8 +255,8 @@ int run_client(const Options& options) {
   } else if (options.command == "reload") {
     std::printf("%s: reloaded from %s\n", name.c_str(), spec_path.c_str());
   } else if (options.command == "down") {
-    const auto* pid = result.response.find("pid");
-    if (pid && !wait_for_exit(static_cast<pid_t>(pid->as_int()), std::chrono::seconds(10))) {
+    const auto* pid = json::find(result.response, "pid");
+    if (pid && !wait_for_exit(static_cast<pid_t>(json::as_int(*pid)), std::chrono::seconds(10))) {
       std::fprintf(stderr, "deployctl: %s stopped its replicas but its supervisor is still running\n",
                    name.c_str());
       return kExitFailed;

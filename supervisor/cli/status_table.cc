@@ -20,7 +20,7 @@ std::string human_duration(std::int64_t ms) {
 
 std::string human_bytes(const json::Value& value) {
   if (!value.is_number()) return "-";
-  double bytes = value.as_double();
+  double bytes = json::as_double(value);
   const char* units[] = {"B", "K", "M", "G", "T"};
   int unit = 0;
   while (bytes >= 1024 && unit < 4) {
@@ -35,23 +35,24 @@ std::string human_bytes(const json::Value& value) {
 std::string describe_last_exit(const json::Value& exit) {
   if (!exit.is_object()) return "-";
   auto number = [&exit](const char* key) -> std::optional<int> {
-    const auto* value = exit.find(key);
-    if (!value || !value->is_number()) return std::nullopt;
-    return static_cast<int>(value->as_int());
+    const json::Value& value = json::get(exit, key);
+    if (!value.is_number()) return std::nullopt;
+    return static_cast<int>(json::as_int(value));
   };
   const auto code = number("code"), signal = number("signal");
   std::string text = code || signal ? describe_exit(code, signal) : "";
-  std::string reason = exit.find("reason") ? exit.find("reason")->as_string() : "";
-  if (reason != "exit" && reason != "signal") text += (text.empty() ? "" : " ") + std::string("[") + reason + "]";
+  std::string reason = json::as_string(json::get(exit, "reason"));
+  if (reason != "exit" && reason != "signal")
+    text += (text.empty() ? "" : " ") + std::string("[") + reason + "]";
   return text;
 }
 
 // "now/max" for a replica under memory limits ("now/soft" without max), else its RSS.
 std::string describe_memory(const json::Value& memory, const json::Value& rss) {
-  const auto* bytes = memory.is_object() ? memory.find("bytes") : nullptr;
+  const auto* bytes = memory.is_object() ? json::find(memory, "bytes") : nullptr;
   if (!bytes || !bytes->is_number()) return human_bytes(rss);
-  const auto* max = memory.find("max");
-  const auto* soft = memory.find("restart_above");
+  const auto* max = json::find(memory, "max");
+  const auto* soft = json::find(memory, "restart_above");
   const auto* limit = max && max->is_number() ? max : soft;
   std::string text = human_bytes(*bytes);
   if (limit && limit->is_number()) text += "/" + human_bytes(*limit);
@@ -59,41 +60,39 @@ std::string describe_memory(const json::Value& memory, const json::Value& rss) {
 }
 
 long long memory_restarts(const json::Value& memory) {
-  const auto* restarts = memory.is_object() ? memory.find("restarts") : nullptr;
-  return restarts && restarts->is_number() ? restarts->as_int() : 0;
+  const auto* restarts = memory.is_object() ? json::find(memory, "restarts") : nullptr;
+  return restarts && restarts->is_number() ? json::as_int(*restarts) : 0;
 }
 
 }  // namespace
 
 void print_status_table(const json::Value& status) {
-  const auto* mode = status.find("memory_mode");
+  const auto* mode = json::find(status, "memory_mode");
   std::printf("%s: %s (supervisor pid %lld, memory limits: %s)\n",
-              status.find("name")->as_string().c_str(), status.find("state")->as_string().c_str(),
-              static_cast<long long>(status.find("pid")->as_int()),
-              mode && mode->is_string() ? mode->as_string().c_str() : "?");
+              json::as_string(json::get(status, "name")).c_str(),
+              json::as_string(json::get(status, "state")).c_str(),
+              static_cast<long long>(json::as_int(json::get(status, "pid"))),
+              mode && mode->is_string() ? json::as_string(*mode).c_str() : "?");
   std::printf("%-12s %-8s %-11s %-10s %-8s %-9s %-28s %-16s %s\n", "REPLICA", "PID", "STATE",
               "HEALTH", "UPTIME", "RESTARTS", "LAST EXIT", "MEMORY", "MEM-RESTARTS");
-  for (const auto& service : status.find("services")->as_array()) {
-    for (const auto& replica : service.find("replicas")->as_array()) {
-      auto field = [&](const char* key) -> const json::Value& {
-        static const json::Value null;
-        const auto* value = replica.find(key);
-        return value ? *value : null;
-      };
-      std::string pid = field("pid").is_number() ? std::to_string(field("pid").as_int()) : "-";
+  for (const auto& service : json::as_array(json::get(status, "services"))) {
+    for (const auto& replica : json::as_array(json::get(service, "replicas"))) {
+      auto field = [&](const char* key) -> const json::Value& { return json::get(replica, key); };
+      std::string pid = field("pid").is_number() ? std::to_string(json::as_int(field("pid"))) : "-";
       std::string uptime =
-          field("uptime_ms").is_number() ? human_duration(field("uptime_ms").as_int()) : "-";
+          field("uptime_ms").is_number() ? human_duration(json::as_int(field("uptime_ms"))) : "-";
       std::printf("%-12s %-8s %-11s %-10s %-8s %-9lld %-28s %-16s %lld\n",
-                  field("id").as_string().c_str(), pid.c_str(), field("state").as_string().c_str(),
-                  field("health").as_string().c_str(), uptime.c_str(),
-                  static_cast<long long>(field("restarts").as_int()),
+                  json::as_string(field("id")).c_str(), pid.c_str(),
+                  json::as_string(field("state")).c_str(), json::as_string(field("health")).c_str(),
+                  uptime.c_str(), static_cast<long long>(json::as_int(field("restarts"))),
                   describe_last_exit(field("last_exit")).c_str(),
                   describe_memory(field("memory"), field("rss_bytes")).c_str(),
                   static_cast<long long>(memory_restarts(field("memory"))));
     }
-    std::printf("%-12s %lld/%lld ready\n", (service.find("name")->as_string() + ":").c_str(),
-                static_cast<long long>(service.find("ready")->as_int()),
-                static_cast<long long>(service.find("desired")->as_int()));
+    std::printf("%-12s %lld/%lld ready\n",
+                (json::as_string(json::get(service, "name")) + ":").c_str(),
+                static_cast<long long>(json::as_int(json::get(service, "ready"))),
+                static_cast<long long>(json::as_int(json::get(service, "desired"))));
   }
 }
 

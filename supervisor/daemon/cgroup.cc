@@ -11,21 +11,18 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
+
+#include "read_file.h"
 
 namespace deployctl {
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream file(path);
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
-}
+// The file's text, or "" if it cannot be read (cgroup and /proc files: small, never blocking).
+std::string read_text(const std::string& path) { return read_file(path, kMaxKernelBytes).text; }
 
 std::optional<std::uint64_t> read_number(const std::string& path) {
-  std::ifstream file(path);
+  std::istringstream file(read_text(path));
   std::uint64_t value = 0;
   if (!(file >> value)) return std::nullopt;
   return value;

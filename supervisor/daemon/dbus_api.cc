@@ -85,7 +85,7 @@ void DbusApi::export_object() {
   object_->registerMethod("Status").onInterface(kInterface).withOutputParamNames("status")
       .implementedAs([this](sdbus::Result<std::string>&& result) {
         call(std::move(result), dbus::status_request(), [](auto& done, const json::Value& reply) {
-          const json::Value* status = reply.find("status");
+          const json::Value* status = json::find(reply, "status");
           done.returnResults(status ? json::dump(*status) : std::string("{}"));
         });
       });

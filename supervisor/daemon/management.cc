@@ -40,6 +40,9 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
                              self->buffer_.consume(length);
                              json::ParseError error;
                              auto request = json::parse(line, &error);
+                             if (request && !request->is_object()) {
+                               error.message = "expected a JSON object";
+                             }
                              if (!request || !request->is_object()) {
                                self->respond(management_error("malformed request: " + error.message,
                                                             kExitUsage));
@@ -183,11 +186,11 @@ ClientResult call_supervisor(const std::string& socket_path, const json::Value& 
     return result;
   }
   result.response = std::move(*response);
-  if (!result.response.find("ok") || !result.response.find("ok")->as_bool()) {
-    auto* message = result.response.find("error");
-    auto* code = result.response.find("exit");
-    result.exit_code = code ? static_cast<int>(code->as_int(kExitFailed)) : kExitFailed;
-    result.error = message ? message->as_string() : "request failed";
+  if (!json::as_bool(json::get(result.response, "ok"))) {
+    auto* message = json::find(result.response, "error");
+    auto* code = json::find(result.response, "exit");
+    result.exit_code = code ? static_cast<int>(json::as_int(*code, kExitFailed)) : kExitFailed;
+    result.error = message ? json::as_string(*message) : "request failed";
   }
   return result;
 }

@@ -1,11 +1,11 @@
 #include "memory_sampling.h"
 
-#include <fstream>
 #include <sstream>
 #include <string>
 
 #include "cgroup.h"
 #include "process.h"
+#include "read_file.h"
 
 namespace deployctl {
 
@@ -20,10 +20,8 @@ std::vector<pid_t> process_tree(pid_t root) {
 }
 
 std::optional<std::uint64_t> process_pss(pid_t pid) {
-  std::ifstream file("/proc/" + std::to_string(pid) + "/smaps_rollup");
-  std::stringstream text;
-  text << file.rdbuf();
-  if (auto kib = keyed_value(text.str(), "Pss:")) return *kib * 1024;
+  FileRead file = read_file("/proc/" + std::to_string(pid) + "/smaps_rollup", kMaxKernelBytes);
+  if (auto kib = keyed_value(file.text, "Pss:")) return *kib * 1024;
   auto rss = resident_bytes(pid);
   if (!rss) return std::nullopt;
   return static_cast<std::uint64_t>(*rss);

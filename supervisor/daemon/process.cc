@@ -13,12 +13,12 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <set>
 #include <sstream>
 
 #include "control_protocol.h"
 #include "load.h"
+#include "read_file.h"
 
 extern char** environ;
 
@@ -266,7 +266,8 @@ void signal_group(pid_t pgid, int signal) {
 }
 
 std::optional<unsigned long long> resident_bytes(pid_t pid) {
-  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
+  std::istringstream statm(
+      read_file("/proc/" + std::to_string(pid) + "/statm", kMaxKernelBytes).text);
   unsigned long long size = 0, resident = 0;
   if (!(statm >> size >> resident)) return std::nullopt;
   return resident * static_cast<unsigned long long>(sysconf(_SC_PAGESIZE));
@@ -279,7 +280,8 @@ std::vector<pid_t> child_pids(pid_t parent) {
   if (!dir) return children;
   while (dirent* entry = readdir(dir)) {
     if (entry->d_name[0] == '.') continue;
-    std::ifstream file(tasks + "/" + entry->d_name + "/children");
+    std::istringstream file(
+        read_file(tasks + "/" + entry->d_name + "/children", kMaxKernelBytes).text);
     long child;
     while (file >> child) children.push_back(static_cast<pid_t>(child));
   }

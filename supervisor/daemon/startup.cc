@@ -15,12 +15,14 @@
 #include <map>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sstream>
 
 #include "commands.h"
 #include "listen_sockets.h"
 #include "log_writer.h"
 #include "paths.h"
 #include "pre_start.h"
+#include "read_file.h"
 #include "supervisor.h"
 
 namespace deployctl {
@@ -34,9 +36,9 @@ void setup_logging() {
 }
 
 std::string read_pid_file(const std::string& path) {
-  std::ifstream file(path);
+  std::istringstream text(read_file(path, kMaxStateBytes).text);
   std::string pid;
-  file >> pid;
+  text >> pid;
   return pid.empty() ? "?" : pid;
 }
 

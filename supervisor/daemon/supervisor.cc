@@ -28,6 +28,7 @@
 #include "pre_start.h"
 #include "probes.h"
 #include "process.h"
+#include "read_file.h"
 #include "rollout.h"
 #include "scale_planner.h"
 #include "spec_diff.h"
@@ -288,12 +289,9 @@ std::vector<std::string> Supervisor::replica_environment(
   }
   // env_file first, then `env`: the spec's own settings win (as docker compose does).
   if (!spec.env_file.empty()) {
-    std::ifstream file(spec.env_file);
-    std::stringstream text;
-    text << file.rdbuf();
-    std::string problem;
-    auto entries = file ? parse_env_file(text.str(), &problem) : std::nullopt;
-    if (!file) problem = std::strerror(errno);
+    FileRead file = read_file(spec.env_file, kMaxEnvFileBytes);
+    std::string problem = file.error;
+    auto entries = file.ok() ? parse_env_file(file.text, &problem) : std::nullopt;
     if (!entries) {
       *error = "cannot read env_file '" + spec.env_file + "': " + problem;
       return env;
@@ -447,8 +445,8 @@ void Supervisor::watch_signals() {
       case SIGHUP:
         spdlog::info("SIGHUP: reloading {}", spec_.path);
         handle_reload(spec_.path, [](const json::Value& response) {
-          if (const auto* error = response.find("error")) {
-            spdlog::error("reload failed: {}", error->as_string());
+          if (const auto* error = json::find(response, "error")) {
+            spdlog::error("reload failed: {}", json::as_string(*error));
           }
         });
         break;

@@ -12,6 +12,7 @@
 #include "load.h"
 #include "log_writer.h"
 #include "pre_start.h"
+#include "read_file.h"
 #include "rollout.h"
 #include "scale_planner.h"
 #include "spec_diff.h"
@@ -38,8 +39,8 @@ void Supervisor::check_waiters() {
 }
 
 void Supervisor::handle_request(const json::Value& request, ManagementServer::Reply reply) {
-  const auto* field = request.find("command");
-  const std::string name = field ? field->as_string() : "";
+  const auto* field = json::find(request, "command");
+  const std::string name = field ? json::as_string(*field) : "";
   const CommandInfo* command = find_command(name);
   if (!command || !command->served_by_daemon) {
     reply(management_error("unknown command '" + name + "'", kExitUsage));
@@ -55,8 +56,8 @@ void Supervisor::handle_request(const json::Value& request, ManagementServer::Re
   } else if (name == "restart") {
     handle_restart(request, std::move(reply));
   } else if (name == "reload") {
-    const auto* file = request.find("file");
-    handle_reload(file && !file->as_string().empty() ? file->as_string() : spec_.path,
+    const auto* file = json::find(request, "file");
+    handle_reload(file && !json::as_string(*file).empty() ? json::as_string(*file) : spec_.path,
                   std::move(reply));
   } else if (name == "down") {
     spdlog::info("down requested; stopping {}", spec_.name);
@@ -78,19 +79,19 @@ void Supervisor::handle_scale(const json::Value& request, ManagementServer::Repl
     reply(management_error("a rollout is in progress; scale once it is done", kExitFailed));
     return;
   }
-  const auto* counts = request.find("counts");
-  if (!counts || !counts->is_object() || counts->as_object().empty()) {
+  const auto* counts = json::find(request, "counts");
+  if (!counts || !counts->is_object() || json::as_object(*counts).empty()) {
     reply(management_error("scale needs counts, e.g. web=4", kExitUsage));
     return;
   }
   std::vector<std::pair<Service*, int>> changes;
-  for (const auto& [name, value] : counts->as_object()) {
+  for (const auto& [name, value] : json::as_object(*counts)) {
     auto it = services_.find(name);
     if (it == services_.end()) {
       reply(management_error("no service '" + name + "' in " + spec_.name, kExitUsage));
       return;
     }
-    std::int64_t count = value.as_int(-1);
+    std::int64_t count = json::as_int(value, -1);
     if (!value.is_number() || count < 0 || count > 1000) {
       reply(management_error("replica count for '" + name + "' must be 0..1000", kExitUsage));
       return;
@@ -119,7 +120,7 @@ void Supervisor::handle_scale(const json::Value& request, ManagementServer::Repl
                                     " ready replicas",
                                 kExitFailed);
       }
-      if (!result->find("ok")->as_bool()) return result;
+      if (!json::as_bool(json::get(*result, "ok"))) return result;
     }
     json::Value done;
     done["ok"] = true;
@@ -152,8 +153,8 @@ void Supervisor::handle_restart(const json::Value& request, ManagementServer::Re
     return;
   }
   std::vector<std::string> names;
-  if (const auto* list = request.find("services"); list && list->is_array()) {
-    for (const auto& item : list->as_array()) names.push_back(item.as_string());
+  if (const auto* list = json::find(request, "services"); list && list->is_array()) {
+    for (const auto& item : json::as_array(*list)) names.push_back(json::as_string(item));
   }
   if (names.empty()) {
     for (const auto& [name, service] : services_) names.push_back(name);
@@ -361,7 +362,7 @@ void Supervisor::apply_reload(Spec next, ManagementServer::Reply reply) {
                           auto it = services_.find(name);
                           if (it == services_.end()) continue;  // removed by a later reload
                           auto result = settled(*it->second);
-                          if (!result || !result->find("ok")->as_bool()) return result;
+                          if (!result || !json::as_bool(json::get(*result, "ok"))) return result;
                         }
                         json::Value done;
                         done["ok"] = true;
@@ -441,20 +442,18 @@ json::Value Supervisor::status_json() const {
 // ---- persisted scale ------------------------------------------------------------------------
 
 void Supervisor::load_persisted_scale() {
-  std::ifstream file(paths_.scale);
-  if (!file) return;
-  std::stringstream text;
-  text << file.rdbuf();
-  auto saved = json::parse(text.str());
+  FileRead file = read_file(paths_.scale, kMaxStateBytes);
+  if (!file.ok()) return;
+  auto saved = json::parse(file.text);
   if (!saved || !saved->is_object()) return;
   for (auto& [name, service] : services_) {
-    const json::Value* entry = saved->find(name);
+    const json::Value* entry = json::find(*saved, name);
     if (!entry) continue;
-    const json::Value* spec_count = entry->find("spec");
-    const json::Value* desired = entry->find("desired");
+    const json::Value* spec_count = json::find(*entry, "spec");
+    const json::Value* desired = json::find(*entry, "desired");
     // A changed spec wins over a count set by hand for the old one.
-    if (spec_count && desired && spec_count->as_int(-1) == service->spec->replicas) {
-      service->desired = static_cast<int>(std::clamp<std::int64_t>(desired->as_int(0), 0, 1000));
+    if (spec_count && desired && json::as_int(*spec_count, -1) == service->spec->replicas) {
+      service->desired = static_cast<int>(std::clamp<std::int64_t>(json::as_int(*desired, 0), 0, 1000));
     }
   }
 }

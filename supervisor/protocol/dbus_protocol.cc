@@ -60,7 +60,7 @@ json::Value down_request() { return request("down"); }
 json::Value scale_request(const std::map<std::string, std::uint32_t>& counts) {
   json::Value value = request("scale");
   json::Value& field = value["counts"];
-  field.object();
+  field = json::Object();
   for (const auto& [service, count] : counts) field[service] = count;
   return value;
 }
@@ -79,12 +79,12 @@ json::Value reload_request(const std::string& file) {
 }
 
 std::optional<ErrorReply> error_reply(const json::Value& response) {
-  const json::Value* ok = response.find("ok");
-  if (ok && ok->as_bool()) return std::nullopt;
-  const json::Value* error = response.find("error");
-  const json::Value* exit = response.find("exit");
-  return ErrorReply{error_name(exit ? static_cast<int>(exit->as_int(kExitFailed)) : kExitFailed),
-                    error && error->is_string() ? error->as_string()
+  const json::Value* ok = json::find(response, "ok");
+  if (ok && json::as_bool(*ok)) return std::nullopt;
+  const json::Value* error = json::find(response, "error");
+  const json::Value* exit = json::find(response, "exit");
+  return ErrorReply{error_name(exit ? static_cast<int>(json::as_int(*exit, kExitFailed)) : kExitFailed),
+                    error && error->is_string() ? json::as_string(*error)
                                                 : "the supervisor gave no reason"};
 }
 

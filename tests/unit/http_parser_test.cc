@@ -433,13 +433,13 @@ TEST_CASE("http: server options") {
   CHECK_FALSE(parse({"--root"}).error.empty());
   CHECK_FALSE(parse({"--help=yes"}).error.empty());
   std::string error;
-  CHECK_FALSE(parse_listen_address("example.com:80", &error));
+  CHECK_FALSE(parse_listen_flag("example.com:80", &error));
   CHECK(error.find("numeric") != std::string::npos);
-  CHECK_FALSE(parse_listen_address("127.0.0.1:65536", &error));
-  CHECK_FALSE(parse_listen_address("127.0.0.1", &error));
-  CHECK_FALSE(parse_listen_address("::1:80", &error));
-  CHECK_FALSE(parse_listen_address("[127.0.0.1]:80", &error));
-  CHECK(parse_listen_address("0.0.0.0:0", &error)->port == 0);
+  CHECK_FALSE(parse_listen_flag("127.0.0.1:65536", &error));
+  CHECK_FALSE(parse_listen_flag("127.0.0.1", &error));
+  CHECK_FALSE(parse_listen_flag("::1:80", &error));
+  CHECK_FALSE(parse_listen_flag("[127.0.0.1]:80", &error));
+  CHECK(parse_listen_flag("0.0.0.0:0", &error)->port == 0);
 }
 
 TEST_CASE("http: the input buffer compacts and grows only when full") {

@@ -1,21 +1,19 @@
-#include "listen.h"
+#include "listen_address.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
-#include "toml_reader.h"
-
-namespace deployctl::detail {
+namespace deployctl {
 namespace {
 
-std::optional<std::uint16_t> parse_port(std::string_view digits) {
+std::optional<std::uint16_t> parse_port(std::string_view digits, std::uint16_t min_port) {
   if (digits.empty() || digits.size() > 5) return std::nullopt;
   unsigned value = 0;
   for (char c : digits) {
     if (c < '0' || c > '9') return std::nullopt;
     value = value * 10 + static_cast<unsigned>(c - '0');
   }
-  if (value < 1 || value > 65535) return std::nullopt;
+  if (value < min_port || value > 65535) return std::nullopt;
   return static_cast<std::uint16_t>(value);
 }
 
@@ -39,25 +37,26 @@ std::optional<std::string> parse_host(std::string_view host) {
 
 }  // namespace
 
-std::optional<ListenAddress> parse_listen_address(std::string_view text, std::string* error) {
-  const std::string what = "invalid listen address " + quote(text) + ": ";
+std::optional<ListenAddress> parse_listen_address(std::string_view text, std::uint16_t min_port,
+                                                  std::string* reason) {
   const std::size_t colon = text.rfind(':');
   if (colon == std::string_view::npos) {
-    *error = what + "expected HOST:PORT such as \"127.0.0.1:8000\" or \"[::1]:8000\"";
+    *reason = "expected HOST:PORT such as \"127.0.0.1:8000\" or \"[::1]:8000\"";
     return std::nullopt;
   }
-  const std::optional<std::uint16_t> port = parse_port(text.substr(colon + 1));
+  const std::optional<std::uint16_t> port = parse_port(text.substr(colon + 1), min_port);
   if (!port) {
-    *error = what + "the port must be a number from 1 to 65535";
+    *reason = "the port must be a number from " + std::to_string(min_port) + " to 65535";
     return std::nullopt;
   }
   const std::optional<std::string> host = parse_host(text.substr(0, colon));
   if (!host) {
-    *error = what + "the host must be a numeric IPv4 address, an IPv6 address in brackets "
-                    "such as [::1], or localhost";
+    *reason =
+        "the host must be a numeric IPv4 address, an IPv6 address in brackets such as "
+        "[::1], or localhost";
     return std::nullopt;
   }
   return ListenAddress{*host, *port, std::string(text)};
 }
 
-}  // namespace deployctl::detail
+}  // namespace deployctl
