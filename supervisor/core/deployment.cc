@@ -16,6 +16,19 @@ long long ms_between(TimePoint from, TimePoint to) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
 }
 
+ReplicaEvent::Kind machine_event(Event::Kind kind) {
+  switch (kind) {
+    case Event::Kind::ready:
+      return Kind::ready;
+    case Event::Kind::unhealthy:
+      return Kind::unhealthy;
+    case Event::Kind::protocol_error:
+      return Kind::protocol_error;
+    default:
+      return Kind::timer;
+  }
+}
+
 }  // namespace
 
 std::vector<Action> Deployment::handle(const Event& event, TimePoint now, double random01) {
@@ -23,37 +36,27 @@ std::vector<Action> Deployment::handle(const Event& event, TimePoint now, double
   random01_ = random01;
   out_.clear();
   if (s_.phase == Phase::finished) return {};
+  using E = Event::Kind;
+  // clang-format off
   switch (event.kind) {
-    case Event::Kind::start:
-      s_.started_at = now;
-      for (auto& [name, service] : s_.services) apply_scale(service);
-      break;
-    case Event::Kind::scale:
-      scale(event);
-      break;
-    case Event::Kind::restart:
-      restart(event);
-      break;
-    case Event::Kind::reload:
-      reload(event);
-      break;
-    case Event::Kind::down:
-      down(event);
-      break;
-    case Event::Kind::interrupt:
-      interrupt(event);
-      break;
-    case Event::Kind::memory_high:
-      memory_high(event);
-      break;
-    case Event::Kind::tick:
-      break;
-    default:
-      on_replica_event(event);
-      break;
+    case E::start: start(); break;
+    case E::scale: scale(event); break;
+    case E::restart: restart(event); break;
+    case E::reload: reload(event); break;
+    case E::down: down(event); break;
+    case E::interrupt: interrupt(event); break;
+    case E::memory_high: memory_high(event); break;
+    case E::tick: break;
+    default: on_replica_event(event); break;
   }
+  // clang-format on
   after_event();
   return std::move(out_);
+}
+
+void Deployment::start() {
+  s_.started_at = now_;
+  for (auto& [name, service] : s_.services) apply_scale(service);
 }
 
 void Deployment::on_replica_event(const Event& event) {
@@ -75,19 +78,8 @@ void Deployment::on_replica_event(const Event& event) {
       replica_event(*service, *replica, {Kind::exited, event.status, event.out_of_memory},
                     event.stderr_tail);
       break;
-    case Event::Kind::ready:
-      replica_event(*service, *replica, {Kind::ready});
-      break;
-    case Event::Kind::unhealthy:
-      replica_event(*service, *replica, {Kind::unhealthy});
-      break;
-    case Event::Kind::protocol_error:
-      replica_event(*service, *replica, {Kind::protocol_error});
-      break;
-    case Event::Kind::timer:
-      replica_event(*service, *replica, {Kind::timer});
-      break;
-    default:
+    default:  // ready, unhealthy, protocol_error, timer: the machine's events of that name
+      replica_event(*service, *replica, {machine_event(event.kind)});
       break;
   }
 }

@@ -94,6 +94,7 @@ class Deployment {
   bool rollout_running() const;
 
  private:
+  void start();
   void on_replica_event(const Event& event);
   void replica_event(ServiceState& service, ReplicaRecord& replica, ReplicaEvent event,
                      std::vector<std::string> tail = {});

@@ -283,6 +283,7 @@ TEST_SUITE("deployment scenarios") {
     CHECK(sim.serials("web") == old);
     CHECK(sim.live_processes() == 2);
     CHECK(sim.logged("web.2 did not become ready (code 7, exit)"));
+    CHECK_FALSE(sim.logged("draining (scale to 2)"));  // stopped by the rule, not scaled away
   }
 
   TEST_CASE("scale and restart are refused during a rollout") {
