@@ -174,8 +174,8 @@ std::vector<ReplicaAction> ReplicaMachine::handle(const ReplicaEvent& event, Tim
     case Kind::exited:
       if (!running()) return {};
       return on_exit(event.status, event.out_of_memory, now, random01);
-    case Kind::spawn_failed:
-      if (s_.state != ReplicaState::starting) return {};
+    case Kind::spawn_failed:  // may arrive after a stop or drain was decided: it ends that too
+      if (!running()) return {};
       return on_exit(ExitStatus{}, false, now, random01);
   }
   return {};

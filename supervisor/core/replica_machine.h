@@ -12,7 +12,7 @@
 //  start/ready   drain                 → draining     SendDrain, ArmTimer(stop.timeout)
 //  running       stop                  → stopping     Signal(stop), ArmTimer(stop.timeout)
 //  unhealthy/draining/stopping timer   → (same)       Kill
-//  draining/stopping exited            → stopped      CancelTimer, RecordExit[stop], Retire
+//  draining/stopping exited|spawn_failed → stopped    CancelTimer, RecordExit[stop], Retire
 //  other running exited/spawn_failed   → by policy:   RecordExit, then   [oom if out_of_memory]
 //        fail-fast start (never ready)   failed       StartFailed
 //        policy says no restart          failed | stopped

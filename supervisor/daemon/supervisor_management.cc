@@ -180,13 +180,17 @@ void Supervisor::adopt_reload(std::uint64_t request) {
       auto same = [&](const ListenSocket& s) { return s.address == address && s.fd >= 0; };
       auto kept = std::find_if(service->sockets.begin(), service->sockets.end(), same);
       auto bound = std::find_if(fresh.begin(), fresh.end(), same);
-      auto& from = kept != service->sockets.end() ? *kept : *bound;
-      sockets.push_back(from);
-      from.fd = -1;
+      ListenSocket* from = kept != service->sockets.end() ? &*kept
+                           : bound != fresh.end()        ? &*bound
+                                                         : nullptr;
+      if (!from) continue;
+      sockets.push_back(*from);
+      from->fd = -1;
     }
     close_listen_sockets(service->sockets);  // replicas keep their inherited copies
     service->sockets = std::move(sockets);
   }
+  for (auto& [name, sockets] : pending.bound) close_listen_sockets(sockets);  // not adopted
 }
 
 void Supervisor::drop_reload(std::uint64_t request) {

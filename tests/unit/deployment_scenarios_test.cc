@@ -166,6 +166,15 @@ TEST_SUITE("deployment scenarios") {
     CHECK(sim.finished);
   }
 
+  TEST_CASE("fail-fast during up: spawn failures queued behind it still end the deployment") {
+    SimDaemon sim(spec_of({service_spec("web", 3)}));
+    sim.launcher.failing = true;  // every spawn's result is queued before the first is handled
+    sim.start();
+    REQUIRE(sim.started);
+    CHECK_FALSE(sim.started->ok);
+    CHECK(sim.finished);
+  }
+
   TEST_CASE("fail-fast during up: not ready within health.start_period") {
     SimDaemon sim(spec_of({service_spec("web", 1)}));
     sim.behaviour["web"].becomes_ready = false;
