@@ -14,7 +14,6 @@
 #include <cstring>
 #include <cstdio>
 #include <fstream>
-#include <set>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 #include <sstream>

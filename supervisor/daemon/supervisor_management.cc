@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <fstream>
-#include <set>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 #include <sstream>

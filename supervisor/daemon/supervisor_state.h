@@ -1,6 +1,8 @@
-// The daemon's private state (services' sockets, replicas' processes and pipes), shared by the
-// files that implement Supervisor: supervisor.cc (lifecycle and decisions), supervisor_replica_io.cc
-// (control, notify and output channels) and supervisor_management.cc (the management API).
+// The daemon's private state (services' specs and sockets, replicas' processes and pipes),
+// shared by the files that implement Supervisor: supervisor.cc (the event queue, spawning,
+// exits), supervisor_replica_io.cc (control, notify and output channels),
+// supervisor_management.cc (the management API), supervisor_memory.cc and dbus_supervisor.cc.
+// The decisions and their state are the core's (core/deployment.h).
 #pragma once
 
 #include <chrono>
