@@ -16,17 +16,16 @@ Duration RestartBackoff::delay_for(int failures, double random01) const {
 
 RestartBackoff::Decision RestartBackoff::on_exit(TimePoint started, TimePoint now,
                                                  double random01) {
-  if (now - started >= backoff_.reset_after) consecutive_failures_ = 0;
-  ++consecutive_failures_;
+  if (now - started >= backoff_.reset_after) state_.consecutive_failures = 0;
+  ++state_.consecutive_failures;
 
-  while (!restarts_.empty() && now - restarts_.front() >= crash_loop_.within) {
-    restarts_.pop_front();
-  }
-  restarts_.push_back(now);
+  auto& restarts = state_.restarts;
+  std::erase_if(restarts, [&](TimePoint at) { return now - at >= crash_loop_.within; });
+  restarts.push_back(now);
 
   Decision decision;
-  decision.delay = delay_for(consecutive_failures_, random01);
-  decision.crash_loop = static_cast<int>(restarts_.size()) >= crash_loop_.restarts;
+  decision.delay = delay_for(state_.consecutive_failures, random01);
+  decision.crash_loop = static_cast<int>(restarts.size()) >= crash_loop_.restarts;
   return decision;
 }
 

@@ -6,16 +6,24 @@
 // A run that lasted at least `reset_after` is stable: it resets the consecutive-failure count.
 #pragma once
 
-#include <deque>
+#include <utility>
+#include <vector>
 
 #include "clock.h"
 
 namespace deployctl {
 
+// What RestartBackoff remembers between exits: a plain value (saved with the deployment state).
+struct BackoffState {
+  int consecutive_failures = 0;
+  std::vector<TimePoint> restarts;  // restart times inside the crash-loop window, oldest first
+  bool operator==(const BackoffState&) const = default;
+};
+
 class RestartBackoff {
  public:
-  RestartBackoff(BackoffSpec backoff, CrashLoopSpec crash_loop)
-      : backoff_(backoff), crash_loop_(crash_loop) {}
+  RestartBackoff(BackoffSpec backoff, CrashLoopSpec crash_loop, BackoffState state = {})
+      : backoff_(backoff), crash_loop_(crash_loop), state_(std::move(state)) {}
 
   struct Decision {
     Duration delay{0};
@@ -25,15 +33,15 @@ class RestartBackoff {
   // A replica that was started at `started` exited at `now`. `random01` is uniform in [0, 1).
   Decision on_exit(TimePoint started, TimePoint now, double random01);
 
-  int consecutive_failures() const { return consecutive_failures_; }
+  int consecutive_failures() const { return state_.consecutive_failures; }
+  const BackoffState& state() const { return state_; }
 
  private:
   Duration delay_for(int failures, double random01) const;
 
   BackoffSpec backoff_;
   CrashLoopSpec crash_loop_;
-  int consecutive_failures_ = 0;
-  std::deque<TimePoint> restarts_;  // restart times inside the crash-loop window
+  BackoffState state_;
 };
 
 }  // namespace deployctl

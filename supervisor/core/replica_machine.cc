@@ -57,7 +57,7 @@ ReplicaPolicy ReplicaPolicy::from(const ServiceSpec& service) {
 }
 
 bool ReplicaMachine::running() const {
-  switch (state_) {
+  switch (s_.state) {
     case ReplicaState::starting:
     case ReplicaState::ready:
     case ReplicaState::unhealthy:
@@ -70,22 +70,22 @@ bool ReplicaMachine::running() const {
 }
 
 ReplicaMachine::Actions ReplicaMachine::spawn(TimePoint now) {
-  state_ = ReplicaState::starting;
-  pending_reason_.reset();
-  started_at_ = now;
+  s_.state = ReplicaState::starting;
+  s_.pending_reason.reset();
+  s_.started_at = now;
   return {{Act::spawn}};
 }
 
 ReplicaMachine::Actions ReplicaMachine::begin_stop(ReplicaState next, ExitReason reason) {
-  state_ = next;
-  pending_reason_ = reason;
+  s_.state = next;
+  s_.pending_reason = reason;
   return {{.kind = Act::signal, .signal = policy_.stop.signal},
           {.kind = Act::arm_timer, .delay = policy_.stop.timeout}};
 }
 
 ReplicaMachine::Actions ReplicaMachine::on_exit(ExitStatus status, bool out_of_memory,
                                                 TimePoint now, double random01) {
-  ExitReason reason = pending_reason_ ? *pending_reason_
+  ExitReason reason = s_.pending_reason ? *s_.pending_reason
                       : out_of_memory ? ExitReason::oom
                       : status.signal ? ExitReason::signal
                       : status.code   ? ExitReason::exit
@@ -93,87 +93,89 @@ ReplicaMachine::Actions ReplicaMachine::on_exit(ExitStatus status, bool out_of_m
   Actions actions{{Act::cancel_timer}, {.kind = Act::record_exit, .reason = reason, .status = status}};
 
   if (retiring()) {
-    state_ = ReplicaState::stopped;
+    s_.state = ReplicaState::stopped;
     actions.push_back({Act::retire});
     return actions;
   }
-  if (fail_fast_ && !ever_ready_) {
-    state_ = ReplicaState::failed;
+  if (s_.fail_fast && !s_.ever_ready) {
+    s_.state = ReplicaState::failed;
     actions.push_back({Act::start_failed});
     return actions;
   }
   bool clean_exit = reason == ExitReason::exit && status.code == 0;
   RestartPolicy policy = policy_.restart.policy;
   if (policy == RestartPolicy::never || (policy == RestartPolicy::on_failure && clean_exit)) {
-    state_ = clean_exit ? ReplicaState::stopped : ReplicaState::failed;
+    s_.state = clean_exit ? ReplicaState::stopped : ReplicaState::failed;
     return actions;
   }
-  auto decision = backoff_.on_exit(started_at_, now, random01);
-  ++restarts_;
+  RestartBackoff backoff(policy_.restart.backoff, policy_.restart.crash_loop, s_.backoff);
+  auto decision = backoff.on_exit(s_.started_at, now, random01);
+  s_.backoff = backoff.state();
+  ++s_.restarts;
   if (decision.delay.count() == 0 && !decision.crash_loop) {
     for (auto& action : spawn(now)) actions.push_back(action);
     return actions;
   }
-  state_ = decision.crash_loop ? ReplicaState::crash_loop : ReplicaState::backoff;
-  pending_reason_.reset();
+  s_.state = decision.crash_loop ? ReplicaState::crash_loop : ReplicaState::backoff;
+  s_.pending_reason.reset();
   actions.push_back({.kind = Act::arm_timer, .delay = decision.delay});
   return actions;
 }
 
 std::vector<ReplicaAction> ReplicaMachine::handle(const ReplicaEvent& event, TimePoint now,
                                                   double random01) {
-  const bool waiting = state_ == ReplicaState::backoff || state_ == ReplicaState::crash_loop;
-  const bool live = state_ == ReplicaState::starting || state_ == ReplicaState::ready;
+  const bool waiting = s_.state == ReplicaState::backoff || s_.state == ReplicaState::crash_loop;
+  const bool live = s_.state == ReplicaState::starting || s_.state == ReplicaState::ready;
   switch (event.kind) {
     case Kind::start:
-      if (state_ == ReplicaState::stopped || state_ == ReplicaState::failed) return spawn(now);
+      if (s_.state == ReplicaState::stopped || s_.state == ReplicaState::failed) return spawn(now);
       return {};
     case Kind::spawned:
-      if (state_ == ReplicaState::starting) {
+      if (s_.state == ReplicaState::starting) {
         return {{.kind = Act::arm_timer, .delay = policy_.start_period}};
       }
       return {};
     case Kind::ready:
-      if (state_ != ReplicaState::starting) return {};
-      state_ = ReplicaState::ready;
-      ever_ready_ = true;
+      if (s_.state != ReplicaState::starting) return {};
+      s_.state = ReplicaState::ready;
+      s_.ever_ready = true;
       return {{Act::cancel_timer}, {Act::start_health}};
     case Kind::unhealthy:
-      if (state_ != ReplicaState::ready) return {};
+      if (s_.state != ReplicaState::ready) return {};
       return begin_stop(ReplicaState::unhealthy, ExitReason::health);
     case Kind::protocol_error:
       if (!live) return {};
       return begin_stop(ReplicaState::unhealthy, ExitReason::protocol);
     case Kind::timer:
-      if (state_ == ReplicaState::starting) {
+      if (s_.state == ReplicaState::starting) {
         return begin_stop(ReplicaState::unhealthy, ExitReason::start_timeout);
       }
       if (waiting) return spawn(now);
       if (running()) return {{Act::kill}};
       return {};
     case Kind::drain:
-      if (state_ == ReplicaState::draining) return {};
+      if (s_.state == ReplicaState::draining) return {};
       if (live) {
-        state_ = ReplicaState::draining;
-        pending_reason_ = ExitReason::stop;
+        s_.state = ReplicaState::draining;
+        s_.pending_reason = ExitReason::stop;
         return {{Act::send_drain}, {.kind = Act::arm_timer, .delay = policy_.stop.timeout}};
       }
       [[fallthrough]];
     case Kind::stop:
       if (waiting) {
-        state_ = ReplicaState::stopped;
+        s_.state = ReplicaState::stopped;
         return {{Act::cancel_timer}, {Act::retire}};
       }
-      if (state_ == ReplicaState::stopped || state_ == ReplicaState::failed) return {{Act::retire}};
-      if (running() && state_ != ReplicaState::stopping) {
+      if (s_.state == ReplicaState::stopped || s_.state == ReplicaState::failed) return {{Act::retire}};
+      if (running() && s_.state != ReplicaState::stopping) {
         return begin_stop(ReplicaState::stopping, ExitReason::stop);
       }
       return {};
     case Kind::exited:
       if (!running()) return {};
       return on_exit(event.status, event.out_of_memory, now, random01);
-    case Kind::spawn_failed:
-      if (state_ != ReplicaState::starting) return {};
+    case Kind::spawn_failed:  // may arrive after a stop or drain was decided: it ends that too
+      if (!running()) return {};
       return on_exit(ExitStatus{}, false, now, random01);
   }
   return {};

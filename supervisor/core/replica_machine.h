@@ -12,7 +12,7 @@
 //  start/ready   drain                 → draining     SendDrain, ArmTimer(stop.timeout)
 //  running       stop                  → stopping     Signal(stop), ArmTimer(stop.timeout)
 //  unhealthy/draining/stopping timer   → (same)       Kill
-//  draining/stopping exited            → stopped      CancelTimer, RecordExit[stop], Retire
+//  draining/stopping exited|spawn_failed → stopped    CancelTimer, RecordExit[stop], Retire
 //  other running exited/spawn_failed   → by policy:   RecordExit, then   [oom if out_of_memory]
 //        fail-fast start (never ready)   failed       StartFailed
 //        policy says no restart          failed | stopped
@@ -23,6 +23,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backoff.h"
@@ -37,6 +38,10 @@ enum class ReplicaState {
 enum class ExitReason { exit, signal, health, start_timeout, protocol, exec, stop, oom };
 
 const char* state_name(ReplicaState state);
+// Draining or stopping: on its way out.
+inline bool is_retiring(ReplicaState state) {
+  return state == ReplicaState::draining || state == ReplicaState::stopping;
+}
 const char* reason_name(ExitReason reason);
 
 // How a process ended: exactly one of code/signal is set (neither for an exec failure).
@@ -76,26 +81,41 @@ struct ReplicaPolicy {
   StopSpec stop;
   Duration start_period{30000};
   static ReplicaPolicy from(const ServiceSpec& service);
+  bool operator==(const ReplicaPolicy&) const = default;
+};
+
+// Everything the machine remembers: a plain value, so the deployment state can hold it and
+// be written out and read back.
+struct ReplicaMachineState {
+  ReplicaState state = ReplicaState::stopped;
+  std::optional<ExitReason> pending_reason;  // why the supervisor is stopping it
+  TimePoint started_at{};
+  bool ever_ready = false;  // in this slot's current run of starts since `start`
+  bool fail_fast = false;
+  int restarts = 0;
+  BackoffState backoff;
+  bool operator==(const ReplicaMachineState&) const = default;
 };
 
 class ReplicaMachine {
  public:
-  explicit ReplicaMachine(ReplicaPolicy policy)
-      : policy_(policy), backoff_(policy.restart.backoff, policy.restart.crash_loop) {}
+  explicit ReplicaMachine(ReplicaPolicy policy, ReplicaMachineState state = {})
+      : policy_(policy), s_(std::move(state)) {}
 
   // `random01` (uniform in [0, 1)) feeds backoff jitter.
   std::vector<ReplicaAction> handle(const ReplicaEvent& event, TimePoint now, double random01);
 
   // While set, a replica that exits before it was ever ready fails the start instead of
   // restarting (`up` fails fast). The supervisor clears it once the deployment is up.
-  void set_fail_fast(bool fail_fast) { fail_fast_ = fail_fast; }
+  void set_fail_fast(bool fail_fast) { s_.fail_fast = fail_fast; }
 
-  ReplicaState state() const { return state_; }
+  const ReplicaMachineState& saved() const { return s_; }
+  ReplicaState state() const { return s_.state; }
   bool running() const;   // a process exists (or is being spawned)
-  bool retiring() const { return state_ == ReplicaState::draining || state_ == ReplicaState::stopping; }
-  int restarts() const { return restarts_; }
-  TimePoint started_at() const { return started_at_; }
-  bool ever_ready() const { return ever_ready_; }
+  bool retiring() const { return is_retiring(s_.state); }
+  int restarts() const { return s_.restarts; }
+  TimePoint started_at() const { return s_.started_at; }
+  bool ever_ready() const { return s_.ever_ready; }
 
  private:
   using Actions = std::vector<ReplicaAction>;
@@ -104,13 +124,7 @@ class ReplicaMachine {
   Actions spawn(TimePoint now);
 
   ReplicaPolicy policy_;
-  RestartBackoff backoff_;
-  ReplicaState state_ = ReplicaState::stopped;
-  std::optional<ExitReason> pending_reason_;  // why the supervisor is stopping it
-  TimePoint started_at_{};
-  bool ever_ready_ = false;  // in this slot's current run of starts since `start`
-  bool fail_fast_ = false;
-  int restarts_ = 0;
+  ReplicaMachineState s_;
 };
 
 }  // namespace deployctl

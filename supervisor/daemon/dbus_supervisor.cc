@@ -33,26 +33,22 @@ void Supervisor::start_dbus() {
 void Supervisor::publish_dbus() {
   if (!dbus_) return;
   DbusSnapshot snapshot;
-  snapshot.state = phase_ == Phase::starting  ? "starting"
-                   : phase_ == Phase::running ? "running"
-                                              : "stopping";
-  for (const auto& [name, service] : services_) {
-    if (service->removed && service->replicas.empty()) continue;
-    ServiceCounts counts{name, static_cast<std::uint32_t>(service->desired), 0};
-    for (const auto& [index, replica] : service->replicas) {
-      if (replica->machine.state() == ReplicaState::ready) ++counts.ready;
-    }
-    snapshot.services.push_back(std::move(counts));
+  const DeploymentState& state = core_.state();
+  snapshot.state = state.phase == Phase::finished ? "stopping" : phase_name(state.phase);
+  for (const auto& [name, service] : state.services) {
+    if (service.removed && service.replicas.empty()) continue;
+    snapshot.services.push_back({name, static_cast<std::uint32_t>(service.desired),
+                                 static_cast<std::uint32_t>(ready_count(service))});
   }
   dbus_->publish(snapshot);
 }
 
-void Supervisor::announce_transition(const Replica& replica, ReplicaState before,
-                                     const ReplicaEvent& event,
-                                     const std::vector<ReplicaAction>& actions) {
+void Supervisor::announce_transition(const Replica& replica, const Action& transition) {
   if (!dbus_) return;
-  dbus_->replica_state_changed(replica.id, state_name(before), state_name(replica.machine.state()),
-                               dbus::transition_reason(before, event, actions));
+  dbus_->replica_state_changed(replica.id, state_name(transition.before),
+                               state_name(transition.after),
+                               dbus::transition_reason(transition.before, transition.event,
+                                                       transition.steps));
 }
 
 }  // namespace deployctl

@@ -1,4 +1,5 @@
-// What the supervisor keeps about one replica's memory (see supervisor_memory.cc).
+// What the daemon keeps about one replica's memory (see supervisor_memory.cc); the recycle
+// decision and the OOM count are the core's (deployment_state.h).
 #pragma once
 
 #include <optional>
@@ -12,8 +13,6 @@ struct ReplicaMemory {
   std::optional<MemoryPolicy> policy;   // set while the replica's service has memory limits
   std::optional<ReplicaCgroup> cgroup;  // cgroup modes: the cgroup of the current run
   bool killed = false;                  // sampling mode: killed for `max` in the current run
-  enum class Recycle { no, running, gave_up } recycle = Recycle::no;  // restart_above
-  int restarts = 0;  // OOM kills of this slot, plus those of the replica it replaced
 };
 
 }  // namespace deployctl

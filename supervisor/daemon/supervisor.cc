@@ -14,7 +14,6 @@
 #include <cstring>
 #include <cstdio>
 #include <fstream>
-#include <set>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 #include <sstream>
@@ -29,46 +28,40 @@
 #include "probes.h"
 #include "process.h"
 #include "read_file.h"
-#include "rollout.h"
-#include "scale_planner.h"
-#include "spec_diff.h"
 #include "supervisor_state.h"
 
 namespace deployctl {
 
 namespace asio = boost::asio;
-using Kind = ReplicaEvent::Kind;
 using Act = ReplicaAction::Kind;
 
 Supervisor::Supervisor(asio::io_context& io, Spec spec,
                        std::map<std::string, std::vector<ListenSocket>> listen, StatePaths paths,
-                       StartedCallback on_started)
+                       StartedCallback on_started, const TimeSource* time,
+                       ProcessLauncher* launcher)
     : io_(io),
+      time_(time ? *time : steady_time_),
+      launcher_(launcher ? *launcher : fork_exec_),
       spec_(std::move(spec)),
       paths_(std::move(paths)),
       on_started_(std::move(on_started)),
+      core_(DeploymentState{}),
       children_(io),
       signals_(io, SIGINT, SIGTERM, SIGHUP),
       finish_timer_(io),
       watchdog_timer_(io),
       memory_timer_(io) {
   for (const auto& service_spec : spec_.services) {
-    add_service(service_spec, std::move(listen[service_spec.name]));
+    auto service = std::make_unique<Service>();
+    service->spec = std::make_shared<const ServiceSpec>(service_spec);
+    service->sockets = std::move(listen[service_spec.name]);
+    services_[service_spec.name] = std::move(service);
   }
-  load_persisted_scale();
+  core_ = Deployment(initial_state(spec_, load_persisted_scale()));
   if (!paths_.logs.empty()) {
     logs_ = std::make_unique<LogWriter>(LogSettings{
         paths_.logs, {spec_.logs.max_size, spec_.logs.keep}, stderr_is_journal()});
   }
-}
-
-Supervisor::Service& Supervisor::add_service(const ServiceSpec& spec,
-                                             std::vector<ListenSocket> sockets) {
-  auto service = std::make_unique<Service>();
-  service->spec = std::make_shared<const ServiceSpec>(spec);
-  service->desired = spec.replicas;
-  service->sockets = std::move(sockets);
-  return *(services_[spec.name] = std::move(service));
 }
 
 Supervisor::~Supervisor() {
@@ -85,130 +78,107 @@ bool Supervisor::start(std::string* error) {
   watch_signals();
   watchdog_ping();
   start_memory();
-  started_at_ = Clock::now();
   start_dbus();
-  for (auto& [name, service] : services_) apply_scale(*service);
-  check_started();
+  enqueue({Event{.kind = Event::Kind::start}});
   return true;
 }
 
-// ---- core <-> edge -------------------------------------------------------------------------
+// ---- the event queue -------------------------------------------------------------------------
 
-void Supervisor::dispatch(const ReplicaPtr& replica, ReplicaEvent event) {
-  ++dispatch_depth_;
-  const ReplicaState before = replica->machine.state();
-  const auto actions = replica->machine.handle(event, Clock::now(), random01());
-  if (replica->machine.state() != before) announce_transition(*replica, before, event, actions);
-  for (const auto& action : actions) perform(replica, action);
-  if (--dispatch_depth_ == 0) after_events();
+void Supervisor::enqueue(Queued item) {
+  queue_.push_back(std::move(item));
+  if (queue_.size() == 1) asio::post(io_, [this] { run_queue(); });
 }
 
-void Supervisor::after_events() {
-  if (in_after_events_) return;  // events dispatched from here are covered by the loop below
-  in_after_events_ = true;
-  for (int pass = 0; pass < 16 && advance_rollouts(); ++pass) {
+// Events queued while one is handled (by the edges its actions touched) wait their turn.
+void Supervisor::run_queue() {
+  while (!queue_.empty()) {
+    if (!stale(queue_.front())) {
+      const auto now = time_.now();
+      const auto actions = core_.handle(queue_.front().event, now, random01());
+      for (const auto& action : actions) perform(action);
+      after_event();
+    }
+    queue_.pop_front();
   }
-  check_started();
-  check_waiters();
-  check_finished();
-  notify_status();
-  publish_dbus();
-  in_after_events_ = false;
 }
 
-// STATUS= for systemd (`systemctl status` shows it): ready/desired per service, sent on change.
-void Supervisor::notify_status() {
-  std::string status;
-  for (const auto& [name, service] : services_) {
-    if (service->removed && service->replicas.empty()) continue;
-    int ready = 0;
-    for (const auto& [index, replica] : service->replicas) {
-      if (replica->machine.state() == ReplicaState::ready) ++ready;
-    }
-    status += (status.empty() ? "" : ", ") + name + " " + std::to_string(ready) + "/" +
-              std::to_string(service->desired) + " ready";
-  }
-  if (status == last_status_) return;
-  last_status_ = status;
-  sd_notify(0, ("STATUS=" + status).c_str());
+bool Supervisor::stale(const Queued& item) const {
+  if (!item.run && !item.timer) return false;
+  auto it = replicas_.find(item.event.replica);
+  if (it == replicas_.end()) return true;
+  const Replica& replica = *it->second;
+  return (item.run && item.run != replica.run) ||
+         (item.timer && item.timer != replica.timer_generation);
 }
 
-// WATCHDOG=1 from the event loop itself, at half the interval systemd asked for: a stuck
-// loop stops it and systemd restarts the supervisor.
-void Supervisor::watchdog_ping() {
-  std::uint64_t usec = 0;
-  if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return;
-  sd_notify(0, "WATCHDOG=1");
-  watchdog_timer_.expires_after(std::chrono::microseconds(usec / 2));
-  watchdog_timer_.async_wait([this](boost::system::error_code ec) {
-    if (!ec && phase_ != Phase::finished) watchdog_ping();
-  });
+void Supervisor::replica_event(const ReplicaPtr& replica, Event::Kind kind) {
+  enqueue({Event{.kind = kind, .replica = replica->serial}, replica->run});
 }
 
-bool Supervisor::advance_rollouts() {
-  bool moved = false;
-  for (auto& [name, service] : services_) {
-    auto& rollout = service->rollout;
-    if (!rollout || rollout->state != Rollout::State::running) continue;
-    std::vector<RolloutSlot> slots;
-    ReplicaPtr failed;
-    for (const auto& [index, replica] : service->replicas) {
-      const bool old = replica->generation < service->generation ||
-                       replica->memory.recycle == ReplicaMemory::Recycle::running;
-      const bool start_failed = !old && !replica->machine.ever_ready() && replica->last_exit;
-      if (start_failed) failed = replica;
-      slots.push_back({index, old, replica->machine.state() == ReplicaState::ready,
-                       replica->machine.retiring(), start_failed});
-    }
-    RolloutStep step = plan_rollout(slots, service->desired, service->spec->rollout);
-    if (step.status == RolloutStep::Status::done) {
-      rollout->state = Rollout::State::done;
-      spdlog::info("{}: rollout complete", name);
-      continue;
-    }
-    if (step.status == RolloutStep::Status::failed) {
-      const auto& exit = *failed->last_exit;
-      rollout->state = Rollout::State::failed;
-      rollout->error = failed->id + " did not become ready (" +
-                       describe_exit(exit.status.code, exit.status.signal) + ", " +
-                       reason_name(exit.reason) + "); the rollout of " + name +
-                       " stopped and the old replicas keep serving";
-      spdlog::error("{}", rollout->error);
-      auto replicas = service->replicas;
-      for (auto& [index, replica] : replicas) {
-        const bool old = replica->generation < service->generation;
-        if (!old && replica->machine.state() != ReplicaState::ready) {
-          dispatch(replica, {Kind::stop});
-        }
-      }
-      apply_scale(*service);  // back to the desired count, lowest indexes (the old ones) kept
-      moved = true;
-      continue;
-    }
-    for (int index : step.drain) {
-      spdlog::info("{}: draining (replaced by the rollout)", service->replicas.at(index)->id);
-      dispatch(service->replicas.at(index), {Kind::drain});
-      moved = true;
-    }
-    for (int i = 0; i < step.start; ++i) {
-      int index = 0;
-      while (service->replicas.count(index)) ++index;
-      auto fresh = add_replica(*service, index);
-      inherit_memory_restarts(*service, *fresh);
-      dispatch(fresh, {Kind::start});
-      moved = true;
-    }
-  }
-  return moved;
+ReplicaState Supervisor::state_of(const Replica& replica) const {
+  const ReplicaRecord* record = core_.replica(replica.serial);
+  return record ? record->machine.state : ReplicaState::stopped;
 }
 
-void Supervisor::perform(const ReplicaPtr& replica, const ReplicaAction& action) {
+Supervisor::ReplicaPtr Supervisor::runtime(std::uint64_t serial) {
+  if (auto it = replicas_.find(serial); it != replicas_.end()) return it->second;
+  const ReplicaRecord* record = core_.replica(serial);
+  const ServiceState* service = core_.service_of(serial);
+  if (!record || !service) return nullptr;
+  const std::string& name = service->settings.name;
+  auto replica =
+      std::make_shared<Replica>(io_, *record, name, services_.at(name)->spec, time_.now());
+  replicas_[serial] = replica;
+  return replica;
+}
+
+void Supervisor::perform(const Action& action) {
+  using K = Action::Kind;
   switch (action.kind) {
+    case K::replica:
+      if (auto replica = runtime(action.replica)) perform_step(replica, action.step);
+      break;
+    case K::transition:
+      if (auto replica = runtime(action.replica)) announce_transition(*replica, action);
+      break;
+    case K::force_kill:
+      if (auto it = replicas_.find(action.replica); it != replicas_.end()) {
+        signal_group(it->second->pid, SIGKILL);
+      }
+      break;
+    case K::reply: reply(action); break;
+    case K::started: started(action); break;
+    case K::reload_applied: adopt_reload(action.request); break;
+    case K::persist_scale: persist_scale(); break;
+    case K::stopping: sd_notify(0, "STOPPING=1"); break;
+    case K::finished: finish(); break;
+    case K::recycle_started:
+    case K::recycle_gave_up: log_recycle(action); break;
+    case K::arm_deadline: {
+      auto timer = std::make_shared<asio::steady_timer>(io_, action.at);
+      timer->async_wait([this, timer](boost::system::error_code ec) {
+        if (!ec) enqueue({Event{.kind = Event::Kind::tick}});
+      });
+      break;
+    }
+    case K::log:
+      switch (action.level) {
+        case LogLevel::info: spdlog::info("{}", action.message); break;
+        case LogLevel::warn: spdlog::warn("{}", action.message); break;
+        case LogLevel::error: spdlog::error("{}", action.message); break;
+      }
+      break;
+  }
+}
+
+void Supervisor::perform_step(const ReplicaPtr& replica, const ReplicaAction& step) {
+  switch (step.kind) {
     case Act::spawn:
       spawn(replica);
       break;
     case Act::signal:
-      signal_group(replica->pid, action.signal);
+      signal_group(replica->pid, step.signal);
       signal_group(replica->pid, SIGCONT);  // a stopped process must run to handle it
       break;
     case Act::kill:
@@ -227,7 +197,7 @@ void Supervisor::perform(const ReplicaPtr& replica, const ReplicaAction& action)
       }
       break;
     case Act::arm_timer:
-      arm_timer(replica, action.delay);
+      arm_timer(replica, step.delay);
       break;
     case Act::cancel_timer:
       ++replica->timer_generation;
@@ -235,18 +205,17 @@ void Supervisor::perform(const ReplicaPtr& replica, const ReplicaAction& action)
       break;
     case Act::start_health:
       spdlog::info("{} (pid {}) ready after {}ms", replica->id, replica->pid,
-                   ms_between(replica->spawned_at, Clock::now()));
+                   ms_between(replica->spawned_at, time_.now()));
       if (replica->health) {
-        replica->health->start(Clock::now());
+        replica->health->start(time_.now());
         schedule_health(replica);
       }
       break;
     case Act::record_exit:
-      record_exit(replica, action);
+      log_exit(replica, step);
       break;
     case Act::start_failed:
-      fail_start(replica);
-      break;
+      break;  // the core's
     case Act::retire:
       retire(replica);
       break;
@@ -258,7 +227,63 @@ void Supervisor::arm_timer(const ReplicaPtr& replica, Duration delay) {
   replica->timer.expires_after(delay);
   replica->timer.async_wait([this, replica, generation](boost::system::error_code ec) {
     if (ec || replica->removed || generation != replica->timer_generation) return;
-    dispatch(replica, {Kind::timer});
+    enqueue({Event{.kind = Event::Kind::timer, .replica = replica->serial}, 0, generation});
+  });
+}
+
+void Supervisor::reply(const Action& action) {
+  auto it = requests_.find(action.request);
+  if (it == requests_.end()) return;
+  Request request = std::move(it->second);
+  requests_.erase(it);
+  if (request.command == "reload") {
+    drop_reload(action.request);
+    sd_notify(0, "READY=1");  // systemd's reload protocol: READY=1 when done, whatever the outcome
+  }
+  if (!action.ok) {
+    request.reply(management_error(action.message,
+                                   action.code == ReplyCode::usage ? kExitUsage : kExitFailed));
+    return;
+  }
+  json::Value done;
+  done["ok"] = true;
+  if (request.command == "down") done["pid"] = static_cast<long long>(getpid());
+  request.reply(done);
+}
+
+void Supervisor::started(const Action& action) {
+  if (action.ok) sd_notify(0, "READY=1");
+  if (on_started_) std::exchange(on_started_, nullptr)(action.ok, action.message);
+}
+
+void Supervisor::after_event() {
+  notify_status();
+  publish_dbus();
+  if (finished() && !std::exchange(closed_, true)) close_down();
+}
+
+// STATUS= for systemd (`systemctl status` shows it): ready/desired per service, sent on change.
+void Supervisor::notify_status() {
+  std::string status;
+  for (const auto& [name, service] : core_.state().services) {
+    if (service.removed && service.replicas.empty()) continue;
+    status += (status.empty() ? "" : ", ") + name + " " + std::to_string(ready_count(service)) +
+              "/" + std::to_string(service.desired) + " ready";
+  }
+  if (status == last_status_) return;
+  last_status_ = status;
+  sd_notify(0, ("STATUS=" + status).c_str());
+}
+
+// WATCHDOG=1 from the event loop itself, at half the interval systemd asked for: a stuck
+// loop stops it and systemd restarts the supervisor.
+void Supervisor::watchdog_ping() {
+  std::uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return;
+  sd_notify(0, "WATCHDOG=1");
+  watchdog_timer_.expires_after(std::chrono::microseconds(usec / 2));
+  watchdog_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec && !finished()) watchdog_ping();
   });
 }
 
@@ -279,7 +304,7 @@ std::vector<std::string> Supervisor::replica_environment(
   };
   const ServiceSpec& spec = *replica.spec;
   const int index = replica.index;
-  const auto& sockets = replica.service.sockets;
+  const auto& sockets = services_.at(replica.service)->sockets;
   if (credentials) {
     if (passwd* account = getpwuid(credentials->uid)) {
       set("USER", account->pw_name);
@@ -312,7 +337,7 @@ std::vector<std::string> Supervisor::replica_environment(
 }
 
 void Supervisor::spawn(const ReplicaPtr& replica) {
-  const Service& service = replica->service;
+  const Service& service = *services_.at(replica->service);
   const ServiceSpec& spec = *replica->spec;
   const int index = replica->index;
   const auto port = replica_port(spec, index);
@@ -342,7 +367,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
     request.inherit_fds.push_back(control_pair[1]);
     request.stdout_fd = out[1];
     request.stderr_fd = err[1];
-    result = spawn_process(request);
+    result = launcher_.launch(request);
   }
   for (int fd : {control_pair[1], out[1], err[1]}) {
     if (fd >= 0) close(fd);
@@ -358,14 +383,14 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
     }
     release_memory_cgroup(replica);
     spdlog::error("{}: {}", replica->id, result.message);
-    replica->spawn_error = result.message;
     replica->stderr_tail.push_back(result.message);
-    dispatch(replica, {Kind::spawn_failed});
+    Event failed{.kind = Event::Kind::spawn_failed, .replica = replica->serial};
+    failed.message = result.message;
+    enqueue({std::move(failed), replica->run});
     return;
   }
-  replica->spawn_error.clear();
   replica->pid = result.pid;
-  replica->spawned_at = Clock::now();
+  replica->spawned_at = time_.now();
   children_.watch(
       result.pid, [this, replica](int wait_status) { on_replica_exit(replica, wait_status); },
       /*kill_group=*/true);
@@ -390,28 +415,23 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
   read_notify(replica);
   read_output(replica, replica->out);
   read_output(replica, replica->err);
-  dispatch(replica, {Kind::spawned});
-  // Without health checks there is no readiness signal to wait for: running is ready.
-  if (spec.health.kind == HealthKind::none) dispatch(replica, {Kind::ready});
+  replica_event(replica, Event::Kind::spawned);
   if (is_probe(spec.health.kind)) probe_until_ready(replica);
 }
 
-void Supervisor::record_exit(const ReplicaPtr& replica, const ReplicaAction& action) {
-  ExitRecord record{action.status, action.reason, Clock::now(),
-                    {replica->stderr_tail.begin(), replica->stderr_tail.end()}};
-  std::string what = describe_exit(action.status.code, action.status.signal);
-  if (action.reason != ExitReason::exit && action.reason != ExitReason::signal &&
-      action.reason != ExitReason::exec) {
-    what += std::string(" [") + reason_name(action.reason) + "]";
+void Supervisor::log_exit(const ReplicaPtr& replica, const ReplicaAction& step) {
+  std::string what = describe_exit(step.status.code, step.status.signal);
+  if (step.reason != ExitReason::exit && step.reason != ExitReason::signal &&
+      step.reason != ExitReason::exec) {
+    what += std::string(" [") + reason_name(step.reason) + "]";
   }
-  if (action.reason == ExitReason::exec) {
+  if (step.reason == ExitReason::exec) {
     // Already logged with its cause at spawn time.
-  } else if (action.reason == ExitReason::stop) {
+  } else if (step.reason == ExitReason::stop) {
     spdlog::info("{} (pid {}) exited: {}", replica->id, replica->exited_pid, what);
   } else {
     spdlog::warn("{} (pid {}) exited: {}", replica->id, replica->exited_pid, what);
   }
-  replica->last_exit = std::move(record);
 }
 
 void Supervisor::retire(const ReplicaPtr& replica) {
@@ -419,29 +439,22 @@ void Supervisor::retire(const ReplicaPtr& replica) {
   ++replica->timer_generation;
   replica->timer.cancel();
   close_channels(*replica);
-  auto& replicas = replica->service.replicas;
-  auto it = replicas.find(replica->index);
-  if (it != replicas.end() && it->second == replica) replicas.erase(it);
+  replicas_.erase(replica->serial);
 }
 
 // ---- edges: signals and exits ----------------------------------------------------------------
 
 void Supervisor::watch_signals() {
   signals_.async_wait([this](boost::system::error_code ec, int signal) {
-    if (ec || phase_ == Phase::finished) return;
+    if (ec || finished()) return;
     switch (signal) {
       case SIGINT:
-      case SIGTERM:
-        if (++interrupts_ == 1) {
-          spdlog::info("{} received; stopping {}", signal_name(signal), spec_.name);
-          begin_shutdown();
-        } else {
-          spdlog::warn("{} received again; killing every replica now", signal_name(signal));
-          for (auto& [name, service] : services_) {
-            for (auto& [index, replica] : service->replicas) signal_group(replica->pid, SIGKILL);
-          }
-        }
+      case SIGTERM: {
+        Event interrupt{.kind = Event::Kind::interrupt};
+        interrupt.message = signal_name(signal);
+        enqueue({std::move(interrupt)});
         break;
+      }
       case SIGHUP:
         spdlog::info("SIGHUP: reloading {}", spec_.path);
         handle_reload(spec_.path, [](const json::Value& response) {
@@ -451,7 +464,7 @@ void Supervisor::watch_signals() {
         });
         break;
     }
-    if (phase_ != Phase::finished) watch_signals();
+    if (!finished()) watch_signals();
   });
 }
 
@@ -461,11 +474,12 @@ void Supervisor::on_replica_exit(const ReplicaPtr& replica, int wait_status) {
   drain_output(replica, replica->out);
   drain_output(replica, replica->err);
   close_channels(*replica);
-  ExitStatus status;
-  if (WIFEXITED(wait_status)) status.code = WEXITSTATUS(wait_status);
-  if (WIFSIGNALED(wait_status)) status.signal = WTERMSIG(wait_status);
-  const bool out_of_memory = memory_exit(replica, status);
-  dispatch(replica, {Kind::exited, status, out_of_memory});
+  Event exited{.kind = Event::Kind::exited, .replica = replica->serial};
+  if (WIFEXITED(wait_status)) exited.status.code = WEXITSTATUS(wait_status);
+  if (WIFSIGNALED(wait_status)) exited.status.signal = WTERMSIG(wait_status);
+  exited.out_of_memory = memory_exit(replica, exited.status);
+  exited.stderr_tail.assign(replica->stderr_tail.begin(), replica->stderr_tail.end());
+  enqueue({std::move(exited), replica->run});
 }
 
 void Supervisor::close_channels(Replica& replica) {
@@ -478,104 +492,17 @@ void Supervisor::close_channels(Replica& replica) {
   replica.health_timer.cancel();
 }
 
-// ---- deployment-level decisions -------------------------------------------------------------
+// ---- the end -------------------------------------------------------------------------------
 
-Supervisor::ReplicaPtr Supervisor::add_replica(Service& service, int index) {
-  auto replica = std::make_shared<Replica>(io_, service, index, Clock::now());
-  replica->machine.set_fail_fast(phase_ == Phase::starting);
-  service.replicas[index] = replica;
-  return replica;
-}
-
-void Supervisor::apply_scale(Service& service) {
-  std::vector<SlotView> slots;
-  for (const auto& [index, replica] : service.replicas) {
-    slots.push_back({index, replica->machine.retiring()});
-  }
-  ScalePlan plan = plan_scale(slots, service.desired);
-  for (int index : plan.drain) {
-    auto replica = service.replicas.at(index);
-    spdlog::info("{}: draining (scale to {})", replica->id, service.desired);
-    dispatch(replica, {Kind::drain});
-  }
-  for (int index : plan.start) dispatch(add_replica(service, index), {Kind::start});
-}
-
-void Supervisor::check_started() {
-  if (phase_ != Phase::starting) return;
-  std::string summary;
-  for (const auto& [name, service] : services_) {
-    int ready = 0;
-    for (const auto& [index, replica] : service->replicas) {
-      if (replica->machine.state() == ReplicaState::ready) ++ready;
-    }
-    if (ready < service->desired) return;
-    summary += (summary.empty() ? "" : ", ") + name + " " + std::to_string(ready) + "/" +
-               std::to_string(service->desired);
-    for (const auto& socket : service->sockets) summary += " on " + socket.address.text;
-  }
-  phase_ = Phase::running;
-  for (const auto& [name, service] : services_) {
-    for (const auto& [index, replica] : service->replicas) replica->machine.set_fail_fast(false);
-  }
-  std::string message = spec_.name + " is up in " +
-                        std::to_string(ms_between(started_at_, Clock::now())) + "ms: " + summary;
-  spdlog::info("{}", message);
-  sd_notify(0, "READY=1");
-  if (on_started_) std::exchange(on_started_, nullptr)(true, message);
-}
-
-void Supervisor::fail_start(const ReplicaPtr& replica) {
-  if (phase_ != Phase::starting) return;
-  std::string message = replica->id + " failed to start: ";
-  const auto& exit = replica->last_exit;
-  if (!replica->spawn_error.empty()) {
-    message += replica->spawn_error;
-  } else if (exit) {
-    message += std::string("exited with ") + describe_exit(exit->status.code, exit->status.signal) +
-               " before it became ready";
-    if (exit->reason == ExitReason::start_timeout) {
-      message += " (not ready within health.start_period)";
-    }
-    if (!exit->stderr_tail.empty()) {
-      message += "; last lines of its stderr:";
-      for (const auto& line : exit->stderr_tail) message += "\n  " + replica->id + " | " + line;
-    }
-  }
-  spdlog::error("{}", message);
-  exit_code_ = kExitFailed;
-  if (on_started_) std::exchange(on_started_, nullptr)(false, message);
-  begin_shutdown();
-}
-
-void Supervisor::begin_shutdown() {
-  if (phase_ == Phase::stopping || phase_ == Phase::finished) return;
-  phase_ = Phase::stopping;
-  sd_notify(0, "STOPPING=1");
-  for (auto& [name, service] : services_) {
-    auto replicas = service->replicas;  // stopping may retire, which erases from the map
-    for (auto& [index, replica] : replicas) dispatch(replica, {Kind::stop});
-  }
-  check_finished();
-}
-
-void Supervisor::check_finished() {
-  if (phase_ != Phase::stopping) return;
-  for (const auto& [name, service] : services_) {
-    if (!service->replicas.empty()) return;
-  }
-  finish();
-}
-
+// The core has finished: every replica is gone.
 void Supervisor::finish() {
-  phase_ = Phase::finished;
   // Orphans reparented to us (we are a subreaper) are what is left of replica process trees.
-  const auto deadline = Clock::now() + std::chrono::seconds(2);
+  const auto deadline = time_.now() + std::chrono::seconds(2);
   for (;;) {
     while (waitpid(-1, nullptr, WNOHANG) > 0) {
     }
     auto orphans = child_pids();
-    if (orphans.empty() || Clock::now() > deadline) break;
+    if (orphans.empty() || time_.now() > deadline) break;
     for (pid_t pid : orphans) {
       spdlog::info("killing leftover process {} of the deployment", pid);
       kill(pid, SIGKILL);
@@ -585,16 +512,10 @@ void Supervisor::finish() {
   }
   finish_memory();
   for (auto& [name, service] : services_) close_listen_sockets(service->sockets);
-  json::Value done;
-  done["ok"] = true;
-  done["pid"] = static_cast<long long>(getpid());
-  for (auto& reply : down_replies_) reply(done);
-  down_replies_.clear();
-  for (auto& waiter : waiters_) {
-    waiter.reply(management_error("the deployment stopped", kExitFailed));
-  }
-  waiters_.clear();
-  if (on_started_) std::exchange(on_started_, nullptr)(false, "the deployment stopped");
+}
+
+// After the finished action and the replies it brought.
+void Supervisor::close_down() {
   management_->close();
   boost::system::error_code ignored;
   signals_.cancel(ignored);

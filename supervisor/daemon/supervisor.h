@@ -1,6 +1,7 @@
-// The supervisor daemon: one Asio event loop that runs the pure core (replica machines, health
-// checkers, scale planner) and performs what it decides (spawn, signal, reap, read output and
-// control messages, serve the management socket). Single-threaded: everything runs on `io`.
+// The supervisor daemon: one Asio event loop that feeds the pure deployment core (deployment.h)
+// one event at a time from a queue and performs the actions it returns (spawn, signal, reap,
+// read output and control messages, serve the management socket). Performing an action never
+// handles an event: what the edges report is queued. Single-threaded: everything runs on `io`.
 #pragma once
 
 #include "asio.h"
@@ -16,6 +17,7 @@
 #include "cgroup.h"
 #include "child_watcher.h"
 #include "control_protocol.h"
+#include "deployment.h"
 #include "health.h"
 #include "json.h"
 #include "listen_sockets.h"
@@ -25,16 +27,10 @@
 #include "probes.h"
 #include "process.h"
 #include "replica_machine.h"
+#include "seams.h"
 #include "spec.h"
 
 namespace deployctl {
-
-struct ExitRecord {
-  ExitStatus status;
-  ExitReason reason;
-  TimePoint at;
-  std::vector<std::string> stderr_tail;
-};
 
 class PreStartRunner;
 class LogWriter;
@@ -46,9 +42,11 @@ class Supervisor {
   using StartedCallback = std::function<void(bool ok, const std::string& message)>;
 
   // `listen` maps service name -> its bound sockets; the supervisor owns and closes them.
+  // `time` and `launcher`: null for the real ones (tests pass fakes); not owned.
   Supervisor(boost::asio::io_context& io, Spec spec,
              std::map<std::string, std::vector<ListenSocket>> listen, StatePaths paths,
-             StartedCallback on_started);
+             StartedCallback on_started, const TimeSource* time = nullptr,
+             ProcessLauncher* launcher = nullptr);
   ~Supervisor();
 
   // Serves the management socket, spawns every replica. Returns false (with *error) if the
@@ -59,28 +57,41 @@ class Supervisor {
   void set_dbus_enabled(bool enabled) { dbus_enabled_ = enabled; }
 
   // 0 after a clean stop; 1 if the start failed.
-  int exit_code() const { return exit_code_; }
+  int exit_code() const { return core_.state().exit_code; }
   // True once `down` was requested (its persisted scale should be forgotten).
-  bool stopped_by_request() const { return stopped_by_request_; }
+  bool stopped_by_request() const { return core_.state().stopped_by_request; }
 
  private:
   struct Service;
   struct Replica;
   struct OutputPipe;
   using ReplicaPtr = std::shared_ptr<Replica>;
-  enum class Phase { starting, running, stopping, finished };
 
-  // Core <-> edge.
-  void dispatch(const ReplicaPtr& replica, ReplicaEvent event);
-  void perform(const ReplicaPtr& replica, const ReplicaAction& action);
+  // The event queue: edges enqueue; run_queue() feeds the core one event at a time and
+  // performs its actions. `run`/`timer` (when non-zero) drop an event whose replica has since
+  // been respawned or whose timer was re-armed or cancelled.
+  struct Queued {
+    Event event;
+    std::uint64_t run = 0;
+    std::uint64_t timer = 0;
+  };
+  void enqueue(Queued item);
+  void run_queue();
+  bool stale(const Queued& item) const;
+  void perform(const Action& action);
+  void perform_step(const ReplicaPtr& replica, const ReplicaAction& step);
+  ReplicaPtr runtime(std::uint64_t serial);  // created at the replica's first action
   void spawn(const ReplicaPtr& replica);
   void arm_timer(const ReplicaPtr& replica, Duration delay);
-  void record_exit(const ReplicaPtr& replica, const ReplicaAction& action);
+  void log_exit(const ReplicaPtr& replica, const ReplicaAction& step);
   void retire(const ReplicaPtr& replica);
+  void reply(const Action& action);
+  void started(const Action& action);
 
   // Edges.
   void watch_signals();
   void on_replica_exit(const ReplicaPtr& replica, int wait_status);
+  void replica_event(const ReplicaPtr& replica, Event::Kind kind);
   void read_control(const ReplicaPtr& replica);
   void on_control_message(const ReplicaPtr& replica, const control::Message& message);
   void send_control(const ReplicaPtr& replica, const std::string& message);
@@ -98,25 +109,18 @@ class Supervisor {
                                                            std::string* error) const;
   int open_notify_socket(const Replica& replica, std::string* name) const;
   void read_notify(const ReplicaPtr& replica);
+  ReplicaState state_of(const Replica& replica) const;
 
-  // Deployment-level decisions.
-  ReplicaPtr add_replica(Service& service, int index);
-  void apply_scale(Service& service);
-  void after_events();
+  // After each event: what systemd and D-Bus see; the end of the loop once finished.
+  void after_event();
   void notify_status();
   void watchdog_ping();
-  void reload_finished();
-  bool advance_rollouts();  // true if it started or drained something
-  bool rollout_running() const;
-  void check_started();
-  void fail_start(const ReplicaPtr& replica);
-  void begin_shutdown();
-  void check_finished();
   void finish();
+  void close_down();
+  bool finished() const { return core_.state().phase == Phase::finished; }
   // Ends the event loop once the last responses reached their clients (10 ms polls, bounded).
   void stop_when_replies_sent(int tries_left);
-  void check_waiters();
-  void load_persisted_scale();
+  std::map<std::string, int> load_persisted_scale() const;
   void persist_scale() const;
 
   // Memory limits (supervisor_memory.cc).
@@ -131,37 +135,45 @@ class Supervisor {
   void schedule_memory_sample();
   void sample_memory();
   void kill_for_memory(const ReplicaPtr& replica, std::uint64_t bytes);
-  bool recycle_for_memory(const ReplicaPtr& replica, std::uint64_t bytes);
-  void check_recycle_outcome(Replica& replica);
-  void inherit_memory_restarts(Service& service, Replica& fresh);
+  void log_recycle(const Action& action);
   void finish_memory();
-  json::Value memory_json(const Replica& replica) const;
+  json::Value memory_json(const ReplicaRecord& record, const Replica* replica) const;
 
   // Management API.
   void handle_request(const json::Value& request, ManagementServer::Reply reply);
   void handle_scale(const json::Value& request, ManagementServer::Reply reply);
   void handle_restart(const json::Value& request, ManagementServer::Reply reply);
   void handle_reload(const std::string& path, ManagementServer::Reply reply);
-  void apply_reload(Spec next, ManagementServer::Reply reply);
-  Service& add_service(const ServiceSpec& spec, std::vector<ListenSocket> sockets);
-  // The settled state of a service: nullopt while replicas are still starting, draining or
-  // rolling; then {"ok": true} or an error response.
-  std::optional<json::Value> settled(const Service& service) const;
+  // The reload's spec and sockets, bound before pre_start runs, adopted when the core applies
+  // the reload (reload_applied).
+  struct PendingReload;
+  void queue_reload(std::uint64_t request);
+  void adopt_reload(std::uint64_t request);
+  void drop_reload(std::uint64_t request);
+  std::uint64_t add_request(std::string command, ManagementServer::Reply reply);
   json::Value status_json() const;
+  json::Value replica_json(const ReplicaRecord& record, const ServiceState& service,
+                           TimePoint now) const;
 
   // D-Bus API (dbus_supervisor.cc).
   void start_dbus();
   void publish_dbus();
-  void announce_transition(const Replica& replica, ReplicaState before, const ReplicaEvent& event,
-                           const std::vector<ReplicaAction>& actions);
+  void announce_transition(const Replica& replica, const Action& transition);
 
   double random01() { return std::uniform_real_distribution<double>(0.0, 1.0)(random_); }
 
   boost::asio::io_context& io_;
+  SteadyTime steady_time_;
+  ForkExecLauncher fork_exec_;
+  const TimeSource& time_;
+  ProcessLauncher& launcher_;
   Spec spec_;
   StatePaths paths_;
   StartedCallback on_started_;
-  std::map<std::string, std::unique_ptr<Service>> services_;
+  Deployment core_;
+  std::deque<Queued> queue_;
+  std::map<std::string, std::unique_ptr<Service>> services_;  // by name: specs and sockets
+  std::map<std::uint64_t, ReplicaPtr> replicas_;              // by serial: processes and I/O
   ChildWatcher children_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer finish_timer_;
@@ -169,20 +181,15 @@ class Supervisor {
   std::string last_status_;  // the last STATUS= sent to systemd
   std::unique_ptr<ManagementServer> management_;
   std::mt19937_64 random_{std::random_device{}()};
-  Phase phase_ = Phase::starting;
-  int exit_code_ = 0;
-  bool stopped_by_request_ = false;
-  int interrupts_ = 0;
-  int dispatch_depth_ = 0;  // post-event checks run when the outermost dispatch ends
-  bool in_after_events_ = false;
-  TimePoint started_at_;
+  bool closed_ = false;  // close_down() ran
 
-  struct Waiter {
-    std::function<std::optional<json::Value>()> check;  // a response once done
+  struct Request {
+    std::string command;
     ManagementServer::Reply reply;
   };
-  std::vector<Waiter> waiters_;
-  std::vector<ManagementServer::Reply> down_replies_;
+  std::map<std::uint64_t, Request> requests_;  // waiting for the core's reply
+  std::uint64_t next_request_ = 1;
+  std::map<std::uint64_t, std::unique_ptr<PendingReload>> reloads_;
   std::unique_ptr<PreStartRunner> pre_start_;  // the reload's steps, while they run
   std::unique_ptr<LogWriter> logs_;             // per-service files (and the journal); may be null
   bool dbus_enabled_ = true;

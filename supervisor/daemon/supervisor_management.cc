@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <fstream>
-#include <set>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 #include <sstream>
@@ -13,34 +12,23 @@
 #include "log_writer.h"
 #include "pre_start.h"
 #include "read_file.h"
-#include "rollout.h"
-#include "scale_planner.h"
 #include "spec_diff.h"
 #include "supervisor_state.h"
 
 namespace deployctl {
 
 namespace asio = boost::asio;
-using Kind = ReplicaEvent::Kind;
-using Act = ReplicaAction::Kind;
 
 // ---- management API -------------------------------------------------------------------------
 
-void Supervisor::check_waiters() {
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    if (auto response = it->check()) {
-      auto reply = std::move(it->reply);
-      it = waiters_.erase(it);
-      reply(*response);
-    } else {
-      ++it;
-    }
-  }
+std::uint64_t Supervisor::add_request(std::string command, ManagementServer::Reply reply) {
+  const std::uint64_t id = next_request_++;
+  requests_[id] = {std::move(command), std::move(reply)};
+  return id;
 }
 
 void Supervisor::handle_request(const json::Value& request, ManagementServer::Reply reply) {
-  const auto* field = json::find(request, "command");
-  const std::string name = field ? json::as_string(*field) : "";
+  const std::string name = json::as_string(json::get(request, "command"));
   const CommandInfo* command = find_command(name);
   if (!command || !command->served_by_daemon) {
     reply(management_error("unknown command '" + name + "'", kExitUsage));
@@ -56,170 +44,37 @@ void Supervisor::handle_request(const json::Value& request, ManagementServer::Re
   } else if (name == "restart") {
     handle_restart(request, std::move(reply));
   } else if (name == "reload") {
-    const auto* file = json::find(request, "file");
-    handle_reload(file && !json::as_string(*file).empty() ? json::as_string(*file) : spec_.path,
+    const std::string& file = json::as_string(json::get(request, "file"));
+    handle_reload(!file.empty() ? file : spec_.path,
                   std::move(reply));
   } else if (name == "down") {
-    spdlog::info("down requested; stopping {}", spec_.name);
-    stopped_by_request_ = true;
-    down_replies_.push_back(std::move(reply));
-    begin_shutdown();
+    enqueue({Event{.kind = Event::Kind::down, .request = add_request(name, std::move(reply))}});
   }
 }
 
+// Counts that are not whole numbers become -1, which the core rejects as out of range.
 void Supervisor::handle_scale(const json::Value& request, ManagementServer::Reply reply) {
-  if (phase_ != Phase::running) {
-    reply(management_error(spec_.name + " is " +
-                             (phase_ == Phase::starting ? "still starting" : "stopping") +
-                             "; scale it once it is running",
-                         kExitFailed));
-    return;
-  }
-  if (rollout_running()) {
-    reply(management_error("a rollout is in progress; scale once it is done", kExitFailed));
-    return;
-  }
-  const auto* counts = json::find(request, "counts");
-  if (!counts || !counts->is_object() || json::as_object(*counts).empty()) {
-    reply(management_error("scale needs counts, e.g. web=4", kExitUsage));
-    return;
-  }
-  std::vector<std::pair<Service*, int>> changes;
-  for (const auto& [name, value] : json::as_object(*counts)) {
-    auto it = services_.find(name);
-    if (it == services_.end()) {
-      reply(management_error("no service '" + name + "' in " + spec_.name, kExitUsage));
-      return;
-    }
-    std::int64_t count = json::as_int(value, -1);
-    if (!value.is_number() || count < 0 || count > 1000) {
-      reply(management_error("replica count for '" + name + "' must be 0..1000", kExitUsage));
-      return;
-    }
-    changes.emplace_back(it->second.get(), static_cast<int>(count));
-  }
-  Duration longest{0};
-  std::vector<std::string> names;
-  for (auto [service, count] : changes) {
-    spdlog::info("scaling {} from {} to {}", service->spec->name, service->desired, count);
-    service->desired = count;
-    longest = std::max(longest, service->spec->health.start_period + service->spec->stop.timeout);
-    names.push_back(service->spec->name);
-  }
-  persist_scale();
-  for (auto [service, count] : changes) apply_scale(*service);
-
-  const auto deadline = Clock::now() + longest + std::chrono::seconds(5);
-  auto check = [this, names, deadline]() -> std::optional<json::Value> {
-    for (const auto& name : names) {
-      auto result = settled(*services_.at(name));
-      if (!result) {
-        if (Clock::now() < deadline) return std::nullopt;
-        return management_error("timed out waiting for " + name + " to reach " +
-                                    std::to_string(services_.at(name)->desired) +
-                                    " ready replicas",
-                                kExitFailed);
-      }
-      if (!json::as_bool(json::get(*result, "ok"))) return result;
-    }
-    json::Value done;
-    done["ok"] = true;
-    return done;
-  };
-  waiters_.push_back({check, std::move(reply)});
-  auto timer = std::make_shared<asio::steady_timer>(io_, deadline);
-  timer->async_wait([this, timer](boost::system::error_code ec) {
-    if (!ec) check_waiters();
-  });
-  check_waiters();
-}
-
-bool Supervisor::rollout_running() const {
-  for (const auto& [name, service] : services_) {
-    if (service->rollout && service->rollout->state == Rollout::State::running) {
-      return true;
+  Event scale{.kind = Event::Kind::scale, .request = add_request("scale", std::move(reply))};
+  if (const auto* counts = json::find(request, "counts"); counts && counts->is_object()) {
+    for (const auto& [name, value] : json::as_object(*counts)) {
+      scale.counts.emplace_back(name, json::as_int(value, -1));
     }
   }
-  return false;
+  enqueue({std::move(scale)});
 }
 
 void Supervisor::handle_restart(const json::Value& request, ManagementServer::Reply reply) {
-  if (phase_ != Phase::running) {
-    reply(management_error(spec_.name + " is not running yet (or stopping); try again", kExitFailed));
-    return;
-  }
-  if (rollout_running()) {
-    reply(management_error("a rollout is already in progress", kExitFailed));
-    return;
-  }
-  std::vector<std::string> names;
+  Event restart{.kind = Event::Kind::restart, .request = add_request("restart", std::move(reply))};
   if (const auto* list = json::find(request, "services"); list && list->is_array()) {
-    for (const auto& item : json::as_array(*list)) names.push_back(json::as_string(item));
+    for (const auto& item : json::as_array(*list)) restart.services.push_back(json::as_string(item));
   }
-  if (names.empty()) {
-    for (const auto& [name, service] : services_) names.push_back(name);
-  }
-  for (const auto& name : names) {
-    if (!services_.count(name)) {
-      reply(management_error("no service '" + name + "' in " + spec_.name, kExitUsage));
-      return;
-    }
-  }
-  for (const auto& name : names) {
-    Service& service = *services_.at(name);
-    spdlog::info("{}: rolling restart of {} replicas (max_surge {}, max_unavailable {})", name,
-                 service.desired, service.spec->rollout.max_surge,
-                 service.spec->rollout.max_unavailable);
-    ++service.generation;
-    service.rollout.emplace();
-  }
-  waiters_.push_back({[this, names]() -> std::optional<json::Value> {
-                        for (const auto& name : names) {
-                          const auto& rollout = services_.at(name)->rollout;
-                          if (rollout->state == Rollout::State::failed) {
-                            return management_error(rollout->error, kExitFailed);
-                          }
-                          if (rollout->state == Rollout::State::running) return std::nullopt;
-                        }
-                        json::Value done;
-                        done["ok"] = true;
-                        return done;
-                      },
-                      std::move(reply)});
-  after_events();
+  enqueue({std::move(restart)});
 }
 
-std::optional<json::Value> Supervisor::settled(const Service& service) const {
-  if (service.rollout && service.rollout->state == Rollout::State::failed) {
-    return management_error(service.rollout->error, kExitFailed);
-  }
-  if (service.rollout && service.rollout->state == Rollout::State::running) {
-    return std::nullopt;
-  }
-  int ready = 0, active = 0;
-  for (const auto& [index, replica] : service.replicas) {
-    if (replica->machine.retiring()) return std::nullopt;
-    ++active;
-    auto state = replica->machine.state();
-    if (state == ReplicaState::ready) ++ready;
-    if (!replica->machine.ever_ready() && replica->last_exit &&
-        (state == ReplicaState::backoff || state == ReplicaState::crash_loop ||
-         state == ReplicaState::failed)) {
-      const auto& exit = *replica->last_exit;
-      return management_error(replica->id + " exited before it became ready (" +
-                                  describe_exit(exit.status.code, exit.status.signal) +
-                                  "); see deployctl status",
-                              kExitFailed);
-    }
-  }
-  if (ready != service.desired || active != service.desired) return std::nullopt;
-  json::Value done;
-  done["ok"] = true;
-  return done;
-}
-
+// Checks and binds before anything changes: a bad spec or a busy port refuses the reload.
 void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply reply) {
-  if (phase_ != Phase::running || pre_start_ || rollout_running()) {
+  if (core_.state().phase != Phase::running || pre_start_ || !reloads_.empty() ||
+      core_.rollout_running()) {
     reply(management_error(spec_.name + " is busy (starting, stopping, reloading or rolling "
                            "out); try again once it is done", kExitFailed));
     return;
@@ -231,207 +86,147 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
     reply(management_error(message, kExitUsage));
     return;
   }
-  Spec next = std::move(*loaded.spec);
-  if (next.name != spec_.name) {
+  auto pending = std::make_unique<PendingReload>();
+  pending->next = std::move(*loaded.spec);
+  if (pending->next.name != spec_.name) {
     reply(management_error(path + ": name: a running deployment's name cannot change (it is '" +
                                spec_.name + "')", kExitUsage));
     return;
   }
-  // New or changed sockets are bound before anything changes, so a busy port rejects the reload.
-  for (const auto& service : next.services) {
+  for (const auto& service : pending->next.services) {
     const ServiceSpec* old = spec_.find_service(service.name);
     for (const auto& address : service.listen) {
-      bool held = old && std::find(old->listen.begin(), old->listen.end(), address) != old->listen.end();
-      if (held) continue;
+      if (old && std::count(old->listen.begin(), old->listen.end(), address)) continue;
       std::string error;
-      auto probe = bind_listen_sockets({address}, &error);
-      close_listen_sockets(probe);
+      auto bound = bind_listen_sockets({address}, &error);
       if (!error.empty()) {
-        reply(management_error(error, kExitFailed));
+        for (auto& [name, sockets] : pending->bound) close_listen_sockets(sockets);
+        reply(management_error("reload refused: " + error + " (services." + service.name +
+                                   ".listen); nothing was changed", kExitFailed));
         return;
       }
+      auto& sockets = pending->bound[service.name];
+      sockets.insert(sockets.end(), bound.begin(), bound.end());
     }
   }
+  const std::uint64_t id = add_request("reload", std::move(reply));
+  const auto& steps = pending->next.pre_start;
+  reloads_[id] = std::move(pending);
   spdlog::info("reloading {} from {}", spec_.name, path);
   sd_notify(0, "RELOADING=1");
-  // systemd's reload protocol: RELOADING=1 now, READY=1 when done (whatever the outcome).
-  auto shared_reply = std::make_shared<ManagementServer::Reply>(
-      [this, reply = std::move(reply)](const json::Value& response) {
-        reload_finished();
-        reply(response);
-      });
-  auto shared_next = std::make_shared<Spec>(std::move(next));
   pre_start_ = std::make_unique<PreStartRunner>(
-      io_, children_, shared_next->pre_start,
+      io_, children_, steps,
       [this](const std::string& step, const std::string& line, bool is_stderr) {
         print_pre_start_line(step, line, is_stderr);
         if (logs_) logs_->pre_start_line(step, line, is_stderr);
       },
-      [this, shared_reply, shared_next](PreStartResult result) {
+      [this, id](PreStartResult result) {
         asio::post(io_, [this] { pre_start_.reset(); });
         if (!result.ok) {
           std::string message = result.message + "; nothing was changed";
           for (const auto& line : result.last_lines) message += "\n  pre_start." + result.step + " | " + line;
-          (*shared_reply)(management_error(message, kExitFailed));
+          this->reply(reply_action(id, ReplyCode::failed, message));
           return;
         }
-        if (phase_ != Phase::running) {
-          (*shared_reply)(management_error("the deployment stopped during the reload", kExitFailed));
-          return;
-        }
-        apply_reload(std::move(*shared_next), std::move(*shared_reply));
+        queue_reload(id);
       });
   pre_start_->start();
 }
 
-void Supervisor::reload_finished() { sd_notify(0, "READY=1"); }
+void Supervisor::queue_reload(std::uint64_t request) {
+  const Spec& next = reloads_.at(request)->next;
+  Event reload{.kind = Event::Kind::reload, .request = request};
+  reload.diff = diff_specs(spec_, next);
+  for (const auto& service : next.services) reload.next.push_back(ServiceSettings::from(service));
+  enqueue({std::move(reload)});
+}
 
-void Supervisor::apply_reload(Spec next, ManagementServer::Reply reply) {
-  for (auto it = services_.begin(); it != services_.end();) {  // drop what earlier reloads removed
-    it = it->second->removed && it->second->replicas.empty() ? services_.erase(it) : std::next(it);
+// The core applies the reload: the new spec and sockets become the daemon's, before the
+// actions that spawn from them.
+void Supervisor::adopt_reload(std::uint64_t request) {
+  auto node = reloads_.extract(request);
+  if (node.empty()) return;
+  PendingReload& pending = *node.mapped();
+  for (auto it = services_.begin(); it != services_.end();) {  // what earlier reloads removed
+    const auto& core_services = core_.state().services;
+    auto in_core = core_services.find(it->first);
+    const bool gone = in_core == core_services.end() ||
+                      (in_core->second.removed && in_core->second.replicas.empty());
+    if (gone) close_listen_sockets(it->second->sockets);
+    it = gone ? services_.erase(it) : std::next(it);
   }
-  SpecDiff diff = diff_specs(spec_, next);
-  if (logs_) logs_->set_limits({next.logs.max_size, next.logs.keep});
-  if (next.logs.dir != spec_.logs.dir) {
+  if (logs_) logs_->set_limits({pending.next.logs.max_size, pending.next.logs.keep});
+  if (pending.next.logs.dir != spec_.logs.dir) {
     spdlog::warn("reload: logs.dir changed; log files stay in {} until the next up", logs_ ? logs_->dir() : "");
   }
-  spec_ = std::move(next);
-  std::vector<std::string> touched;
-  for (const auto& name : diff.removed) {
-    Service& service = *services_.at(name);
-    spdlog::info("reload: removing service {}", name);
-    service.removed = true;
-    service.desired = 0;
-    apply_scale(service);
-  }
+  const SpecDiff diff = diff_specs(spec_, pending.next);
+  spec_ = std::move(pending.next);
+  auto listed = [](const std::vector<std::string>& names, const std::string& name) {
+    return std::count(names.begin(), names.end(), name) > 0;
+  };
   for (const auto& service_spec : spec_.services) {
     const auto& name = service_spec.name;
-    bool added = std::count(diff.added.begin(), diff.added.end(), name) > 0;
-    bool rolled = std::count(diff.rolled.begin(), diff.rolled.end(), name) > 0;
-    bool rescaled = std::count(diff.rescaled.begin(), diff.rescaled.end(), name) > 0;
-    if (!added && !rolled && !rescaled) continue;
-    touched.push_back(name);
-    if (added) {
-      spdlog::info("reload: adding service {}", name);
-      std::string error;
-      auto sockets = bind_listen_sockets(service_spec.listen, &error);
-      Service& service = add_service(service_spec, std::move(sockets));
-      apply_scale(service);
+    if (!listed(diff.added, name) && !listed(diff.rolled, name) && !listed(diff.rescaled, name)) {
       continue;
     }
-    Service& service = *services_.at(name);
-    if (rolled) {
-      // Sockets still listed keep their fds (and their queued connections); new ones are bound.
-      std::vector<ListenSocket> sockets;
-      for (const auto& address : service_spec.listen) {
-        auto same = std::find_if(service.sockets.begin(), service.sockets.end(),
-                                 [&](const ListenSocket& s) { return s.address == address; });
-        if (same != service.sockets.end()) {
-          sockets.push_back(*same);
-          same->fd = -1;
-        } else {
-          std::string error;
-          auto bound = bind_listen_sockets({address}, &error);
-          sockets.insert(sockets.end(), bound.begin(), bound.end());
-        }
-      }
-      close_listen_sockets(service.sockets);  // replicas keep their inherited copies
-      service.sockets = std::move(sockets);
-      spdlog::info("reload: {} changed; rolling its replicas", name);
-      service.spec = std::make_shared<const ServiceSpec>(service_spec);
-      service.desired = service_spec.replicas;
-      ++service.generation;
-      service.rollout.emplace();
-    } else {
-      spdlog::info("reload: {} scales to {}", name, service_spec.replicas);
-      service.spec = std::make_shared<const ServiceSpec>(service_spec);
-      service.desired = service_spec.replicas;
-      apply_scale(service);
+    auto& service = services_[name];
+    if (!service) service = std::make_unique<Service>();
+    service->spec = std::make_shared<const ServiceSpec>(service_spec);
+    // Sockets still listed keep their fds (and their queued connections); new ones were bound.
+    std::vector<ListenSocket> sockets;
+    auto& fresh = pending.bound[name];
+    for (const auto& address : service_spec.listen) {
+      auto same = [&](const ListenSocket& s) { return s.address == address && s.fd >= 0; };
+      auto kept = std::find_if(service->sockets.begin(), service->sockets.end(), same);
+      auto bound = std::find_if(fresh.begin(), fresh.end(), same);
+      ListenSocket* from = kept != service->sockets.end() ? &*kept
+                           : bound != fresh.end()        ? &*bound
+                                                         : nullptr;
+      if (!from) continue;
+      sockets.push_back(*from);
+      from->fd = -1;
     }
+    close_listen_sockets(service->sockets);  // replicas keep their inherited copies
+    service->sockets = std::move(sockets);
   }
-  persist_scale();
-  std::vector<std::string> removed = diff.removed;
-  waiters_.push_back({[this, touched, removed]() -> std::optional<json::Value> {
-                        for (const auto& name : removed) {
-                          auto it = services_.find(name);
-                          if (it != services_.end() && !it->second->replicas.empty()) {
-                            return std::nullopt;
-                          }
-                        }
-                        for (const auto& name : touched) {
-                          auto it = services_.find(name);
-                          if (it == services_.end()) continue;  // removed by a later reload
-                          auto result = settled(*it->second);
-                          if (!result || !json::as_bool(json::get(*result, "ok"))) return result;
-                        }
-                        json::Value done;
-                        done["ok"] = true;
-                        return done;
-                      },
-                      std::move(reply)});
-  after_events();
+  for (auto& [name, sockets] : pending.bound) close_listen_sockets(sockets);  // not adopted
+}
+
+void Supervisor::drop_reload(std::uint64_t request) {
+  auto node = reloads_.extract(request);
+  if (node.empty()) return;
+  for (auto& [name, sockets] : node.mapped()->bound) close_listen_sockets(sockets);
 }
 
 json::Value Supervisor::status_json() const {
-  const auto now = Clock::now();
+  const auto now = time_.now();
+  const DeploymentState& state = core_.state();
   json::Value status;
   status["name"] = spec_.name;
   status["pid"] = static_cast<long long>(getpid());
-  status["state"] = phase_ == Phase::starting ? "starting"
-                    : phase_ == Phase::running ? "running"
-                                               : "stopping";
-  status["uptime_ms"] = ms_between(started_at_, now);
+  status["state"] = state.phase == Phase::finished ? "stopping" : phase_name(state.phase);
+  status["uptime_ms"] = ms_between(state.started_at, now);
   status["memory_mode"] = mode_name(memory_setup_.mode);
   json::Array services;
-  for (const auto& [name, service] : services_) {
-    if (service->removed && service->replicas.empty()) continue;
+  for (const auto& [name, service] : state.services) {
+    if (service.removed && service.replicas.empty()) continue;
     json::Value entry;
     entry["name"] = name;
-    entry["desired"] = service->desired;
+    entry["desired"] = service.desired;
     json::Array listen;
-    for (const auto& socket : service->sockets) listen.push_back(socket.address.text);
-    entry["listen"] = std::move(listen);
-    int ready = 0;
-    json::Array replicas;
-    for (const auto& [index, replica] : service->replicas) {
-      const auto state = replica->machine.state();
-      if (state == ReplicaState::ready) ++ready;
-      json::Value r;
-      r["id"] = replica->id;
-      r["index"] = index;
-      const bool alive = replica->pid > 0;
-      r["pid"] = alive ? json::Value(static_cast<long long>(replica->pid)) : json::Value();
-      r["state"] = state_name(state);
-      Health health = service->spec->health.kind == HealthKind::none ? Health::none
-                      : replica->health && state != ReplicaState::starting
-                          ? replica->health->health()
-                          : Health::unknown;
-      r["health"] = health_name(health);
-      r["uptime_ms"] = alive ? json::Value(ms_between(replica->spawned_at, now)) : json::Value();
-      r["restarts"] = replica->machine.restarts();
-      auto rss = alive ? resident_bytes(replica->pid) : std::nullopt;
-      r["rss_bytes"] = rss ? json::Value(*rss) : json::Value();
-      r["memory"] = memory_json(*replica);
-      r["status"] = replica->status_text.empty() ? json::Value() : json::Value(replica->status_text);
-      r["requests"] = replica->requests ? json::Value(*replica->requests) : json::Value();
-      json::Value last_exit;
-      if (const auto& exit = replica->last_exit) {
-        last_exit["code"] = exit->status.code ? json::Value(*exit->status.code) : json::Value();
-        last_exit["signal"] = exit->status.signal ? json::Value(*exit->status.signal) : json::Value();
-        last_exit["reason"] = reason_name(exit->reason);
-        last_exit["ago_ms"] = ms_between(exit->at, now);
-        json::Array lines;
-        for (const auto& line : exit->stderr_tail) lines.push_back(line);
-        last_exit["stderr"] = std::move(lines);
-      }
-      r["last_exit"] = std::move(last_exit);
-      replicas.push_back(std::move(r));
+    if (auto it = services_.find(name); it != services_.end()) {
+      for (const auto& socket : it->second->sockets) listen.push_back(socket.address.text);
     }
-    entry["ready"] = ready;
-    entry["rollout"] = !service->rollout ? json::Value()
-                       : service->rollout->state == Rollout::State::running ? "running"
-                       : service->rollout->state == Rollout::State::done    ? "done"
-                                                                                     : "failed";
+    entry["listen"] = std::move(listen);
+    json::Array replicas;
+    for (const auto& [index, replica] : service.replicas) {
+      replicas.push_back(replica_json(replica, service, now));
+    }
+    entry["ready"] = ready_count(service);
+    entry["rollout"] = !service.rollout ? json::Value()
+                       : service.rollout->status == RolloutState::Status::running ? "running"
+                       : service.rollout->status == RolloutState::Status::done    ? "done"
+                                                                                  : "failed";
     entry["replicas"] = std::move(replicas);
     services.push_back(std::move(entry));
   }
@@ -439,31 +234,74 @@ json::Value Supervisor::status_json() const {
   return status;
 }
 
+// The core's view of a replica joined with the daemon's (pid, health, memory, output).
+json::Value Supervisor::replica_json(const ReplicaRecord& record, const ServiceState& service,
+                                     TimePoint now) const {
+  auto it = replicas_.find(record.serial);
+  const Replica* runtime = it != replicas_.end() ? it->second.get() : nullptr;
+  const auto state = record.machine.state;
+  json::Value r;
+  r["id"] = record.id;
+  r["index"] = record.index;
+  const bool alive = runtime && runtime->pid > 0;
+  r["pid"] = alive ? json::Value(static_cast<long long>(runtime->pid)) : json::Value();
+  r["state"] = state_name(state);
+  Health health = service.settings.ready_when_running ? Health::none
+                  : runtime && runtime->health && state != ReplicaState::starting
+                      ? runtime->health->health()
+                      : Health::unknown;
+  r["health"] = health_name(health);
+  r["uptime_ms"] = alive ? json::Value(ms_between(runtime->spawned_at, now)) : json::Value();
+  r["restarts"] = record.machine.restarts;
+  auto rss = alive ? resident_bytes(runtime->pid) : std::nullopt;
+  r["rss_bytes"] = rss ? json::Value(*rss) : json::Value();
+  r["memory"] = memory_json(record, runtime);
+  const bool has_status = runtime && !runtime->status_text.empty();
+  r["status"] = has_status ? json::Value(runtime->status_text) : json::Value();
+  const bool has_requests = runtime && runtime->requests;
+  r["requests"] = has_requests ? json::Value(*runtime->requests) : json::Value();
+  json::Value last_exit;
+  if (const auto& exit = record.last_exit) {
+    last_exit["code"] = exit->status.code ? json::Value(*exit->status.code) : json::Value();
+    last_exit["signal"] = exit->status.signal ? json::Value(*exit->status.signal) : json::Value();
+    last_exit["reason"] = reason_name(exit->reason);
+    last_exit["ago_ms"] = ms_between(exit->at, now);
+    json::Array lines;
+    for (const auto& line : exit->stderr_tail) lines.push_back(line);
+    last_exit["stderr"] = std::move(lines);
+  }
+  r["last_exit"] = std::move(last_exit);
+  return r;
+}
+
 // ---- persisted scale ------------------------------------------------------------------------
 
-void Supervisor::load_persisted_scale() {
+std::map<std::string, int> Supervisor::load_persisted_scale() const {
+  std::map<std::string, int> counts;
   FileRead file = read_file(paths_.scale, kMaxStateBytes);
-  if (!file.ok()) return;
+  if (!file.ok()) return counts;
   auto saved = json::parse(file.text);
-  if (!saved || !saved->is_object()) return;
-  for (auto& [name, service] : services_) {
-    const json::Value* entry = json::find(*saved, name);
+  if (!saved || !saved->is_object()) return counts;
+  for (const auto& service : spec_.services) {
+    const json::Value* entry = json::find(*saved, service.name);
     if (!entry) continue;
     const json::Value* spec_count = json::find(*entry, "spec");
     const json::Value* desired = json::find(*entry, "desired");
     // A changed spec wins over a count set by hand for the old one.
-    if (spec_count && desired && json::as_int(*spec_count, -1) == service->spec->replicas) {
-      service->desired = static_cast<int>(std::clamp<std::int64_t>(json::as_int(*desired, 0), 0, 1000));
+    if (spec_count && desired && json::as_int(*spec_count, -1) == service.replicas) {
+      counts[service.name] =
+          static_cast<int>(std::clamp<std::int64_t>(json::as_int(*desired, 0), 0, 1000));
     }
   }
+  return counts;
 }
 
 void Supervisor::persist_scale() const {
   json::Value saved;
-  for (const auto& [name, service] : services_) {
+  for (const auto& [name, service] : core_.state().services) {
     json::Value entry;
-    entry["spec"] = service->spec->replicas;
-    entry["desired"] = service->desired;
+    entry["spec"] = service.settings.spec_replicas;
+    entry["desired"] = service.desired;
     saved[name] = std::move(entry);
   }
   const std::string temporary = paths_.scale + ".tmp";

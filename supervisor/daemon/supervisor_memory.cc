@@ -52,7 +52,6 @@ bool Supervisor::prepare_memory(const ReplicaPtr& replica, SpawnRequest& request
   const MemoryLimits limits = limits_of(*replica->spec);
   memory.killed = false;
   memory.cgroup.reset();
-  if (memory.recycle == ReplicaMemory::Recycle::gave_up) memory.recycle = ReplicaMemory::Recycle::no;
   if (!limits.any()) {
     memory.policy.reset();
     return true;
@@ -78,7 +77,6 @@ bool Supervisor::memory_exit(const ReplicaPtr& replica, const ExitStatus& status
   bool oom = memory.killed;
   if (memory.cgroup && status.signal == SIGKILL && memory.cgroup->oom_kills() > 0) oom = true;
   if (oom) {
-    ++memory.restarts;
     const auto& max = replica->spec->memory.max;
     spdlog::warn("{} (pid {}) was killed for exceeding memory.max ({}, {})", replica->id,
                  replica->exited_pid, max ? mib(*max) : "a limit above it",
@@ -106,13 +104,13 @@ std::optional<std::uint64_t> Supervisor::memory_now(const Replica& replica) cons
 }
 
 void Supervisor::schedule_memory_sample() {
-  if (memory_timer_armed_ || phase_ == Phase::finished) return;
+  if (memory_timer_armed_ || finished()) return;
   memory_timer_armed_ = true;
   memory_timer_.expires_after(memory_setup_.mode == MemoryMode::sampling ? kSamplingInterval
                                                                          : kCgroupInterval);
   memory_timer_.async_wait([this](boost::system::error_code ec) {
     memory_timer_armed_ = false;
-    if (!ec && phase_ != Phase::finished) sample_memory();
+    if (!ec && !finished()) sample_memory();
   });
 }
 
@@ -121,27 +119,25 @@ void Supervisor::sample_memory() {
     cgroup.kill_all();
     return cgroup.remove();
   });
-  bool watching = !cgroups_to_remove_.empty(), moved = false;
-  const auto now = Clock::now();
-  for (auto& [name, service] : services_) {
-    auto replicas = service->replicas;
-    for (auto& [index, replica] : replicas) {
-      auto& memory = replica->memory;
-      if (!memory.policy || replica->pid <= 0) continue;
-      watching = true;
-      check_recycle_outcome(*replica);
-      const auto bytes = memory_now(*replica);
-      if (!bytes) continue;
-      const MemoryVerdict verdict = memory.policy->observe(*bytes, now);
-      if (verdict == MemoryVerdict::kill && !memory.killed) {
-        kill_for_memory(replica, *bytes);
-      } else if (verdict == MemoryVerdict::recycle) {
-        moved = recycle_for_memory(replica, *bytes) || moved;
-      }
+  bool watching = !cgroups_to_remove_.empty();
+  const auto now = time_.now();
+  for (auto& [serial, replica] : replicas_) {
+    auto& memory = replica->memory;
+    if (!memory.policy || replica->pid <= 0) continue;
+    watching = true;
+    const auto bytes = memory_now(*replica);
+    if (!bytes) continue;
+    const MemoryVerdict verdict = memory.policy->observe(*bytes, now);
+    if (verdict == MemoryVerdict::kill && !memory.killed) {
+      kill_for_memory(replica, *bytes);
+    } else if (verdict == MemoryVerdict::recycle) {
+      // The core decides whether to replace it: the same surge-then-drain as `restart`.
+      Event high{.kind = Event::Kind::memory_high, .replica = serial};
+      high.bytes = *bytes;
+      enqueue({std::move(high)});
     }
   }
   if (watching) schedule_memory_sample();
-  if (moved) after_events();
 }
 
 void Supervisor::kill_for_memory(const ReplicaPtr& replica, std::uint64_t bytes) {
@@ -152,49 +148,24 @@ void Supervisor::kill_for_memory(const ReplicaPtr& replica, std::uint64_t bytes)
   signal_group(replica->pid, SIGKILL);
 }
 
-// The replica is marked for replacement and the service's rollout (the same surge-then-drain
-// as `restart`) replaces it. true if a replacement was started.
-bool Supervisor::recycle_for_memory(const ReplicaPtr& replica, std::uint64_t bytes) {
-  auto& memory = replica->memory;
-  Service& service = replica->service;
-  const bool rolling = service.rollout && service.rollout->state == Rollout::State::running;
-  if (memory.recycle != ReplicaMemory::Recycle::no || phase_ != Phase::running ||
-      replica->machine.state() != ReplicaState::ready || service.removed) {
-    return false;
-  }
-  spdlog::info("{} (pid {}) stayed above memory.restart_above {} ({} now); replacing it: "
-               "a new replica first, then this one drains", replica->id, replica->pid,
-               mib(*replica->spec->memory.restart_above), mib(bytes));
-  memory.recycle = ReplicaMemory::Recycle::running;
-  service.memory_carry.push_back(memory.restarts + 1);
-  if (!rolling) service.rollout.emplace();
-  return true;
-}
-
-// A recycle whose rollout ended with the replica still here: its replacement failed to start.
-void Supervisor::check_recycle_outcome(Replica& replica) {
-  auto& memory = replica.memory;
-  const auto& rollout = replica.service.rollout;
-  if (memory.recycle != ReplicaMemory::Recycle::running ||
-      (rollout && rollout->state == Rollout::State::running)) {
+void Supervisor::log_recycle(const Action& action) {
+  auto it = replicas_.find(action.replica);
+  if (it == replicas_.end()) return;
+  const Replica& replica = *it->second;
+  if (action.kind == Action::Kind::recycle_gave_up) {
+    spdlog::warn("{}: its replacement did not become ready; it keeps serving above "
+                 "memory.restart_above until its next restart", replica.id);
     return;
   }
-  memory.recycle = ReplicaMemory::Recycle::gave_up;
-  replica.service.memory_carry.clear();
-  spdlog::warn("{}: its replacement did not become ready; it keeps serving above "
-               "memory.restart_above until its next restart", replica.id);
-}
-
-void Supervisor::inherit_memory_restarts(Service& service, Replica& fresh) {
-  if (service.memory_carry.empty()) return;
-  fresh.memory.restarts = service.memory_carry.front();
-  service.memory_carry.erase(service.memory_carry.begin());
+  spdlog::info("{} (pid {}) stayed above memory.restart_above {} ({} now); replacing it: "
+               "a new replica first, then this one drains", replica.id, replica.pid,
+               mib(*replica.spec->memory.restart_above), mib(action.bytes));
 }
 
 void Supervisor::finish_memory() {
   memory_timer_.cancel();
-  const auto deadline = Clock::now() + std::chrono::seconds(2);
-  while (!cgroups_to_remove_.empty() && Clock::now() < deadline) {
+  const auto deadline = time_.now() + std::chrono::seconds(2);
+  while (!cgroups_to_remove_.empty() && time_.now() < deadline) {
     std::erase_if(cgroups_to_remove_, [](const ReplicaCgroup& cgroup) {
       cgroup.kill_all();
       return cgroup.remove();
@@ -207,18 +178,19 @@ void Supervisor::finish_memory() {
   if (memory_cgroup2_ready_) release_cgroup2(memory_setup_.dir);
 }
 
-json::Value Supervisor::memory_json(const Replica& replica) const {
-  const auto& memory = replica.memory;
+json::Value Supervisor::memory_json(const ReplicaRecord& record, const Replica* replica) const {
+  const bool limited = replica && replica->memory.policy;
   json::Value entry;
   auto optional_bytes = [](const std::optional<std::uint64_t>& bytes) {
     return bytes ? json::Value(*bytes) : json::Value();
   };
-  entry["bytes"] = memory.policy ? optional_bytes(memory_now(replica)) : json::Value();
-  entry["max"] = optional_bytes(replica.spec->memory.max);
-  entry["restart_above"] = optional_bytes(replica.spec->memory.restart_above);
-  entry["mode"] = memory.policy ? json::Value(mode_name(memory_setup_.mode)) : json::Value();
-  entry["restarts"] = memory.restarts;
-  entry["recycling"] = memory.recycle == ReplicaMemory::Recycle::running;
+  const MemorySpec limits = replica ? replica->spec->memory : MemorySpec{};
+  entry["bytes"] = limited ? optional_bytes(memory_now(*replica)) : json::Value();
+  entry["max"] = optional_bytes(limits.max);
+  entry["restart_above"] = optional_bytes(limits.restart_above);
+  entry["mode"] = limited ? json::Value(mode_name(memory_setup_.mode)) : json::Value();
+  entry["restarts"] = record.memory_restarts;
+  entry["recycling"] = record.recycle == Recycle::running;
   return entry;
 }
 

@@ -14,8 +14,6 @@
 namespace deployctl {
 
 namespace asio = boost::asio;
-using Kind = ReplicaEvent::Kind;
-using Act = ReplicaAction::Kind;
 
 // ---- edges: control socket and health -------------------------------------------------------
 
@@ -48,7 +46,7 @@ void Supervisor::read_control(const ReplicaPtr& replica) {
             spdlog::warn("{} (pid {}) broke the control protocol ({}); replacing it", replica->id,
                          replica->pid, decoded.error);
             replica->control.reset();
-            dispatch(replica, {Kind::protocol_error});
+            replica_event(replica, Event::Kind::protocol_error);
             return;
           }
           replica->speaks_control = true;
@@ -62,9 +60,9 @@ void Supervisor::read_control(const ReplicaPtr& replica) {
 void Supervisor::on_control_message(const ReplicaPtr& replica, const control::Message& message) {
   if (message.status) replica->status_text = *message.status;
   if (message.requests) replica->requests = message.requests;
-  if (message.pong && replica->health) replica->health->on_pong(*message.pong, Clock::now());
-  if (message.watchdog && replica->health) replica->health->on_alive(Clock::now());
-  if (message.ready) dispatch(replica, {Kind::ready});
+  if (message.pong && replica->health) replica->health->on_pong(*message.pong, time_.now());
+  if (message.watchdog && replica->health) replica->health->on_alive(time_.now());
+  if (message.ready) replica_event(replica, Event::Kind::ready);
 }
 
 int Supervisor::open_notify_socket(const Replica& replica, std::string* name) const {
@@ -121,14 +119,14 @@ void Supervisor::schedule_health(const ReplicaPtr& replica) {
   const auto run = replica->run;
   replica->health_timer.expires_at(replica->health->next_deadline());
   replica->health_timer.async_wait([this, replica, run](boost::system::error_code ec) {
-    if (ec || replica->run != run || replica->machine.state() != ReplicaState::ready) return;
-    const auto now = Clock::now();
+    if (ec || replica->run != run || state_of(*replica) != ReplicaState::ready) return;
+    const auto now = time_.now();
     const int misses_before = replica->health->misses();
     Health health = replica->health->check(now);
     if (health == Health::unhealthy) {
       spdlog::warn("{} (pid {}) missed {} health checks in a row; replacing it", replica->id,
                    replica->pid, replica->health->misses());
-      dispatch(replica, {Kind::unhealthy});
+      replica_event(replica, Event::Kind::unhealthy);
       return;
     }
     if (replica->health->misses() > misses_before) {
@@ -138,9 +136,9 @@ void Supervisor::schedule_health(const ReplicaPtr& replica) {
     if (auto seq = replica->health->ping_due(now)) {
       if (is_probe(replica->spec->health.kind)) {
         start_probe(io_, children_, probe_target(*replica), replica->spec->health.timeout,
-                    [replica, run, seq = *seq](ProbeResult result) {
+                    [this, replica, run, seq = *seq](ProbeResult result) {
                       if (result.ok && replica->run == run) {
-                        replica->health->on_pong(seq, Clock::now());
+                        replica->health->on_pong(seq, time_.now());
                       }
                     });
       } else {
@@ -158,15 +156,15 @@ void Supervisor::probe_until_ready(const ReplicaPtr& replica) {
   const auto pause = std::min<Duration>(Duration{100}, replica->spec->health.interval);
   replica->health_timer.expires_after(pause);
   replica->health_timer.async_wait([this, replica, run](boost::system::error_code ec) {
-    if (ec || replica->run != run || replica->machine.state() != ReplicaState::starting) return;
+    if (ec || replica->run != run || state_of(*replica) != ReplicaState::starting) return;
     start_probe(io_, children_, probe_target(*replica), replica->spec->health.timeout,
                 [this, replica, run](ProbeResult result) {
                   if (replica->run != run ||
-                      replica->machine.state() != ReplicaState::starting) {
+                      state_of(*replica) != ReplicaState::starting) {
                     return;
                   }
                   if (result.ok) {
-                    dispatch(replica, {Kind::ready});
+                    replica_event(replica, Event::Kind::ready);
                   } else {
                     probe_until_ready(replica);
                   }
@@ -210,7 +208,7 @@ void Supervisor::read_output(const ReplicaPtr& replica, OutputPipe& pipe) {
       asio::posix::stream_descriptor::wait_read,
       [this, replica, &pipe, run](boost::system::error_code ec) {
         if (ec || replica->run != run || !pipe.fd) return;
-        const auto now = Clock::now();
+        const auto now = time_.now();
         std::size_t allowed = replica->budget.available(now);
         if (allowed < 512) {  // over budget: leave the bytes in the pipe; the writer slows down
           pipe.pause.expires_after(replica->budget.wait_for(4096, now));
@@ -260,7 +258,7 @@ void Supervisor::emit_lines(const ReplicaPtr& replica, OutputPipe& pipe,
   bool to_terminal = true;
   if (logs_) {
     const long pid = replica->pid > 0 ? replica->pid : replica->exited_pid;
-    logs_->replica_lines({spec_.name, replica->spec->name, replica->id, pid}, pipe.is_stderr,
+    logs_->replica_lines({spec_.name, replica->service, replica->id, pid}, pipe.is_stderr,
                          lines);
     to_terminal = !logs_->journal();  // the journal has them; stderr would add them again
   }

@@ -1,6 +1,8 @@
-// The supervisor's private state (services, replicas, their pipes), shared by the files that
-// implement Supervisor: supervisor.cc (lifecycle and decisions), supervisor_replica_io.cc
-// (control, notify and output channels) and supervisor_management.cc (the management API).
+// The daemon's private state (services' specs and sockets, replicas' processes and pipes),
+// shared by the files that implement Supervisor: supervisor.cc (the event queue, spawning,
+// exits), supervisor_replica_io.cc (control, notify and output channels),
+// supervisor_management.cc (the management API), supervisor_memory.cc and dbus_supervisor.cc.
+// The decisions and their state are the core's (core/deployment.h).
 #pragma once
 
 #include <chrono>
@@ -44,43 +46,33 @@ struct Supervisor::OutputPipe {
   bool is_stderr;
 };
 
-// The latest rolling replacement of a service (restart or reload).
-struct Rollout {
-  enum class State { running, done, failed } state = State::running;
-  std::string error;
-};
-
+// The daemon's side of a service: its spec and its listen sockets. Decisions are the core's.
 struct Supervisor::Service {
   std::shared_ptr<const ServiceSpec> spec;  // what new replicas are started from
-  bool removed = false;                     // by a reload: draining to zero, then dropped
-  int desired;
-  std::uint64_t generation = 0;             // bumped by restart: replicas of older ones are replaced
-  std::optional<Rollout> rollout;           // the latest rolling replacement
   std::vector<ListenSocket> sockets;
-  std::map<int, ReplicaPtr> replicas;
-  std::vector<int> memory_carry;  // memory restarts of replicas being recycled, for their successors
 };
 
+// The daemon's side of one core replica (same serial): its process, channels and what it
+// reports; the core's ReplicaRecord holds its lifecycle.
 struct Supervisor::Replica {
-  Replica(boost::asio::io_context& io, Service& owner, int slot, TimePoint now)
-      : service(owner),
-        spec(owner.spec),
-        generation(owner.generation),
-        index(slot),
-        id(spec->name + "." + std::to_string(slot)),
-        machine(ReplicaPolicy::from(*spec)),
+  Replica(boost::asio::io_context& io, const ReplicaRecord& record, const std::string& owner,
+          std::shared_ptr<const ServiceSpec> started_from, TimePoint now)
+      : serial(record.serial),
+        service(owner),
+        spec(std::move(started_from)),
+        index(record.index),
+        id(record.id),
         out(io, false),
         err(io, true),
         budget(kOutputRate, kOutputBurst, now),
         timer(io),
         health_timer(io) {}
 
-  Service& service;
+  std::uint64_t serial;
+  std::string service;
   std::shared_ptr<const ServiceSpec> spec;  // the settings it was started from
-  std::uint64_t generation;
   int index;
   std::string id;
-  ReplicaMachine machine;
   std::optional<HealthChecker> health;
   pid_t pid = -1;
   pid_t exited_pid = -1;
@@ -95,12 +87,15 @@ struct Supervisor::Replica {
   std::uint64_t timer_generation = 0;
   std::deque<std::string> stderr_tail;
   std::vector<std::string> env;  // of the current run (exec probes run with it)
-  std::string spawn_error;
-  std::optional<ExitRecord> last_exit;
   std::string status_text;
   std::optional<std::uint64_t> requests;
   bool removed = false;
   ReplicaMemory memory;
+};
+
+struct Supervisor::PendingReload {
+  Spec next;
+  std::map<std::string, std::vector<ListenSocket>> bound;  // its new addresses, by service
 };
 
 }  // namespace deployctl

@@ -2,8 +2,10 @@
 and a rollout whose new replicas cannot start leaves the old ones serving."""
 import os
 import signal
+import socket
 
-from harness import ClientLoop, http_get, is_alive, server_bin, service_by_name, wait_until
+from harness import (ClientLoop, free_port, http_get, is_alive, server_bin, service_by_name,
+                     wait_until)
 
 ROLLING = """
 name = "@NAME@"
@@ -139,6 +141,30 @@ def test_reload_with_a_failing_pre_start_step_changes_nothing(deployment):
     assert "'doomed' failed: exited with code 4" in run.stderr, run.describe()
     assert "no database" in run.stderr and "nothing was changed" in run.stderr, run.describe()
     assert dep.replica_pids() == before
+
+
+def test_reload_whose_new_listen_port_is_taken_changes_nothing(deployment):
+    dep = deployment(reloadable("1"))
+    assert dep.up().returncode == 0
+    before = dep.replica_pids()
+    taken = free_port()
+    with socket.socket() as holder:  # another process holds the new port
+        holder.bind(("127.0.0.1", taken))
+        holder.listen()
+        address = f"127.0.0.1:{taken}"
+        dep.write_spec(reloadable("2").replace('listen = ["127.0.0.1:@PORT@"]',
+                                               f'listen = ["127.0.0.1:@PORT@", "{address}"]'))
+        run = dep.deployctl("reload", str(dep.spec_path), timeout=30)
+        assert run.returncode == 1, run.describe()
+        assert f"reload refused: cannot listen on {address}" in run.stderr, run.describe()
+        assert "nothing was changed" in run.stderr, run.describe()
+        status = dep.status()
+        assert service_by_name(status, "web")["listen"] == [f"127.0.0.1:{dep.port}"], status
+        assert dep.replica_pids(status) == before
+    # Not left half-way: once the port is free the same reload goes through.
+    run = dep.deployctl("reload", str(dep.spec_path), timeout=60)
+    assert run.returncode == 0, run.describe()
+    assert service_by_name(dep.status(), "web")["listen"] == [f"127.0.0.1:{dep.port}", address]
 
 
 def test_sighup_reloads_the_file_the_supervisor_was_started_with(deployment):

@@ -220,3 +220,13 @@ TEST_CASE("replica machine: describe_exit") {
   CHECK(describe_exit(std::nullopt, 9) == "signal 9 (SIGKILL)");
   CHECK(describe_exit(std::nullopt, std::nullopt) == "not started");
 }
+
+TEST_CASE("replica: a spawn failure reported after a stop was decided retires it") {
+  Driver d;
+  d.send(Kind::start);
+  d.send(Kind::stop);  // the spawn's result is still on its way
+  CHECK(d.machine.state() == ReplicaState::stopping);
+  auto actions = d.send(Kind::spawn_failed);
+  CHECK(actions.back().kind == Act::retire);
+  CHECK(d.machine.state() == ReplicaState::stopped);
+}
