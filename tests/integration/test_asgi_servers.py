@@ -132,6 +132,29 @@ def test_accepted_connections_inherit_tcp_nodelay_from_the_supervisor_socket(dep
     assert dep.leftovers() == {}
 
 
+# --- readiness on the shared socket --------------------------------------------------------
+
+LATE_SECONDS = 2.0  # web.1 only starts uvicorn this long after it was spawned
+UVICORN_COMMAND = '["/usr/bin/python3", "-m", "uvicorn", "main:app", "--fd", "3",'
+LATE_COMMAND = (f'["/bin/sh", "-c", \'[ {{replica}} = 0 ] || sleep {LATE_SECONDS}; exec "$0" "$@"\', '
+                '"/usr/bin/python3", "-m", "uvicorn", "main:app", "--fd", "3",')
+
+
+def test_replica_is_ready_only_once_it_accepts_on_the_shared_socket(deployment):
+    """The http probe of a shared socket is answered by web.0 long before web.1 listens: web.1
+    must not count as ready (a rollout would then stop an old replica too early)."""
+    dep = deploy_example(deployment, "uvicorn.toml", {'"127.0.0.1:8000"': '"127.0.0.1:@PORT@"',
+                                                      "replicas = 3": "replicas = 2",
+                                                      UVICORN_COMMAND: LATE_COMMAND})
+    run = dep.up(timeout=START_TIMEOUT)
+    assert run.returncode == 0, run.describe()
+    status = dep.status()  # `up -d` returns once every replica is ready
+    assert all_ready(status, 2), dep.diagnostics()
+    late = next(r for r in status["services"][0]["replicas"] if r["id"] == "web.1")
+    assert late["uptime_ms"] >= LATE_SECONDS * 1000, f"web.1 ready before it listened: {late}"
+    assert "not seen accepting" not in dep.log_text(), dep.diagnostics()
+
+
 # --- every server -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("server", SERVERS)
