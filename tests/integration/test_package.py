@@ -50,11 +50,11 @@ def describe(result: subprocess.CompletedProcess) -> str:
 
 
 def table_commands() -> list[str]:
-    """The command names of the one command table, supervisor/commands.cc."""
-    source = (source_dir() / "supervisor" / "commands.cc").read_text()
+    """The command names of the one command table, supervisor/protocol/commands.cc."""
+    source = (source_dir() / "supervisor" / "protocol" / "commands.cc").read_text()
     table = source[source.index("kCommands[]"):source.index("};")]
     names = re.findall(r'^\s*\{"([a-z-]+)",', table, re.MULTILINE)
-    assert names, "found no command in supervisor/commands.cc's kCommands table"
+    assert names, "found no command in supervisor/protocol/commands.cc's kCommands table"
     return names
 
 

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "log_command.h"
+#include "paths.h"
 #include "log_file.h"
 #include "log_format.h"
 #include "log_reader.h"

@@ -145,8 +145,3 @@ TEST_CASE("process: resolve_command searches PATH and keeps paths with a slash")
   CHECK((sh == "/usr/bin/sh" || sh == "/bin/sh"));
   CHECK(resolve_command("no-such-tool-deployctl", "/usr/bin") == "no-such-tool-deployctl");
 }
-
-TEST_CASE("process: describe_exit") {
-  CHECK(describe_exit(0, std::nullopt) == "code 0");
-  CHECK(describe_exit(std::nullopt, 9) == "signal 9 (SIGKILL)");
-}

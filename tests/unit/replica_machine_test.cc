@@ -214,3 +214,9 @@ TEST_CASE("replica: events that do not apply are ignored") {
   CHECK(d.send(Kind::ready).empty());
   CHECK(d.send(Kind::spawned).empty());
 }
+
+TEST_CASE("replica machine: describe_exit") {
+  CHECK(describe_exit(0, std::nullopt) == "code 0");
+  CHECK(describe_exit(std::nullopt, 9) == "signal 9 (SIGKILL)");
+  CHECK(describe_exit(std::nullopt, std::nullopt) == "not started");
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A configurable replica for the deployctl end-to-end tests (test-only; stdlib only).
 
-It speaks the worker control protocol (supervisor/control_protocol.h) on the SOCK_SEQPACKET fd
+It speaks the worker control protocol (supervisor/protocol/control_protocol.h) on the SOCK_SEQPACKET fd
 named by DEPLOYCTL_CONTROL_FD and, when it inherited a listening socket (LISTEN_FDS=1 and
 LISTEN_PID equal to its pid, the sd_listen_fds rule), answers every HTTP request on fd 3 with
 200 and "<replica id> <pid>" (header X-TCP-Nodelay: the accepted connection's TCP_NODELAY,

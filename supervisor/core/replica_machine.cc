@@ -1,5 +1,7 @@
 #include "replica_machine.h"
 
+#include "load.h"
+
 namespace deployctl {
 
 using Kind = ReplicaEvent::Kind;
@@ -175,6 +177,12 @@ std::vector<ReplicaAction> ReplicaMachine::handle(const ReplicaEvent& event, Tim
       return on_exit(ExitStatus{}, false, now, random01);
   }
   return {};
+}
+
+std::string describe_exit(std::optional<int> code, std::optional<int> signal) {
+  if (code) return "code " + std::to_string(*code);
+  if (signal) return "signal " + std::to_string(*signal) + " (" + signal_name(*signal) + ")";
+  return "not started";
 }
 
 }  // namespace deployctl

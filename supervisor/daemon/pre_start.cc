@@ -19,6 +19,7 @@
 #include "load.h"
 #include "output.h"
 #include "process.h"
+#include "replica_machine.h"
 
 extern char** environ;
 

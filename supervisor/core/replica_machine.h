@@ -46,6 +46,9 @@ struct ExitStatus {
   bool operator==(const ExitStatus&) const = default;
 };
 
+// "code 3", "signal 9 (SIGKILL)", or "not started" when neither is set.
+std::string describe_exit(std::optional<int> code, std::optional<int> signal);
+
 struct ReplicaEvent {
   enum class Kind { start, spawned, spawn_failed, ready, unhealthy, protocol_error, timer, drain,
                     stop, exited };

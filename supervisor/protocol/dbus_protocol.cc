@@ -1,7 +1,6 @@
 #include "dbus_protocol.h"
 
 #include "commands.h"
-#include "process.h"
 
 namespace deployctl::dbus {
 

@@ -1,32 +1,21 @@
 #include "cli.h"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/file.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <sys/types.h>
 
-#include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
 #include <fstream>
-#include <iostream>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
+#include <optional>
 #include <thread>
 
 #include "commands.h"
 #include "load.h"
 #include "log_command.h"
-#include "log_writer.h"
 #include "management.h"
 #include "paths.h"
-#include "process.h"
-#include "pre_start.h"
-#include "supervisor.h"
+#include "startup.h"
+#include "status_table.h"
 
 #ifndef DEPLOYCTL_VERSION
 #define DEPLOYCTL_VERSION "0.0.0"
@@ -169,172 +158,6 @@ std::optional<Spec> load_or_report(const std::string& file) {
   return loaded.spec;
 }
 
-void setup_logging() {
-  auto logger = spdlog::stderr_color_mt("deployctl");
-  logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
-  logger->flush_on(spdlog::level::info);
-  spdlog::set_default_logger(logger);
-}
-
-std::string read_pid_file(const std::string& path) {
-  std::ifstream file(path);
-  std::string pid;
-  file >> pid;
-  return pid.empty() ? "?" : pid;
-}
-
-// Runs the pre-start steps in order, in the foreground, before any replica starts. Ctrl+C
-// cancels the running step (its whole group is killed). False if a step failed.
-bool run_pre_start(const std::vector<PreStartStep>& steps, const LogSettings& log_settings) {
-  if (steps.empty()) return true;
-  LogWriter log(log_settings);  // joined before returning: `up -d` forks next
-  auto on_line = [&log](const std::string& step, const std::string& line, bool is_stderr) {
-    print_pre_start_line(step, line, is_stderr);
-    log.pre_start_line(step, line, is_stderr);
-  };
-  boost::asio::io_context io;
-  ChildWatcher children(io);
-  PreStartResult result;
-  PreStartRunner runner(io, children, steps, on_line, [&](PreStartResult done) {
-    result = std::move(done);
-    io.stop();
-  });
-  boost::asio::signal_set interrupts(io, SIGINT, SIGTERM);
-  interrupts.async_wait([&](boost::system::error_code ec, int) {
-    if (!ec) runner.cancel();
-  });
-  runner.start();
-  io.run();
-  if (result.ok) return true;
-  std::fprintf(stderr, "deployctl: %s; no replica was started\n", result.message.c_str());
-  if (!result.last_lines.empty()) {
-    std::fprintf(stderr, "last lines of its output:\n");
-    for (const auto& line : result.last_lines) {
-      std::fprintf(stderr, "  pre_start.%s | %s\n", result.step.c_str(), line.c_str());
-    }
-  }
-  return false;
-}
-
-// Detaches into the background. In the parent: waits for the supervisor's first word and
-// returns the exit code to end with. In the child: returns nullopt and sets *notify_fd.
-std::optional<int> detach(const StatePaths& paths, int* notify_fd) {
-  int notify[2];
-  if (pipe2(notify, O_CLOEXEC) != 0) {
-    std::perror("deployctl: pipe");
-    return kExitFailed;
-  }
-  pid_t child = fork();
-  if (child < 0) {
-    std::perror("deployctl: fork");
-    return kExitFailed;
-  }
-  if (child > 0) {
-    close(notify[1]);
-    std::string message;
-    char buffer[4096];
-    ssize_t n;
-    while ((n = read(notify[0], buffer, sizeof buffer)) != 0) {
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) break;
-      message.append(buffer, static_cast<std::size_t>(n));
-    }
-    close(notify[0]);
-    if (message.empty()) {
-      std::fprintf(stderr, "deployctl: the supervisor exited while starting; see %s\n",
-                   paths.log.c_str());
-      return kExitFailed;
-    }
-    bool ok = message[0] == '0';
-    std::fprintf(ok ? stdout : stderr, "%s\n", message.c_str() + 1);
-    return ok ? kExitOk : kExitFailed;
-  }
-  close(notify[0]);
-  setsid();
-  int log = open(paths.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (log >= 0) {
-    dup2(log, STDOUT_FILENO);
-    dup2(log, STDERR_FILENO);
-    close(log);
-  }
-  if (null >= 0) {
-    dup2(null, STDIN_FILENO);
-    close(null);
-  }
-  *notify_fd = notify[1];
-  return std::nullopt;
-}
-
-int run_up(const Options& options) {
-  auto spec = load_or_report(options.file);
-  if (!spec) return kExitUsage;
-  StatePaths paths = state_paths(runtime_base(options.runtime_dir), spec->name);
-  paths.logs = log_dir_for(options.log_dir, options.runtime_dir, &spec->logs, spec->name, paths.dir);
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(paths.dir).parent_path(), ec);
-  if (mkdir(paths.dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    std::fprintf(stderr, "deployctl: cannot create %s: %s\n", paths.dir.c_str(), std::strerror(errno));
-    return kExitFailed;
-  }
-  int lock = open(paths.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock < 0) {
-    std::fprintf(stderr, "deployctl: cannot open %s: %s\n", paths.lock.c_str(), std::strerror(errno));
-    return kExitFailed;
-  }
-  if (flock(lock, LOCK_EX | LOCK_NB) != 0) {
-    std::fprintf(stderr, "deployctl: %s is already running (pid %s); see 'deployctl status --name %s'\n",
-                 spec->name.c_str(), read_pid_file(paths.pid).c_str(), spec->name.c_str());
-    return kExitAlreadyRunning;
-  }
-  std::map<std::string, std::vector<ListenSocket>> listen;
-  for (const auto& service : spec->services) {
-    std::string error;
-    listen[service.name] = bind_listen_sockets(service.listen, &error);
-    if (!error.empty()) {
-      std::fprintf(stderr, "deployctl: %s: %s\n", service.name.c_str(), error.c_str());
-      for (auto& [name, sockets] : listen) close_listen_sockets(sockets);
-      return kExitFailed;
-    }
-  }
-  setup_logging();
-  if (!run_pre_start(spec->pre_start,
-                     {paths.logs, {spec->logs.max_size, spec->logs.keep}, false})) {
-    for (auto& [name, sockets] : listen) close_listen_sockets(sockets);
-    return kExitFailed;
-  }
-  int notify_fd = -1;
-  if (options.detach) {
-    if (auto parent_exit = detach(paths, &notify_fd)) return *parent_exit;
-    spdlog::drop_all();  // log again to the new stderr (the log file), without terminal colors
-    setup_logging();
-  }
-  std::ofstream(paths.pid) << getpid() << "\n";
-  prctl(PR_SET_CHILD_SUBREAPER, 1);
-  signal(SIGPIPE, SIG_IGN);
-
-  auto on_started = [notify_fd](bool ok, const std::string& message) {
-    if (notify_fd < 0) return;
-    std::string word = (ok ? "0" : "1") + message;
-    ssize_t ignored = write(notify_fd, word.data(), word.size());
-    (void)ignored;
-    close(notify_fd);
-  };
-  boost::asio::io_context io;
-  Supervisor supervisor(io, *spec, std::move(listen), paths, on_started);
-  supervisor.set_dbus_enabled(options.dbus);
-  std::string error;
-  if (!supervisor.start(&error)) {
-    spdlog::error("{}", error);
-    on_started(false, error);
-    return kExitFailed;
-  }
-  io.run();
-  unlink(paths.pid.c_str());
-  if (supervisor.stopped_by_request()) unlink(paths.scale.c_str());
-  return supervisor.exit_code();
-}
-
 int run_validate(const Options& options) {
   auto spec = load_or_report(options.file);
   if (!spec) return kExitUsage;
@@ -343,91 +166,6 @@ int run_validate(const Options& options) {
   std::printf("%s: ok (%zu services, %d replicas)\n", options.file.c_str(), spec->services.size(),
               replicas);
   return kExitOk;
-}
-
-std::string human_duration(std::int64_t ms) {
-  std::int64_t s = ms / 1000;
-  if (s < 60) return std::to_string(s) + "s";
-  if (s < 3600) return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
-  if (s < 86400) return std::to_string(s / 3600) + "h" + std::to_string(s % 3600 / 60) + "m";
-  return std::to_string(s / 86400) + "d" + std::to_string(s % 86400 / 3600) + "h";
-}
-
-std::string human_bytes(const json::Value& value) {
-  if (!value.is_number()) return "-";
-  double bytes = value.as_double();
-  const char* units[] = {"B", "K", "M", "G", "T"};
-  int unit = 0;
-  while (bytes >= 1024 && unit < 4) {
-    bytes /= 1024;
-    ++unit;
-  }
-  char text[32];
-  std::snprintf(text, sizeof text, unit == 0 ? "%.0f%s" : "%.1f%s", bytes, units[unit]);
-  return text;
-}
-
-std::string describe_last_exit(const json::Value& exit) {
-  if (!exit.is_object()) return "-";
-  auto number = [&exit](const char* key) -> std::optional<int> {
-    const auto* value = exit.find(key);
-    if (!value || !value->is_number()) return std::nullopt;
-    return static_cast<int>(value->as_int());
-  };
-  const auto code = number("code"), signal = number("signal");
-  std::string text = code || signal ? describe_exit(code, signal) : "";
-  std::string reason = exit.find("reason") ? exit.find("reason")->as_string() : "";
-  if (reason != "exit" && reason != "signal") text += (text.empty() ? "" : " ") + std::string("[") + reason + "]";
-  return text;
-}
-
-// "now/max" for a replica under memory limits ("now/soft" without max), else its RSS.
-std::string describe_memory(const json::Value& memory, const json::Value& rss) {
-  const auto* bytes = memory.is_object() ? memory.find("bytes") : nullptr;
-  if (!bytes || !bytes->is_number()) return human_bytes(rss);
-  const auto* max = memory.find("max");
-  const auto* soft = memory.find("restart_above");
-  const auto* limit = max && max->is_number() ? max : soft;
-  std::string text = human_bytes(*bytes);
-  if (limit && limit->is_number()) text += "/" + human_bytes(*limit);
-  return text;
-}
-
-long long memory_restarts(const json::Value& memory) {
-  const auto* restarts = memory.is_object() ? memory.find("restarts") : nullptr;
-  return restarts && restarts->is_number() ? restarts->as_int() : 0;
-}
-
-void print_status_table(const json::Value& status) {
-  const auto* mode = status.find("memory_mode");
-  std::printf("%s: %s (supervisor pid %lld, memory limits: %s)\n",
-              status.find("name")->as_string().c_str(), status.find("state")->as_string().c_str(),
-              static_cast<long long>(status.find("pid")->as_int()),
-              mode && mode->is_string() ? mode->as_string().c_str() : "?");
-  std::printf("%-12s %-8s %-11s %-10s %-8s %-9s %-28s %-16s %s\n", "REPLICA", "PID", "STATE",
-              "HEALTH", "UPTIME", "RESTARTS", "LAST EXIT", "MEMORY", "MEM-RESTARTS");
-  for (const auto& service : status.find("services")->as_array()) {
-    for (const auto& replica : service.find("replicas")->as_array()) {
-      auto field = [&](const char* key) -> const json::Value& {
-        static const json::Value null;
-        const auto* value = replica.find(key);
-        return value ? *value : null;
-      };
-      std::string pid = field("pid").is_number() ? std::to_string(field("pid").as_int()) : "-";
-      std::string uptime =
-          field("uptime_ms").is_number() ? human_duration(field("uptime_ms").as_int()) : "-";
-      std::printf("%-12s %-8s %-11s %-10s %-8s %-9lld %-28s %-16s %lld\n",
-                  field("id").as_string().c_str(), pid.c_str(), field("state").as_string().c_str(),
-                  field("health").as_string().c_str(), uptime.c_str(),
-                  static_cast<long long>(field("restarts").as_int()),
-                  describe_last_exit(field("last_exit")).c_str(),
-                  describe_memory(field("memory"), field("rss_bytes")).c_str(),
-                  static_cast<long long>(memory_restarts(field("memory"))));
-    }
-    std::printf("%-12s %lld/%lld ready\n", (service.find("name")->as_string() + ":").c_str(),
-                static_cast<long long>(service.find("ready")->as_int()),
-                static_cast<long long>(service.find("desired")->as_int()));
-  }
 }
 
 // A zombie has exited too: its reaping is up to whoever adopted the detached supervisor.
@@ -530,7 +268,11 @@ int run_client(const Options& options) {
 int run_cli(int argc, char** argv) {
   Options options;
   if (auto exit = parse_args(argc, argv, &options)) return *exit;
-  if (options.command == "up") return run_up(options);
+  if (options.command == "up") {
+    auto spec = load_or_report(options.file);
+    if (!spec) return kExitUsage;
+    return run_up(*spec, {options.runtime_dir, options.log_dir, options.detach, options.dbus});
+  }
   if (options.command == "validate") return run_validate(options);
   if (options.command == "logs") {
     options.logs.file = options.file;

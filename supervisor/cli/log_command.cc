@@ -21,11 +21,6 @@ namespace {
 constexpr auto kPollInterval = std::chrono::milliseconds(100);
 constexpr std::size_t kTimeWidth = 24;  // "2025-01-02T03:04:05.678Z"
 
-const char* env_or_empty(const char* name) {
-  const char* value = std::getenv(name);
-  return value ? value : "";
-}
-
 // Lines of several logs in time order (each log's own order kept for equal times).
 void sort_by_time(std::vector<std::string>* lines) {
   std::stable_sort(lines->begin(), lines->end(), [](const std::string& a, const std::string& b) {
@@ -103,27 +98,6 @@ int show_tail(const Target& target, std::size_t count) {
 }
 
 }  // namespace
-
-std::string resolve_log_dir(const LogDirInputs& in) {
-  if (!in.log_dir_option.empty()) return in.log_dir_option + "/" + in.name;
-  if (!in.spec_dir.empty()) return in.spec_dir;
-  if (in.root && !in.runtime_dir_overridden) return "/var/log/deployctl/" + in.name;
-  return in.state_dir + "/logs";
-}
-
-std::string log_dir_for(const std::string& log_dir_flag, const std::string& runtime_dir_flag,
-                        const LogsSpec* spec_logs, const std::string& name,
-                        const std::string& state_dir) {
-  LogDirInputs inputs;
-  inputs.log_dir_option = log_dir_flag.empty() ? env_or_empty("DEPLOYCTL_LOG_DIR") : log_dir_flag;
-  inputs.spec_dir = spec_logs ? spec_logs->dir : "";
-  inputs.runtime_dir_overridden =
-      !runtime_dir_flag.empty() || *env_or_empty("DEPLOYCTL_RUNTIME_DIR") != '\0';
-  inputs.root = geteuid() == 0;
-  inputs.name = name;
-  inputs.state_dir = state_dir;
-  return resolve_log_dir(inputs);
-}
 
 int run_logs(const LogsRequest& request) {
   std::string error;

@@ -1,12 +1,28 @@
-// Where a deployment's log files live, and `deployctl logs` (docs/logs.md).
+// Where a deployment's state lives (edge: reads the environment).
 #pragma once
 
-#include <optional>
 #include <string>
 
 #include "spec.h"
 
 namespace deployctl {
+
+// The base directory holding one subdirectory per deployment:
+// `override_dir` if non-empty, else $DEPLOYCTL_RUNTIME_DIR, else /run/deployctl for root,
+// else $XDG_RUNTIME_DIR/deployctl, else /tmp/deployctl-UID.
+std::string runtime_base(const std::string& override_dir);
+
+struct StatePaths {
+  std::string dir;       // <base>/<name>, mode 0700
+  std::string socket;    // management socket, mode 0600
+  std::string lock;      // flock'ed by the running supervisor
+  std::string pid;       // the supervisor's pid
+  std::string log;       // the detached supervisor's stdout/stderr
+  std::string scale;     // persisted desired counts (scale.json)
+  std::string logs;      // per-service log files (docs/logs.md); set by `up`, may be elsewhere
+};
+
+StatePaths state_paths(const std::string& base, const std::string& name);
 
 // What decides the log directory, in order of precedence (pure; the caller reads the
 // environment): --log-dir or $DEPLOYCTL_LOG_DIR -> DIR/NAME; the spec's logs.dir; with the
@@ -26,18 +42,5 @@ std::string resolve_log_dir(const LogDirInputs& inputs);
 std::string log_dir_for(const std::string& log_dir_flag, const std::string& runtime_dir_flag,
                         const LogsSpec* spec_logs, const std::string& name,
                         const std::string& state_dir);
-
-struct LogsRequest {
-  std::string selector;  // SERVICE, SERVICE.N, pre_start[.STEP] or empty (every log)
-  bool follow = false;
-  std::size_t lines = 10;
-  std::string file;  // the spec, when name is empty
-  std::string name;
-  std::string log_dir_flag;
-  std::string runtime_dir_flag;
-};
-// Prints the last lines, then (follow) what is written next until killed. Exit code per
-// docs/cli.md: 0, 1 (no log file), 2 (usage or invalid spec).
-int run_logs(const LogsRequest& request);
 
 }  // namespace deployctl

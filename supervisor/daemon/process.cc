@@ -289,10 +289,4 @@ std::vector<pid_t> child_pids(pid_t parent) {
 
 std::vector<pid_t> child_pids() { return child_pids(getpid()); }
 
-std::string describe_exit(std::optional<int> code, std::optional<int> signal) {
-  if (code) return "code " + std::to_string(*code);
-  if (signal) return "signal " + std::to_string(*signal) + " (" + signal_name(*signal) + ")";
-  return "not started";
-}
-
 }  // namespace deployctl

@@ -11,6 +11,7 @@
 
 #include "clock.h"
 #include "process.h"
+#include "replica_machine.h"
 
 namespace deployctl {
 namespace {

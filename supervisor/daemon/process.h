@@ -69,6 +69,5 @@ std::optional<unsigned long long> resident_bytes(pid_t pid);
 std::vector<pid_t> child_pids(pid_t parent);
 std::vector<pid_t> child_pids();
 
-std::string describe_exit(std::optional<int> code, std::optional<int> signal);
 
 }  // namespace deployctl

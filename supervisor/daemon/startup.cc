@@ -1,0 +1,196 @@
+#include "startup.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "commands.h"
+#include "listen_sockets.h"
+#include "log_writer.h"
+#include "paths.h"
+#include "pre_start.h"
+#include "supervisor.h"
+
+namespace deployctl {
+namespace {
+
+void setup_logging() {
+  auto logger = spdlog::stderr_color_mt("deployctl");
+  logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+}
+
+std::string read_pid_file(const std::string& path) {
+  std::ifstream file(path);
+  std::string pid;
+  file >> pid;
+  return pid.empty() ? "?" : pid;
+}
+
+// Runs the pre-start steps in order, in the foreground, before any replica starts. Ctrl+C
+// cancels the running step (its whole group is killed). False if a step failed.
+bool run_pre_start(const std::vector<PreStartStep>& steps, const LogSettings& log_settings) {
+  if (steps.empty()) return true;
+  LogWriter log(log_settings);  // joined before returning: `up -d` forks next
+  auto on_line = [&log](const std::string& step, const std::string& line, bool is_stderr) {
+    print_pre_start_line(step, line, is_stderr);
+    log.pre_start_line(step, line, is_stderr);
+  };
+  boost::asio::io_context io;
+  ChildWatcher children(io);
+  PreStartResult result;
+  PreStartRunner runner(io, children, steps, on_line, [&](PreStartResult done) {
+    result = std::move(done);
+    io.stop();
+  });
+  boost::asio::signal_set interrupts(io, SIGINT, SIGTERM);
+  interrupts.async_wait([&](boost::system::error_code ec, int) {
+    if (!ec) runner.cancel();
+  });
+  runner.start();
+  io.run();
+  if (result.ok) return true;
+  std::fprintf(stderr, "deployctl: %s; no replica was started\n", result.message.c_str());
+  if (!result.last_lines.empty()) {
+    std::fprintf(stderr, "last lines of its output:\n");
+    for (const auto& line : result.last_lines) {
+      std::fprintf(stderr, "  pre_start.%s | %s\n", result.step.c_str(), line.c_str());
+    }
+  }
+  return false;
+}
+
+// Detaches into the background. In the parent: waits for the supervisor's first word and
+// returns the exit code to end with. In the child: returns nullopt and sets *notify_fd.
+std::optional<int> detach(const StatePaths& paths, int* notify_fd) {
+  int notify[2];
+  if (pipe2(notify, O_CLOEXEC) != 0) {
+    std::perror("deployctl: pipe");
+    return kExitFailed;
+  }
+  pid_t child = fork();
+  if (child < 0) {
+    std::perror("deployctl: fork");
+    return kExitFailed;
+  }
+  if (child > 0) {
+    close(notify[1]);
+    std::string message;
+    char buffer[4096];
+    ssize_t n;
+    while ((n = read(notify[0], buffer, sizeof buffer)) != 0) {
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) break;
+      message.append(buffer, static_cast<std::size_t>(n));
+    }
+    close(notify[0]);
+    if (message.empty()) {
+      std::fprintf(stderr, "deployctl: the supervisor exited while starting; see %s\n",
+                   paths.log.c_str());
+      return kExitFailed;
+    }
+    bool ok = message[0] == '0';
+    std::fprintf(ok ? stdout : stderr, "%s\n", message.c_str() + 1);
+    return ok ? kExitOk : kExitFailed;
+  }
+  close(notify[0]);
+  setsid();
+  int log = open(paths.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (log >= 0) {
+    dup2(log, STDOUT_FILENO);
+    dup2(log, STDERR_FILENO);
+    close(log);
+  }
+  if (null >= 0) {
+    dup2(null, STDIN_FILENO);
+    close(null);
+  }
+  *notify_fd = notify[1];
+  return std::nullopt;
+}
+
+}  // namespace
+
+int run_up(const Spec& loaded, const UpOptions& options) {
+  auto spec = &loaded;
+  StatePaths paths = state_paths(runtime_base(options.runtime_dir), spec->name);
+  paths.logs = log_dir_for(options.log_dir, options.runtime_dir, &spec->logs, spec->name, paths.dir);
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(paths.dir).parent_path(), ec);
+  if (mkdir(paths.dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    std::fprintf(stderr, "deployctl: cannot create %s: %s\n", paths.dir.c_str(), std::strerror(errno));
+    return kExitFailed;
+  }
+  int lock = open(paths.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock < 0) {
+    std::fprintf(stderr, "deployctl: cannot open %s: %s\n", paths.lock.c_str(), std::strerror(errno));
+    return kExitFailed;
+  }
+  if (flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    std::fprintf(stderr, "deployctl: %s is already running (pid %s); see 'deployctl status --name %s'\n",
+                 spec->name.c_str(), read_pid_file(paths.pid).c_str(), spec->name.c_str());
+    return kExitAlreadyRunning;
+  }
+  std::map<std::string, std::vector<ListenSocket>> listen;
+  for (const auto& service : spec->services) {
+    std::string error;
+    listen[service.name] = bind_listen_sockets(service.listen, &error);
+    if (!error.empty()) {
+      std::fprintf(stderr, "deployctl: %s: %s\n", service.name.c_str(), error.c_str());
+      for (auto& [name, sockets] : listen) close_listen_sockets(sockets);
+      return kExitFailed;
+    }
+  }
+  setup_logging();
+  if (!run_pre_start(spec->pre_start,
+                     {paths.logs, {spec->logs.max_size, spec->logs.keep}, false})) {
+    for (auto& [name, sockets] : listen) close_listen_sockets(sockets);
+    return kExitFailed;
+  }
+  int notify_fd = -1;
+  if (options.detach) {
+    if (auto parent_exit = detach(paths, &notify_fd)) return *parent_exit;
+    spdlog::drop_all();  // log again to the new stderr (the log file), without terminal colors
+    setup_logging();
+  }
+  std::ofstream(paths.pid) << getpid() << "\n";
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto on_started = [notify_fd](bool ok, const std::string& message) {
+    if (notify_fd < 0) return;
+    std::string word = (ok ? "0" : "1") + message;
+    ssize_t ignored = write(notify_fd, word.data(), word.size());
+    (void)ignored;
+    close(notify_fd);
+  };
+  boost::asio::io_context io;
+  Supervisor supervisor(io, *spec, std::move(listen), paths, on_started);
+  supervisor.set_dbus_enabled(options.dbus);
+  std::string error;
+  if (!supervisor.start(&error)) {
+    spdlog::error("{}", error);
+    on_started(false, error);
+    return kExitFailed;
+  }
+  io.run();
+  unlink(paths.pid.c_str());
+  if (supervisor.stopped_by_request()) unlink(paths.scale.c_str());
+  return supervisor.exit_code();
+}
+
+}  // namespace deployctl
