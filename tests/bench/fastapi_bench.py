@@ -4,7 +4,8 @@
 
   under deployctl, 4 replicas on its one socket (fd 3), http health on /healthz:
     uvicorn (asyncio + h11), uvicorn-std (uvloop + httptools), gunicorn-uw (gunicorn with one
-    UvicornWorker per replica, socket activation), hypercorn (--bind fd://3), daphne (--fd 3)
+    UvicornWorker per replica, socket activation), hypercorn (--bind fd://3), daphne (--fd 3),
+    and uvicorn-std again with rollout.max_surge = 4 (the old replicas stopped together)
   what users run today: gunicorn -k uvicorn.workers.UvicornWorker -w 4,
     uvicorn --workers 4, hypercorn -w 4
 
@@ -40,8 +41,9 @@ import time
 import uuid
 from pathlib import Path
 
-from bench_util import (TAG_VARIABLE, BenchError, free_base_port, is_alive, kill_tree_and_tag,
-                        memory_kib, parse_wrk, reap_orphans, tagged_pids, tree, wait_until)
+from bench_util import (TAG_VARIABLE, BenchError, comm, free_base_port, is_alive,
+                        kill_tree_and_tag, memory_kib, parse_wrk, reap_orphans, tagged_pids,
+                        tree, wait_until)
 
 HERE = Path(__file__).resolve().parent
 APP_DIR = HERE.parents[1] / "config" / "examples" / "fastapi"
@@ -209,11 +211,7 @@ class DeployctlSide(Side):
         return [r["pid"] for s in status["services"] for r in s["replicas"] if r["pid"]]
 
     def app_pids(self) -> list[int]:
-        return [pid for pid in self.all_pids() if pid not in self.supervisor_pids()]
-
-    def supervisor_pids(self) -> set[int]:
-        return {pid for pid in self.all_pids() if Path(f"/proc/{pid}/comm").exists()
-                and Path(f"/proc/{pid}/comm").read_text().strip() == "deployctl"}
+        return [pid for pid in self.all_pids() if comm(pid) != "deployctl"]
 
     def restart(self) -> None:
         self.ctl("restart", "web")

@@ -136,7 +136,8 @@ def test_accepted_connections_inherit_tcp_nodelay_from_the_supervisor_socket(dep
 
 LATE_SECONDS = 2.0  # web.1 only starts uvicorn this long after it was spawned
 UVICORN_COMMAND = '["/usr/bin/python3", "-m", "uvicorn", "main:app", "--fd", "3",'
-LATE_COMMAND = (f'["/bin/sh", "-c", \'[ {{replica}} = 0 ] || sleep {LATE_SECONDS}; exec "$0" "$@"\', '
+LATE_SCRIPT = f'[ {{replica}} = 0 ] || sleep {LATE_SECONDS}; exec "$0" "$@"'
+LATE_COMMAND = (f'["/bin/sh", "-c", \'{LATE_SCRIPT}\', '
                 '"/usr/bin/python3", "-m", "uvicorn", "main:app", "--fd", "3",')
 
 
