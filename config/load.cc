@@ -151,7 +151,7 @@ void read_services(TableReader& reader, const fs::path& spec_dir, Spec* spec) {
 }
 
 Spec read_spec(const toml::table& root, const std::string& file_path, Diagnostics& diag) {
-  TableReader reader(root, "", diag, {"name", "pre_start", "services", "logs"});
+  TableReader reader(root, "", diag, {"name", "pre_start", "services", "logs", "export"});
   Spec spec;
   const fs::path path = absolute_path(file_path);
   spec.path = path.string();
@@ -159,6 +159,7 @@ Spec read_spec(const toml::table& root, const std::string& file_path, Diagnostic
   read_pre_start(reader, path.parent_path(), &spec);
   read_services(reader, path.parent_path(), &spec);
   detail::read_logs(reader, path.parent_path(), &spec.logs);
+  detail::read_export(reader, &spec.export_settings);
   return spec;
 }
 
@@ -200,7 +201,7 @@ LoadResult parse_spec(std::string_view toml_text, const std::string& file_path) 
     if (!root) return LoadResult{std::nullopt, diag.take_sorted()};
     Spec spec = read_spec(*root, file_path, diag);
     if (!diag.empty()) return LoadResult{std::nullopt, diag.take_sorted()};
-    return LoadResult{std::move(spec), {}};
+    return LoadResult{std::move(spec), {}, detail::key_positions(*root)};
   } catch (const std::exception& error) {
     return failure(file_path, std::string("internal error while reading the spec: ") +
                                   error.what());

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,10 +27,20 @@ struct SpecError {
   std::string to_string() const;
 };
 
-// Exactly one of spec / errors is non-empty. errors are sorted by (line, column).
+// Where each key of a valid spec was written: dotted key path as in SpecError::key
+// ("services.web.health.interval", "pre_start[0].command") -> 1-based line and column.
+struct SourcePosition {
+  int line = 0;
+  int column = 0;
+};
+using SourceMap = std::map<std::string, SourcePosition>;
+
+// Exactly one of spec / errors is non-empty. errors are sorted by (line, column). positions
+// is filled when spec is.
 struct LoadResult {
   std::optional<Spec> spec;
   std::vector<SpecError> errors;
+  SourceMap positions;
 };
 
 // Reads and validates the file. An unreadable file is reported as an error; Spec::path is the

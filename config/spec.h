@@ -126,12 +126,20 @@ struct LogsSpec {
   bool operator==(const LogsSpec&) const = default;
 };
 
+// [export.kubernetes]: settings used only by `deployctl export` (docs/export.md).
+struct ExportSpec {
+  std::string kubernetes_image;  // image = "...", or empty
+
+  bool operator==(const ExportSpec&) const = default;
+};
+
 struct Spec {
   std::string name;
   std::string path;  // absolute path of the file it was loaded from
   std::vector<PreStartStep> pre_start;
   std::vector<ServiceSpec> services;  // in file order
   LogsSpec logs;
+  ExportSpec export_settings;
 
   const ServiceSpec* find_service(std::string_view service_name) const;
 };

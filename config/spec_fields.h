@@ -61,4 +61,10 @@ void read_rollout(TableReader& service, RolloutSpec* rollout);
 // The top-level [logs] table.
 void read_logs(TableReader& root, const std::filesystem::path& spec_dir, LogsSpec* logs);
 
+// The top-level [export] table ([export.kubernetes] image).
+void read_export(TableReader& root, ExportSpec* settings);
+
+// Every key of the document -> where it was written (LoadResult::positions).
+SourceMap key_positions(const toml::table& root);
+
 }  // namespace deployctl::detail

@@ -20,6 +20,9 @@ packages=(
   systemd dbus-daemon dpkg-dev
   # the peers tests/bench/peers.py measures deployctl against
   runit s6 supervisor nginx
+  # `deployctl export` checks: the Kubernetes OpenAPI models (strict schema check, offline),
+  # YAML for reading the output back (tests/export/k8s_schema.py, test_export.py)
+  python3-kubernetes python3-yaml
 )
 
 missing=()

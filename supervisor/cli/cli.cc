@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "export_command.h"
 #include "load.h"
 #include "log_command.h"
 #include "management.h"
@@ -266,6 +267,8 @@ int run_client(const Options& options) {
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  // export has options of its own (--image, -o, ...): it parses its arguments itself.
+  if (argc > 1 && std::string_view(argv[1]) == "export") return run_export(argc - 1, argv + 1);
   Options options;
   if (auto exit = parse_args(argc, argv, &options)) return *exit;
   if (options.command == "up") {

@@ -12,6 +12,7 @@ constexpr CommandInfo kCommands[] = {
     {"reload", "reload [FILE]", "re-read the spec and apply the difference (also SIGHUP); waits until done", true},
     {"down", "down [FILE | --name NAME]", "stop every replica and the supervisor; nothing is left running", true},
     {"logs", "logs [SERVICE[.N]] [-f] [-n N] [FILE | --name NAME]", "show replica output from the log files (-f: follow); no supervisor needed", false},
+    {"export", "export kubernetes|systemd [FILE] [-o DIR] [--image IMAGE]", "render the spec as Kubernetes objects or systemd units (docs/export.md)", false},
     {"help", "help", "show this help", false},
 };
 
