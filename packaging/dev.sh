@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The quick start, for a fresh Debian 12 machine:
-#   packaging/dev.sh up     install dependencies, build, run the bundled example (Ctrl+C stops it)
+#   packaging/dev.sh up     install dependencies, build, run the bundled FastAPI example:
+#                           config/examples/fastapi/quickstart.toml (Ctrl+C stops it)
+#   packaging/dev.sh up-static  the same with config/examples/deploy.toml (deploy-server)
 #   packaging/dev.sh test   install dependencies, build, run the whole test suite
 #   packaging/dev.sh build  install dependencies and build only
 #   packaging/dev.sh deb    install dependencies, build build/deployctl_VERSION_ARCH.deb
@@ -28,6 +30,10 @@ sanitized_tests() {
 case "${1:-}" in
   up)
     build
+    exec "$build/bin/deployctl" up "$root/config/examples/fastapi/quickstart.toml"
+    ;;
+  up-static)
+    build
     exec "$build/bin/deployctl" up "$root/config/examples/deploy.toml"
     ;;
   test)
@@ -46,7 +52,7 @@ case "${1:-}" in
     JOBS="$jobs" "$root/packaging/build-deb.sh" "$root/build-deb" "$build"
     ;;
   *)
-    echo "usage: $0 up|test|build|deb" >&2
+    echo "usage: $0 up|up-static|test|build|deb" >&2
     exit 2
     ;;
 esac

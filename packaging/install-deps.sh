@@ -12,8 +12,10 @@ packages=(
   clang libclang-rt-14-dev
   # tests: Debian's interpreter with pytest; setpriv (util-linux), ps (procps), HTTP load
   python3 python3-pytest util-linux procps curl wrk
-  # the FastAPI examples and tests/integration/test_apps.py
-  python3-fastapi python3-uvicorn gunicorn
+  # the FastAPI examples (the quick start), tests/integration/test_apps.py and
+  # test_asgi_servers.py, tests/bench/fastapi_bench.py: every ASGI server of FastAPI's guide
+  python3-fastapi python3-uvicorn python3-uvloop python3-httptools gunicorn python3-hypercorn
+  python3-daphne
   # systemd-analyze and busctl (the unit and D-Bus tests; PID 1 need not be systemd), a private
   # dbus-daemon for the D-Bus tests, dpkg-dev for the .deb
   systemd dbus-daemon dpkg-dev

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,6 +34,10 @@ int bind_one(const ListenAddress& address, std::string* error) {
   if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
       (storage.ss_family == AF_INET6 &&
        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
+      // Accepted sockets inherit TCP_NODELAY from the listener: replicas that never set it
+      // (uvicorn --fd takes fd 3 for a unix socket) would otherwise wait ~40 ms on Nagle
+      // meeting the client's delayed ACK whenever a response takes two writes.
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
       bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0 || listen(fd, SOMAXCONN) != 0) {
     *error = "cannot listen on " + address.text + ": " + std::strerror(errno);
     if (fd >= 0) close(fd);

@@ -14,8 +14,9 @@ struct ListenSocket {
   int fd = -1;
 };
 
-// Binds every address (SO_REUSEADDR, close-on-exec, backlog SOMAXCONN). On failure closes what
-// it opened and returns the error in *error ("cannot listen on 127.0.0.1:8000: Address in use").
+// Binds every address (SO_REUSEADDR, TCP_NODELAY, close-on-exec, backlog SOMAXCONN). On failure
+// closes what it opened and returns the error in *error ("cannot listen on 127.0.0.1:8000:
+// Address in use").
 std::vector<ListenSocket> bind_listen_sockets(const std::vector<ListenAddress>& addresses,
                                               std::string* error);
 

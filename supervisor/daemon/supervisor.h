@@ -96,7 +96,8 @@ class Supervisor {
   void on_control_message(const ReplicaPtr& replica, const control::Message& message);
   void send_control(const ReplicaPtr& replica, const std::string& message);
   void schedule_health(const ReplicaPtr& replica);
-  void probe_until_ready(const ReplicaPtr& replica);
+  void probe_until_ready(const ReplicaPtr& replica, std::optional<TimePoint> passing_since = {});
+  bool accepts_itself(const Replica& replica) const;
   ProbeTarget probe_target(const Replica& replica) const;
   void read_output(const ReplicaPtr& replica, OutputPipe& pipe);
   void drain_output(const ReplicaPtr& replica, OutputPipe& pipe);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <spdlog/spdlog.h>
 
+#include "accepting.h"
 #include "asio.h"
 #include "control_protocol.h"
 #include "load.h"
@@ -150,26 +151,48 @@ void Supervisor::schedule_health(const ReplicaPtr& replica) {
 }
 
 // Until it is ready, a probed replica is probed every 100 ms (or every interval, if shorter):
-// the first pass (or READY=1, whichever comes first) makes it ready.
-void Supervisor::probe_until_ready(const ReplicaPtr& replica) {
+// the first pass (or READY=1, whichever comes first) makes it ready. On a shared socket any
+// replica may answer the probe: a pass counts once the replica itself is seen accepting on the
+// socket, or after kSharedSocketGrace of passes (a server /proc cannot see accepting).
+void Supervisor::probe_until_ready(const ReplicaPtr& replica,
+                                   std::optional<TimePoint> passing_since) {
   const auto run = replica->run;
   const auto pause = std::min<Duration>(Duration{100}, replica->spec->health.interval);
   replica->health_timer.expires_after(pause);
-  replica->health_timer.async_wait([this, replica, run](boost::system::error_code ec) {
+  replica->health_timer.async_wait([this, replica, run,
+                                    passing_since](boost::system::error_code ec) {
     if (ec || replica->run != run || state_of(*replica) != ReplicaState::starting) return;
     start_probe(io_, children_, probe_target(*replica), replica->spec->health.timeout,
-                [this, replica, run](ProbeResult result) {
-                  if (replica->run != run ||
-                      state_of(*replica) != ReplicaState::starting) {
+                [this, replica, run, passing_since](ProbeResult result) {
+                  if (replica->run != run || state_of(*replica) != ReplicaState::starting) {
                     return;
                   }
-                  if (result.ok) {
+                  const auto now = time_.now();
+                  if (!result.ok) {
+                    probe_until_ready(replica);
+                  } else if (accepts_itself(*replica)) {
+                    replica_event(replica, Event::Kind::ready);
+                  } else if (now - passing_since.value_or(now) >= kSharedSocketGrace) {
+                    spdlog::warn(
+                        "{} (pid {}): probes of the shared socket pass but it is not "
+                        "seen accepting on it; counting it ready",
+                        replica->id, replica->pid);
                     replica_event(replica, Event::Kind::ready);
                   } else {
-                    probe_until_ready(replica);
+                    probe_until_ready(replica, passing_since.value_or(now));
                   }
                 });
   });
+}
+
+// Whether a probe's pass speaks for `replica`: always on its own port; on the service's shared
+// socket only once the replica accepts on it (see accepting.h).
+bool Supervisor::accepts_itself(const Replica& replica) const {
+  const ServiceSpec& spec = *replica.spec;
+  const auto& sockets = services_.at(replica.service)->sockets;
+  const bool shared = !replica_port(spec, replica.index) && !sockets.empty() &&
+                      spec.health.kind != HealthKind::exec;
+  return !shared || tree_accepts_on(replica.pid, sockets.front().fd);
 }
 
 // http and tcp probe the replica's own port when it has one, else the service's first listen

@@ -30,6 +30,9 @@ inline std::optional<int> replica_port(const ServiceSpec& spec, int index) {
 inline bool is_probe(HealthKind kind) {
   return kind == HealthKind::http || kind == HealthKind::tcp || kind == HealthKind::exec;
 }
+// How long probes of a shared socket may pass before a replica not seen accepting on it is
+// counted ready anyway (supervisor_replica_io.cc, probe_until_ready).
+inline constexpr Duration kSharedSocketGrace{5000};
 inline constexpr double kOutputRate = 1024 * 1024;   // bytes/s read from one replica's stdout+stderr
 inline constexpr double kOutputBurst = 1024 * 1024;
 

@@ -150,7 +150,7 @@ struct Reader {
   }
   bool boolean(const json::Value& object, const char* key) {
     const auto& value = get(object, key);
-    if (!value.is_bool()) ok = false;
+    if (!value.is_boolean()) ok = false;
     return json::as_bool(value);
   }
   double number(const json::Value& object, const char* key) {

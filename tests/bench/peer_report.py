@@ -2,6 +2,8 @@
 measured in the same run) from the report dict peers.py builds (the same dict goes to JSON)."""
 from __future__ import annotations
 
+from fastapi_report import fastapi_targets, print_fastapi
+
 FAILED = "FAILED: "
 
 
@@ -98,7 +100,7 @@ def print_crash(result: dict) -> None:
 
 PRINTERS = {"recovery": print_timing, "startup": print_timing, "scale": print_scale,
             "footprint": print_footprint, "rolling": print_rolling,
-            "throughput": print_throughput, "crash_loop": print_crash}
+            "throughput": print_throughput, "crash_loop": print_crash, "fastapi": print_fastapi}
 
 
 def fastest_peer(results: dict, value) -> tuple[str, float] | None:
@@ -138,7 +140,7 @@ def targets(report: dict) -> list[str]:
         lines.append(f"deploy-server ≥ 0.9x nginx req/s: "
                      f"{'met' if throughput['ratio'] >= 0.9 else 'MISSED'} "
                      f"({throughput['ratio']:.2f}x)")
-    return lines
+    return lines + fastapi_targets(report.get("fastapi", {}))
 
 
 def print_report(report: dict, titles: dict) -> None:

@@ -44,6 +44,10 @@ the details and the choices made):
    30 s (quick: 6 s): starts counted by the worker itself, and the end state in the supervisor's
    words; the crash from the very first start, and after a good start plus kill -9.
 
+8. fastapi (only with --only fastapi, ~6 min; python3-fastapi, -uvicorn, -uvloop, -httptools,
+   -hypercorn, -daphne and gunicorn installed): the same FastAPI app, 4 processes, under
+   deployctl with each ASGI server vs what users run today (fastapi_bench.py says how).
+
 Every supervisor runs in its own temp dir; every wait is bounded; every process started is
 stopped by pid (the whole tree under the supervisor, frozen with SIGSTOP first so nothing is
 respawned, then SIGKILL), plus any process still carrying this run's environment tag; Ctrl+C
@@ -66,6 +70,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_util import BenchError, become_subreaper  # noqa: E402
+from fastapi_bench import measure_fastapi  # noqa: E402
 from peer_capacity import measure_footprint, measure_scale  # noqa: E402
 from peer_crash import measure_crash_loop  # noqa: E402
 from peer_report import print_report  # noqa: E402
@@ -87,7 +92,8 @@ def settings(quick: bool) -> dict:
             "footprint_replicas": 20 if quick else 100,
             "footprint_window_s": 3.0 if quick else 60.0,
             "throughput_runs": 1 if quick else 3, "throughput_seconds": 2 if quick else 10,
-            "crash_window_s": 6.0 if quick else 30.0}
+            "crash_window_s": 6.0 if quick else 30.0,
+            "fastapi_runs": 1 if quick else 3, "fastapi_seconds": 2 if quick else 4}
 
 
 def per_supervisor(measure, kinds):
@@ -129,7 +135,12 @@ SCENARIOS = {
     "crash_loop": ("one replica exiting 1 at once, each supervisor's restart defaults, "
                    "side by side", once(lambda w, b, c, d:
                                         measure_crash_loop(ROLLING_PEERS, w, c, d))),
+    "fastapi": ("the same FastAPI app, 4 processes: deployctl with each ASGI server vs "
+                "gunicorn -w4, uvicorn --workers 4, hypercorn -w 4",
+                once(lambda w, b, c, d: measure_fastapi(b, c, d))),
 }
+# Run by default; fastapi (Python servers, a few minutes) only when asked: --only fastapi.
+DEFAULT_SCENARIOS = [name for name in SCENARIOS if name != "fastapi"]
 
 
 def failed(report: dict) -> list[str]:
@@ -190,7 +201,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bin", type=Path, metavar="DIR",
                         default=HERE.parents[1] / "build" / "bin",
                         help="directory of deployctl and deploy-server (default build/bin)")
-    parser.add_argument("--only", metavar="SCENARIO,...", default=",".join(SCENARIOS),
+    parser.add_argument("--only", metavar="SCENARIO,...", default=",".join(DEFAULT_SCENARIOS),
                         help=f"run only these ({', '.join(SCENARIOS)})")
     args = parser.parse_args()
     args.only = [s for s in args.only.split(",") if s]

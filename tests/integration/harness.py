@@ -8,6 +8,7 @@ closed, reports as leaks those still alive after `down`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import http.client
 import itertools
@@ -648,3 +649,60 @@ def process_started_at(pid: int) -> float | None:
         return None
     boot_offset = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
     return info.start_ticks / os.sysconf("SC_CLK_TCK") + boot_offset
+
+
+# --- the FastAPI examples of config/examples/fastapi/ ---------------------------------------
+
+EXAMPLES = source_dir() / "config" / "examples" / "fastapi"
+APP_FILES = ("main.py", "migrate.py", "notify_app.py")
+
+
+def example_text(spec: str, replacements: dict[str, str]) -> str:
+    """The example spec `spec` named @NAME@, each `old` of `replacements` replaced by `new`;
+    fails if the example no longer contains `old` (the test would silently test less)."""
+    text = (EXAMPLES / spec).read_text()
+    first_table = re.search(r"^\[", text, flags=re.M).start()  # top-level keys come before
+    head, count = re.subn(r'^name = "[^"]*"$', 'name = "@NAME@"', text[:first_table], flags=re.M)
+    assert count == 1, f"{spec}: expected one top-level name line"
+    text = head + text[first_table:]
+    for old, new in replacements.items():
+        assert old in text, f"{spec} no longer contains {old!r}: update this test"
+        text = text.replace(old, new)
+    return text
+
+
+def deploy_example(deployment, spec: str, replacements: dict[str, str]):
+    """A Deployment of the example `spec` in its temp dir, with the example's app files."""
+    dep = deployment(example_text(spec, replacements))
+    for name in APP_FILES:
+        shutil.copy(EXAMPLES / name, dep.dir / name)
+    return dep
+
+
+def get_json(port: int, path: str):
+    result = http_get(port, path)
+    assert result.failure is None, f"GET {path} on port {port}: {result}"
+    return json.loads(result.body)
+
+
+@contextlib.contextmanager
+def client_loops(port: int, paths_per_loop):
+    """One ClientLoop per entry of `paths_per_loop`, all running, each with a few successes."""
+    with contextlib.ExitStack() as stack:
+        loops = [stack.enter_context(ClientLoop(port, paths=paths, pause=0))
+                 for paths in paths_per_loop]
+        for loop in loops:
+            loop.wait_for_successes(3, 20)
+        yield loops
+
+
+def failures_by_kind(loops) -> dict[str, int]:
+    total = {}
+    for loop in loops:
+        for kind, count in loop.failure_counts().items():
+            total[kind] = total.get(kind, 0) + count
+    return total
+
+
+def summaries(loops) -> str:
+    return "\n".join(loop.summary() for loop in loops)

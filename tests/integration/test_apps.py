@@ -2,80 +2,24 @@
 shared socket, gunicorn, an sd_notify app, per-replica ports), pre-start steps, rolling restart
 and reload. The example specs run as written, but for their name, their ports and what a test
 says it changes (asserted present, so an edit of an example cannot silently weaken a test)."""
-import contextlib
-import json
 import os
-import re
 import shutil
 import signal
 import time
 
 import pytest
 
-from harness import (ClientLoop, all_ready, deployctl_bin, free_port_range, http_get, is_alive,
+from harness import (EXAMPLES, all_ready, client_loops, deploy_example, deployctl_bin,
+                     failures_by_kind, free_port_range, get_json, http_get, is_alive,
                      process_started_at, replaced, replica_by_id, run_command, running_replicas,
-                     service_by_name, source_dir, wait_gone, wait_until)
+                     service_by_name, summaries, wait_gone, wait_until)
 
-EXAMPLES = source_dir() / "config" / "examples" / "fastapi"
-EXAMPLE_SPECS = ("uvicorn.toml", "gunicorn.toml", "notify.toml", "ports.toml")
-APP_FILES = ("main.py", "migrate.py", "notify_app.py")
+EXAMPLE_SPECS = ("uvicorn.toml", "gunicorn.toml", "notify.toml", "ports.toml",
+                 "uvicorn-standard.toml", "hypercorn.toml", "daphne.toml", "quickstart.toml")
 SEED_ITEMS = [{"id": 1, "name": "apple"}, {"id": 2, "name": "banana"},
               {"id": 3, "name": "cherry"}]
 APP_START_TIMEOUT = 45  # `up -d` of Python replicas on a busy 2-core machine
 CONCURRENCY = 4  # client loops running at once while a replica is killed or replaced
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-def example_text(spec: str, replacements: dict[str, str]) -> str:
-    """The example spec `spec` named @NAME@, each `old` of `replacements` replaced by `new`;
-    fails if the example no longer contains `old` (the test would silently test less)."""
-    text = (EXAMPLES / spec).read_text()
-    first_table = re.search(r"^\[", text, flags=re.M).start()  # top-level keys come before
-    head, count = re.subn(r'^name = "[^"]*"$', 'name = "@NAME@"', text[:first_table], flags=re.M)
-    assert count == 1, f"{spec}: expected one top-level name line"
-    text = head + text[first_table:]
-    for old, new in replacements.items():
-        assert old in text, f"{spec} no longer contains {old!r}: update this test"
-        text = text.replace(old, new)
-    return text
-
-
-def deploy_example(deployment, spec: str, replacements: dict[str, str]):
-    """A Deployment of the example `spec` in its temp dir, with the example's app files."""
-    dep = deployment(example_text(spec, replacements))
-    for name in APP_FILES:
-        shutil.copy(EXAMPLES / name, dep.dir / name)
-    return dep
-
-
-def get_json(port: int, path: str):
-    result = http_get(port, path)
-    assert result.failure is None, f"GET {path} on port {port}: {result}"
-    return json.loads(result.body)
-
-
-@contextlib.contextmanager
-def client_loops(port: int, paths_per_loop):
-    """One ClientLoop per entry of `paths_per_loop`, all running, each with a few successes."""
-    with contextlib.ExitStack() as stack:
-        loops = [stack.enter_context(ClientLoop(port, paths=paths, pause=0))
-                 for paths in paths_per_loop]
-        for loop in loops:
-            loop.wait_for_successes(3, 20)
-        yield loops
-
-
-def failures_by_kind(loops) -> dict[str, int]:
-    total = {}
-    for loop in loops:
-        for kind, count in loop.failure_counts().items():
-            total[kind] = total.get(kind, 0) + count
-    return total
-
-
-def summaries(loops) -> str:
-    return "\n".join(loop.summary() for loop in loops)
 
 
 # --- the examples validate ----------------------------------------------------------------

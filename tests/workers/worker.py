@@ -4,7 +4,8 @@
 It speaks the worker control protocol (supervisor/protocol/control_protocol.h) on the SOCK_SEQPACKET fd
 named by DEPLOYCTL_CONTROL_FD and, when it inherited a listening socket (LISTEN_FDS=1 and
 LISTEN_PID equal to its pid, the sd_listen_fds rule), answers every HTTP request on fd 3 with
-200 and "<replica id> <pid>". The mode, chosen by argv, says how it behaves or misbehaves:
+200 and "<replica id> <pid>" (header X-TCP-Nodelay: the accepted connection's TCP_NODELAY,
+which it never sets itself). The mode, chosen by argv, says how it behaves or misbehaves:
 
   ok                      READY=1, answer PING with PONG; exit 0 on DRAIN=1, SIGTERM or EOF
   exit-at-once CODE       write a recognisable stderr line, exit CODE before READY
@@ -115,8 +116,10 @@ def answer_http(connection):
                 return
             request += chunk
         body = f"{replica_id()} {os.getpid()}\n".encode()
+        nodelay = connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                           b"X-TCP-Nodelay: %d\r\nContent-Length: %d\r\n\r\n%s"
+                           % (nodelay, len(body), body))
 
 
 def serve_http(listener):
