@@ -1,11 +1,15 @@
 #include "management.h"
 
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "commands.h"
@@ -137,20 +141,57 @@ void ManagementServer::accept() {
   });
 }
 
-ClientResult call_supervisor(const std::string& socket_path, const json::Value& request) {
+namespace {
+
+// What is left of `timeout` since `start`, for poll() and SO_*TIMEO: -1 for no limit, else at
+// least 1 ms (0 would mean "no limit" to SO_*TIMEO).
+int remaining_ms(std::chrono::steady_clock::time_point start, std::chrono::milliseconds timeout) {
+  if (timeout.count() <= 0) return -1;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      timeout - (std::chrono::steady_clock::now() - start));
+  return static_cast<int>(std::clamp<long long>(left.count(), 1, INT32_MAX));
+}
+
+bool expired(std::chrono::steady_clock::time_point start, std::chrono::milliseconds timeout) {
+  return timeout.count() > 0 && std::chrono::steady_clock::now() - start >= timeout;
+}
+
+// Bounds a blocking connect() (a full backlog of a stopped supervisor) and send().
+void set_socket_timeouts(int fd, int ms) {
+  if (ms < 0) return;
+  timeval limit{ms / 1000, (ms % 1000) * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+}
+
+}  // namespace
+
+ClientResult call_supervisor(const std::string& socket_path, const json::Value& request,
+                             std::chrono::milliseconds timeout) {
+  const auto start = std::chrono::steady_clock::now();
   ClientResult result;
+  auto timed_out = [&](const char* stage) {
+    result.exit_code = kExitTimeout;
+    result.error = std::string("no answer from the supervisor within ") +
+                   std::to_string(timeout.count()) + " ms (" + stage + " " + socket_path +
+                   "); it may be stopped (SIGSTOP) or overloaded. The request may still be "
+                   "carried out: check 'deployctl status'; --timeout DURATION waits longer";
+    return result;
+  };
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   if (socket_path.size() >= sizeof address.sun_path) {
+    if (fd >= 0) ::close(fd);
     result.exit_code = kExitFailed;
     result.error = "socket path too long: " + socket_path;
     return result;
   }
   std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  if (fd >= 0) set_socket_timeouts(fd, remaining_ms(start, timeout));
   if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
     int error = errno;
     if (fd >= 0) ::close(fd);
+    if (error == EAGAIN || error == EINPROGRESS) return timed_out("connecting to");
     result.exit_code = error == EACCES || error == EPERM ? kExitPermission : kExitNotRunning;
     result.error = error == EACCES || error == EPERM
                        ? "permission denied: cannot connect to " + socket_path
@@ -160,14 +201,26 @@ ClientResult call_supervisor(const std::string& socket_path, const json::Value& 
   }
   std::string text = json::dump(request) + "\n";
   for (std::size_t sent = 0; sent < text.size();) {
+    set_socket_timeouts(fd, remaining_ms(start, timeout));
     ssize_t n = ::send(fd, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      ::close(fd);
+      return timed_out("sending to");
+    }
     if (n < 0) break;
     sent += static_cast<std::size_t>(n);
   }
   std::string reply;
   char buffer[8192];
   while (reply.find('\n') == std::string::npos) {
+    pollfd wait{fd, POLLIN, 0};
+    int ready = ::poll(&wait, 1, remaining_ms(start, timeout));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0 || (ready < 0 && expired(start, timeout))) {
+      ::close(fd);
+      return timed_out("waiting for its answer on");
+    }
     ssize_t n = ::read(fd, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include "asio.h"
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -47,7 +48,10 @@ struct ClientResult {
   json::Value response;     // the supervisor's response
 };
 
-// Connects, sends one request, waits for its response (no time limit: scale and down wait).
-ClientResult call_supervisor(const std::string& socket_path, const json::Value& request);
+// Connects, sends one request, waits for its response at most `timeout` in all (connect,
+// send and answer; zero: no limit). Past it: kExitTimeout, and the request may still complete
+// (a stopped or overloaded supervisor answers later, to nobody).
+ClientResult call_supervisor(const std::string& socket_path, const json::Value& request,
+                             std::chrono::milliseconds timeout);
 
 }  // namespace deployctl

@@ -28,6 +28,8 @@ enum ExitCode : int {
   kExitNotRunning = 3,
   kExitAlreadyRunning = 4,
   kExitPermission = 5,
+  kExitBusy = 6,     // refused: another command (rollout, reload, start, stop) is under way
+  kExitTimeout = 7,  // the CLI gave up waiting for the supervisor's answer (--timeout)
 };
 
 struct CommandInfo {

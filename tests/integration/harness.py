@@ -407,6 +407,26 @@ def worker_runs(events_path: Path) -> list[dict]:
     return sorted(runs.values(), key=lambda run: run["start"])
 
 
+SLEEPERS = """
+name = "@NAME@"
+
+[services.web]
+command = ["/bin/sleep", "600"]
+replicas = REPLICAS
+
+[services.web.health]
+kind = "none"
+
+[services.web.stop]
+timeout = "1s"
+"""
+
+
+def sleepers(replicas: int) -> str:
+    """A spec of `replicas` `sleep 600` processes, ready as soon as they run."""
+    return SLEEPERS.replace("REPLICAS", str(replicas))
+
+
 # --- a private deployment -----------------------------------------------------------------
 
 class Deployment:
