@@ -22,6 +22,14 @@ using local = asio::local::stream_protocol;
 namespace {
 constexpr std::size_t kMaxRequest = 64 * 1024;
 
+// Never empty: says what was wrong and what a request looks like.
+std::string malformed_request_text(bool parsed, const std::string& parse_error) {
+  std::string why = parsed ? "not a JSON object"
+                           : parse_error.empty() ? "not JSON" : "not JSON: " + parse_error;
+  return "malformed request (" + why + "); expected one JSON object per line, e.g. "
+         "{\"command\": \"status\"}";
+}
+
 }  // namespace
 
 class ManagementServer::Session : public std::enable_shared_from_this<Session> {
@@ -45,8 +53,8 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
                              json::ParseError error;
                              auto request = json::parse(line, &error);
                              if (!request || !request->is_object()) {
-                               self->respond(management_error("malformed request: " + error.message,
-                                                            kExitUsage));
+                               self->respond(management_error(malformed_request_text(
+                                   request.has_value(), error.message), kExitUsage));
                                return;
                              }
                              std::weak_ptr<Session> weak = self;

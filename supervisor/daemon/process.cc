@@ -114,6 +114,26 @@ bool is_executable_file(const std::string& path) {
   return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(path.c_str(), X_OK) == 0;
 }
 
+// execve's ENOENT for a file that exists means its interpreter is missing: the `#!` line's
+// program, or an ELF binary's dynamic loader. Says which; "" if `path` itself is missing.
+std::string missing_interpreter(const std::string& path) {
+  struct stat info;
+  if (stat(path.c_str(), &info) != 0) return "";
+  std::ifstream file(path, std::ios::binary);
+  std::string first_line;
+  std::getline(file, first_line);
+  if (first_line.rfind("#!", 0) == 0) {
+    std::size_t start = first_line.find_first_not_of(" \t", 2);
+    if (start != std::string::npos) {
+      std::size_t end = first_line.find_first_of(" \t\r", start);
+      return "interpreter '" + first_line.substr(start, end - start) + "' of '" + path +
+             "' not found (its #! line)";
+    }
+  }
+  return "cannot execute '" + path + "': it exists, but its interpreter (for a binary: the "
+         "dynamic loader it was linked for) was not found";
+}
+
 }  // namespace
 
 std::string resolve_command(const std::string& name, const std::string& path_env) {
@@ -198,6 +218,13 @@ SpawnResult spawn_process(const SpawnRequest& request) {
                                : failure.stage == 4 ? request.cgroup_procs
                                                     : request.argv[0];
   result.message = what + subject + "': " + std::strerror(failure.error);
+  if (failure.stage == 0 && failure.error == ENOENT) {
+    const bool relative = path[0] != '/' && !request.working_dir.empty();
+    const std::string seen_by_child = relative ? request.working_dir + "/" + path : path;
+    if (std::string missing = missing_interpreter(seen_by_child); !missing.empty()) {
+      result.message = missing;
+    }
+  }
   return result;
 }
 

@@ -33,11 +33,28 @@ void setup_logging() {
   spdlog::set_default_logger(logger);
 }
 
+// The pid file always holds a live pid while the lock is held: it is written (atomically, by
+// rename) right after the lock is taken, and again by the detached supervisor.
+void write_pid_file(const std::string& path) {
+  const std::string temporary = path + ".new";
+  {
+    std::ofstream file(temporary, std::ios::trunc);
+    file << getpid() << "\n";
+  }
+  std::rename(temporary.c_str(), path.c_str());
+}
+
+// The running supervisor's pid; an `up` that took the lock an instant ago may not have
+// written it yet, so this waits up to a second for it.
 std::string read_pid_file(const std::string& path) {
-  std::ifstream file(path);
-  std::string pid;
-  file >> pid;
-  return pid.empty() ? "?" : pid;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    std::ifstream file(path);
+    std::string pid;
+    file >> pid;
+    if (!pid.empty()) return pid;
+    usleep(20 * 1000);
+  }
+  return "unknown: no pid file " + path;
 }
 
 // Runs the pre-start steps in order, in the foreground, before any replica starts. Ctrl+C
@@ -145,6 +162,11 @@ int run_up(const Spec& loaded, const UpOptions& options) {
                  spec->name.c_str(), read_pid_file(paths.pid).c_str(), spec->name.c_str());
     return kExitAlreadyRunning;
   }
+  write_pid_file(paths.pid);
+  auto failed = [&paths] {
+    unlink(paths.pid.c_str());
+    return kExitFailed;
+  };
   std::map<std::string, std::vector<ListenSocket>> listen;
   for (const auto& service : spec->services) {
     std::string error;
@@ -152,14 +174,14 @@ int run_up(const Spec& loaded, const UpOptions& options) {
     if (!error.empty()) {
       std::fprintf(stderr, "deployctl: %s: %s\n", service.name.c_str(), error.c_str());
       for (auto& [name, sockets] : listen) close_listen_sockets(sockets);
-      return kExitFailed;
+      return failed();
     }
   }
   setup_logging();
   if (!run_pre_start(spec->pre_start,
                      {paths.logs, {spec->logs.max_size, spec->logs.keep}, false})) {
     for (auto& [name, sockets] : listen) close_listen_sockets(sockets);
-    return kExitFailed;
+    return failed();
   }
   int notify_fd = -1;
   if (options.detach) {
@@ -167,7 +189,7 @@ int run_up(const Spec& loaded, const UpOptions& options) {
     spdlog::drop_all();  // log again to the new stderr (the log file), without terminal colors
     setup_logging();
   }
-  std::ofstream(paths.pid) << getpid() << "\n";
+  if (options.detach) write_pid_file(paths.pid);
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   signal(SIGPIPE, SIG_IGN);
 
@@ -185,7 +207,7 @@ int run_up(const Spec& loaded, const UpOptions& options) {
   if (!supervisor.start(&error)) {
     spdlog::error("{}", error);
     on_started(false, error);
-    return kExitFailed;
+    return failed();
   }
   io.run();
   unlink(paths.pid.c_str());

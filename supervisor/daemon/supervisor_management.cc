@@ -42,7 +42,8 @@ void Supervisor::handle_request(const json::Value& request, ManagementServer::Re
   const std::string name = field ? field->as_string() : "";
   const CommandInfo* command = find_command(name);
   if (!command || !command->served_by_daemon) {
-    reply(management_error("unknown command '" + name + "'", kExitUsage));
+    reply(management_error(field ? "unknown command '" + name + "'"
+                                 : "the request names no \"command\"", kExitUsage));
     return;
   }
   if (name == "status") {
@@ -71,11 +72,11 @@ void Supervisor::handle_scale(const json::Value& request, ManagementServer::Repl
     reply(management_error(spec_.name + " is " +
                              (phase_ == Phase::starting ? "still starting" : "stopping") +
                              "; scale it once it is running",
-                         kExitFailed));
+                         kExitBusy));
     return;
   }
   if (rollout_running()) {
-    reply(management_error("a rollout is in progress; scale once it is done", kExitFailed));
+    reply(management_error("a rollout is in progress; scale once it is done", kExitBusy));
     return;
   }
   const auto* counts = request.find("counts");
@@ -144,11 +145,11 @@ bool Supervisor::rollout_running() const {
 
 void Supervisor::handle_restart(const json::Value& request, ManagementServer::Reply reply) {
   if (phase_ != Phase::running) {
-    reply(management_error(spec_.name + " is not running yet (or stopping); try again", kExitFailed));
+    reply(management_error(spec_.name + " is not running yet (or stopping); try again", kExitBusy));
     return;
   }
   if (rollout_running()) {
-    reply(management_error("a rollout is already in progress", kExitFailed));
+    reply(management_error("a rollout is already in progress", kExitBusy));
     return;
   }
   std::vector<std::string> names;
@@ -220,7 +221,7 @@ std::optional<json::Value> Supervisor::settled(const Service& service) const {
 void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply reply) {
   if (phase_ != Phase::running || pre_start_ || rollout_running()) {
     reply(management_error(spec_.name + " is busy (starting, stopping, reloading or rolling "
-                           "out); try again once it is done", kExitFailed));
+                           "out); try again once it is done", kExitBusy));
     return;
   }
   LoadResult loaded = load_spec_file(path);
