@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-journal.h>
@@ -155,6 +156,14 @@ void LogWriter::send_to_journal(const Entry& entry) {
     }
   }
 }
+
+namespace {
+std::atomic<bool> terminal_echo_on{true};
+}  // namespace
+
+void set_terminal_echo(bool on) { terminal_echo_on = on; }
+bool terminal_echo() { return terminal_echo_on; }
+bool LogWriter::echo_to_terminal() const { return !settings_.journal && terminal_echo(); }
 
 bool stderr_is_journal() {
   const char* variable = std::getenv("JOURNAL_STREAM");

@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "commands.h"
+#include "detached_log.h"
 #include "listen_sockets.h"
 #include "log_writer.h"
 #include "paths.h"
@@ -26,8 +27,7 @@
 namespace deployctl {
 namespace {
 
-void setup_logging() {
-  auto logger = spdlog::stderr_color_mt("deployctl");
+void setup_logging(std::shared_ptr<spdlog::logger> logger = spdlog::stderr_color_mt("deployctl")) {
   logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
@@ -125,17 +125,8 @@ std::optional<int> detach(const StatePaths& paths, int* notify_fd) {
   }
   close(notify[0]);
   setsid();
-  int log = open(paths.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (log >= 0) {
-    dup2(log, STDOUT_FILENO);
-    dup2(log, STDERR_FILENO);
-    close(log);
-  }
-  if (null >= 0) {
-    dup2(null, STDIN_FILENO);
-    close(null);
-  }
+  redirect_to_detached_log(paths.log);
+  set_terminal_echo(false);  // replica output goes to the service logs only
   *notify_fd = notify[1];
   return std::nullopt;
 }
@@ -186,8 +177,8 @@ int run_up(const Spec& loaded, const UpOptions& options) {
   int notify_fd = -1;
   if (options.detach) {
     if (auto parent_exit = detach(paths, &notify_fd)) return *parent_exit;
-    spdlog::drop_all();  // log again to the new stderr (the log file), without terminal colors
-    setup_logging();
+    spdlog::drop_all();  // log to STATE/supervisor.log from now on, capped, without colors
+    setup_logging(make_detached_logger("deployctl", paths.log));
   }
   if (options.detach) write_pid_file(paths.pid);
   prctl(PR_SET_CHILD_SUBREAPER, 1);

@@ -575,6 +575,13 @@ class Deployment:
         path = self.state_dir / "supervisor.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def service_log(self, selector: str = "") -> str:
+        """The replica output of `deployctl logs [SELECTOR]` (last 10,000 lines): where replica
+        lines go under `up -d` (never into supervisor.log)."""
+        run = self.deployctl("logs", *([selector] if selector else []), "-n", "10000",
+                             str(self.spec_path))
+        return run.stdout
+
     def diagnostics(self) -> str:
         tail = "\n".join(self.log_text().splitlines()[-40:])
         return (f"last status: {json.dumps(self.last_status, indent=1)}\n"
