@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include <spdlog/spdlog.h>
+
 #include "commands.h"
 
 namespace deployctl {
@@ -21,6 +23,8 @@ using local = asio::local::stream_protocol;
 
 namespace {
 constexpr std::size_t kMaxRequest = 64 * 1024;
+// A client must send its request line within this time (an idle client holds an fd).
+constexpr std::chrono::seconds kRequestTimeout{10};
 
 // Never empty: says what was wrong and what a request looks like.
 std::string malformed_request_text(bool parsed, const std::string& parse_error) {
@@ -34,13 +38,26 @@ std::string malformed_request_text(bool parsed, const std::string& parse_error) 
 
 class ManagementServer::Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(local::socket socket, std::shared_ptr<int> pending)
-      : socket_(std::move(socket)), buffer_(kMaxRequest), pending_(std::move(pending)) {}
+  Session(local::socket socket, std::shared_ptr<int> pending, std::shared_ptr<int> sessions)
+      : socket_(std::move(socket)),
+        buffer_(kMaxRequest),
+        pending_(std::move(pending)),
+        sessions_(std::move(sessions)),
+        request_timer_(socket_.get_executor()) {
+    ++*sessions_;
+  }
+  ~Session() { --*sessions_; }
 
   void read_request(Handler handler) {
     auto self = shared_from_this();
+    request_timer_.expires_after(kRequestTimeout);
+    request_timer_.async_wait([self](boost::system::error_code ec) {
+      if (!ec) self->close();  // never sent a whole request line: its fd is needed elsewhere
+    });
     asio::async_read_until(socket_, buffer_, '\n',
                            [self, handler](boost::system::error_code ec, std::size_t length) {
+                             self->waiting_ = false;
+                             self->request_timer_.cancel();
                              if (ec) {
                                if (ec == asio::error::not_found) {
                                  self->respond(management_error("request too large", kExitUsage));
@@ -69,16 +86,25 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
   void respond(const json::Value& response) {
     if (responded_) return;
     responded_ = true;
+    waiting_ = false;
     auto text = std::make_shared<std::string>(json::dump(response) + "\n");
     ++*pending_;
     auto self = shared_from_this();
     asio::async_write(socket_, asio::buffer(*text),
                       [self, text](boost::system::error_code, std::size_t) {
                         --*self->pending_;
-                        boost::system::error_code ignored;
-                        self->socket_.shutdown(local::socket::shutdown_both, ignored);
-                        self->socket_.close(ignored);
+                        self->close();
                       });
+  }
+
+  // Still waiting for its request line (an idle client, which may be evicted).
+  bool waiting() const { return waiting_; }
+
+  void close() {
+    boost::system::error_code ignored;
+    request_timer_.cancel();
+    socket_.shutdown(local::socket::shutdown_both, ignored);
+    socket_.close(ignored);
   }
 
  private:
@@ -91,13 +117,16 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
   local::socket socket_;
   asio::streambuf buffer_;
   std::shared_ptr<int> pending_;
+  std::shared_ptr<int> sessions_;
+  asio::steady_timer request_timer_;
+  bool waiting_ = true;
   bool responded_ = false;
 };
 
 ManagementServer::ManagementServer(asio::io_context& io, std::string socket_path,
                                    uid_t allowed_uid, Handler handler)
     : path_(std::move(socket_path)), allowed_uid_(allowed_uid),
-      handler_(std::move(handler)), acceptor_(io) {}
+      handler_(std::move(handler)), acceptor_(io), accept_timer_(io) {}
 
 ManagementServer::~ManagementServer() { close(); }
 
@@ -122,31 +151,80 @@ void ManagementServer::close() {
   if (!acceptor_.is_open()) return;
   boost::system::error_code ignored;
   acceptor_.close(ignored);
+  accept_timer_.cancel();
   ::unlink(path_.c_str());
+}
+
+// Makes room for one more client: closes the oldest one still idle (no request yet). False if
+// every client has a request in progress.
+bool ManagementServer::evict_idle_client() {
+  while (!idle_.empty()) {
+    auto oldest = idle_.front().lock();
+    idle_.pop_front();
+    if (oldest && oldest->waiting()) {
+      oldest->close();
+      return true;
+    }
+  }
+  return false;
 }
 
 void ManagementServer::accept() {
   acceptor_.async_accept([this](boost::system::error_code ec, local::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
-    if (!ec) {
-      ucred peer{};
-      socklen_t length = sizeof peer;
-      bool allowed = ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer,
-                                  &length) == 0 &&
-                     (peer.uid == 0 || peer.uid == allowed_uid_);
-      auto session = std::make_shared<Session>(std::move(socket), pending_);
-      if (allowed) {
-        session->read_request(handler_);
-      } else {
-        session->respond(management_error(
-            "permission denied: uid " + std::to_string(peer.uid) +
-                " may not manage this deployment (only root and uid " +
-                std::to_string(allowed_uid_) + ")",
-            kExitPermission));
+    if (ec == asio::error::no_descriptors || ec.value() == ENFILE || ec.value() == ENOBUFS ||
+        ec.value() == ENOMEM) {
+      // Out of fds: retrying at once would spin a core. Clients wait in the backlog meanwhile.
+      if (!accept_paused_) {
+        spdlog::warn("management socket: cannot accept a client ({}); pausing accepts for "
+                     "{} ms at a time until fds are free",
+                     ec.message(), kAcceptPause.count());
       }
+      accept_paused_ = true;
+      accept_timer_.expires_after(kAcceptPause);
+      accept_timer_.async_wait([this](boost::system::error_code timer_ec) {
+        if (!timer_ec && acceptor_.is_open()) accept();
+      });
+      return;
+    }
+    if (!ec) {
+      if (accept_paused_) spdlog::info("management socket: accepting clients again");
+      accept_paused_ = false;
+      serve(std::move(socket));
     }
     accept();
   });
+}
+
+void ManagementServer::serve(local::socket socket) {
+  ucred peer{};
+  socklen_t length = sizeof peer;
+  bool allowed = ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer,
+                              &length) == 0 &&
+                 (peer.uid == 0 || peer.uid == allowed_uid_);
+  const bool room = *sessions_ < kMaxClients || evict_idle_client();
+  auto session = std::make_shared<Session>(std::move(socket), pending_, sessions_);
+  if (!allowed) {
+    session->respond(management_error(
+        "permission denied: uid " + std::to_string(peer.uid) +
+            " may not manage this deployment (only root and uid " +
+            std::to_string(allowed_uid_) + ")",
+        kExitPermission));
+  } else if (!room) {
+    session->respond(management_error(
+        "too many management clients (" + std::to_string(kMaxClients) +
+            " requests in progress); try again once one is done",
+        kExitBusy));
+  } else {
+    idle_.push_back(session);
+    if (idle_.size() > 4 * kMaxClients) {  // drop the entries of finished sessions
+      std::erase_if(idle_, [](const std::weak_ptr<Session>& weak) {
+        auto alive = weak.lock();
+        return !alive || !alive->waiting();
+      });
+    }
+    session->read_request(handler_);
+  }
 }
 
 namespace {

@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +25,9 @@ extern char** environ;
 
 namespace deployctl {
 namespace {
+
+// Read in the forked child: set before any spawn, on the one event-loop thread.
+std::optional<rlimit> child_fd_limit;
 
 struct ChildError {
   int stage;  // 0 exec, 1 chdir, 2 fd setup, 3 credentials, 4 cgroup
@@ -99,6 +103,8 @@ void format_pid(char* out, pid_t value) {
     child_fail(report_fd, 1);
   }
   if (listen_pid_slot) format_pid(listen_pid_slot, getpid());
+  // Last: the fds above were placed with the supervisor's (raised) limit.
+  if (child_fd_limit) setrlimit(RLIMIT_NOFILE, &*child_fd_limit);
   execve(path, argv, envp);
   child_fail(report_fd, 0);
 }
@@ -135,6 +141,13 @@ std::string missing_interpreter(const std::string& path) {
 }
 
 }  // namespace
+
+void set_child_fd_limit(std::uint64_t soft) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  limit.rlim_cur = soft;
+  child_fd_limit = limit;
+}
 
 std::string resolve_command(const std::string& name, const std::string& path_env) {
   if (name.find('/') != std::string::npos) return name;

@@ -18,6 +18,8 @@
 
 #include "commands.h"
 #include "detached_log.h"
+#include "fd_budget.h"
+#include "fd_limit.h"
 #include "listen_sockets.h"
 #include "log_writer.h"
 #include "paths.h"
@@ -135,6 +137,11 @@ std::optional<int> detach(const StatePaths& paths, int* notify_fd) {
 
 int run_up(const Spec& loaded, const UpOptions& options) {
   auto spec = &loaded;
+  const std::uint64_t fd_limit = raise_fd_limit();
+  if (auto error = fd_limit_error("the spec", fds_needed(*spec), fd_limit)) {
+    std::fprintf(stderr, "deployctl: %s; nothing was started\n", error->c_str());
+    return kExitFailed;
+  }
   StatePaths paths = state_paths(runtime_base(options.runtime_dir), spec->name);
   paths.logs = log_dir_for(options.log_dir, options.runtime_dir, &spec->logs, spec->name, paths.dir);
   std::error_code ec;
