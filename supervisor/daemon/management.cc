@@ -202,7 +202,7 @@ void ManagementServer::serve(local::socket socket) {
   bool allowed = ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer,
                               &length) == 0 &&
                  (peer.uid == 0 || peer.uid == allowed_uid_);
-  const bool room = *sessions_ < kMaxClients || evict_idle_client();
+  const bool room = !allowed || *sessions_ < kMaxClients || evict_idle_client();
   auto session = std::make_shared<Session>(std::move(socket), pending_, sessions_);
   if (!allowed) {
     session->respond(management_error(
