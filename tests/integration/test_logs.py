@@ -191,6 +191,7 @@ def test_unwritable_log_dir_does_not_stop_the_deployment(deployment):
     # Still supervising and still showing replica output on its terminal.
     wait_until(lambda: "count web.0 done" in "".join(dep.foreground_output()), 15,
                "output on the terminal")
+    wait_until(lambda: "cannot create" in dep.log_text(), 10, "the log writer's warning")
     log = dep.log_text()
     assert log.count("cannot create") == 1, log
     assert all_ready(dep.status(), 1)
