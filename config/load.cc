@@ -87,6 +87,7 @@ PreStartStep read_step(const toml::table& table, std::size_t index, const fs::pa
   }
   if (auto timeout = reader.duration("timeout")) step.timeout = *timeout;
   if (auto env = detail::read_env(reader, "env", kRules)) step.env = std::move(*env);
+  detail::check_exec_size(reader, "command", "env", step.command, step.env);
   if (auto path = detail::read_path(reader, "working_dir", spec_dir)) step.working_dir = *path;
   return step;
 }

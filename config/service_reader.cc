@@ -121,6 +121,7 @@ ServiceSpec read_service(const toml::table& table, const std::string& name,
       "{port} needs port = N on the service (replica i then gets N + i)"};
   read_service_command(reader, rules, &service);
   if (auto env = read_env(reader, "env", rules)) service.env = std::move(*env);
+  check_exec_size(reader, "command", "env", service.command, service.env);
   if (auto path = read_path(reader, "env_file", spec_dir)) service.env_file = *path;
   if (auto path = read_path(reader, "working_dir", spec_dir)) service.working_dir = *path;
   read_account(reader, "user", &service.user);

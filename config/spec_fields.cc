@@ -134,9 +134,37 @@ std::optional<EnvList> read_env(TableReader& reader, std::string_view key,
       reader.diag().add(value->source(), path, *bad);
       continue;
     }
+    if (name.size() + 1 + text->size() > kMaxExecString) {
+      reader.diag().add(value->source(), path,
+                        "this variable is " + std::to_string(name.size() + 1 + text->size()) +
+                            " bytes; the kernel refuses one longer than " +
+                            std::to_string(kMaxExecString) + " (put large data in a file)");
+      continue;
+    }
     env.emplace_back(name, *text);
   }
   return env;
+}
+
+void check_exec_size(TableReader& reader, std::string_view command_key, std::string_view env_key,
+                     const std::vector<std::string>& command, const EnvList& env) {
+  std::size_t total = 0;
+  for (const auto& arg : command) {
+    if (arg.size() > kMaxExecString) {
+      reader.error_at(command_key, "an argument of " + std::to_string(arg.size()) +
+                                       " bytes; the kernel refuses one longer than " +
+                                       std::to_string(kMaxExecString));
+      return;
+    }
+    total += arg.size() + 1 + sizeof(char*);
+  }
+  for (const auto& [name, value] : env) total += name.size() + 2 + value.size() + sizeof(char*);
+  if (total <= kMaxExecTotal) return;
+  const std::string message =
+      "command and env take " + std::to_string(total) + " bytes per process; at most " +
+      std::to_string(kMaxExecTotal) + " are allowed (the kernel's limit on argv + environment "
+      "is 2 MiB, and the inherited environment needs room too): put large data in a file";
+  reader.error_at(reader.find(env_key) ? env_key : command_key, message);
 }
 
 std::string resolve_path(const std::filesystem::path& base, const std::string& path) {

@@ -31,6 +31,17 @@ std::optional<EnvList> read_env(TableReader& reader, std::string_view key,
                                 const PlaceholderRules& rules);
 
 // A non-empty path; relative paths are resolved against base (absolute, normalised).
+// execve refuses (E2BIG) a single argument or "KEY=VALUE" longer than the kernel's
+// MAX_ARG_STRLEN (128 KiB), and an argv + environment larger than ARG_MAX (2 MiB with the
+// default 8 MiB stack). A spec may use at most half of that, so the inherited environment and
+// the supervisor's own variables still fit.
+inline constexpr std::size_t kMaxExecString = 128 * 1024 - 1;
+inline constexpr std::size_t kMaxExecTotal = 1024 * 1024;
+// Reports, at `env_key` (or `command_key` without env), a command + env over kMaxExecTotal
+// (each string counted with its NUL and its pointer, as the kernel does).
+void check_exec_size(TableReader& reader, std::string_view command_key, std::string_view env_key,
+                     const std::vector<std::string>& command, const EnvList& env);
+
 std::optional<std::string> read_path(TableReader& reader, std::string_view key,
                                      const std::filesystem::path& base);
 

@@ -18,6 +18,7 @@
 #include "read_file.h"
 #include "startup.h"
 #include "status_table.h"
+#include "timeouts.h"
 
 #ifndef DEPLOYCTL_VERSION
 #define DEPLOYCTL_VERSION "0.0.0"
@@ -38,6 +39,7 @@ struct Options {
   std::vector<std::string> services;  // restart
   std::string log_dir;
   LogsRequest logs;  // logs
+  std::optional<std::chrono::milliseconds> timeout;  // --timeout; 0: wait forever
 };
 
 void print_help() {
@@ -51,9 +53,13 @@ void print_help() {
       "\noptions for every command:\n"
       "  --runtime-dir DIR   state directories live in DIR/NAME (also DEPLOYCTL_RUNTIME_DIR)\n"
       "  --log-dir DIR       log files live in DIR/NAME (also DEPLOYCTL_LOG_DIR; docs/logs.md)\n"
+      "  --timeout DURATION  status, scale, restart, reload, down: give up waiting for the\n"
+      "                      supervisor after DURATION (e.g. 5s, 2m; 0: never). Defaults: status\n"
+      "                      10s, the others from the spec's start_period and stop timeouts\n"
       "  -h, --help          this help;   --version   the version\n\n"
       "exit codes: 0 ok, 1 failed, 2 usage or invalid spec, 3 not running, 4 already running,\n"
-      "5 permission denied. See docs/cli.md.\n");
+      "5 permission denied, 6 busy (another command is under way; try again), 7 timed out\n"
+      "(no answer within --timeout). See docs/cli.md.\n");
 }
 
 int usage_error(const std::string& message) {
@@ -107,6 +113,20 @@ std::optional<int> parse_args(int argc, char** argv, Options* options) {
       options->dbus = false;
     } else if (arg == "--json") {
       options->json = true;
+    } else if (flag_is("--timeout")) {
+      auto value = value_of(i, "--timeout");
+      std::string error;
+      std::optional<Duration> limit;
+      if (value && *value == "0") {
+        limit = Duration(0);
+      } else if (value) {
+        limit = parse_duration(*value, &error);
+      }
+      if (!limit) {
+        return usage_error("--timeout needs a duration such as 5s, 2m or 0 (no limit)" +
+                           (error.empty() ? std::string() : ": " + error));
+      }
+      options->timeout = *limit;
     } else if (flag_is("--runtime-dir") || flag_is("--log-dir") || flag_is("--name") ||
                flag_is("--file") || arg == "-f") {
       std::string_view flag = arg == "-f" ? "-f" : arg.substr(0, arg.find('='));
@@ -224,7 +244,12 @@ int run_client(const Options& options) {
     for (const auto& service : options.services) services.push_back(service);
     request["services"] = std::move(services);
   }
-  ClientResult result = call_supervisor(paths.socket, request);
+  std::optional<Spec> spec;  // its timeouts bound the wait, if it is this deployment's
+  if (options.command != "status") spec = load_spec_file(options.file).spec;
+  if (spec && spec->name != name) spec.reset();
+  const auto timeout = options.timeout.value_or(
+      default_request_timeout(options.command, spec ? &*spec : nullptr));
+  ClientResult result = call_supervisor(paths.socket, request, timeout);
   if (result.exit_code != kExitOk) {
     if (result.exit_code == kExitNotRunning) {
       std::fprintf(stderr, "deployctl: %s is not running (no supervisor at %s)\n", name.c_str(),

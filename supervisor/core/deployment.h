@@ -48,7 +48,8 @@ struct Event {
 };
 
 enum class LogLevel { info, warn, error };
-enum class ReplyCode { ok, failed, usage };  // kExitOk, kExitFailed, kExitUsage
+// kExitOk, kExitFailed, kExitUsage, kExitBusy (refused: another command is under way)
+enum class ReplyCode { ok, failed, usage, busy };
 
 struct Action {
   enum class Kind {

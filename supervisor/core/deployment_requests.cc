@@ -16,13 +16,13 @@ bool contains(const std::vector<std::string>& names, const std::string& name) {
 
 void Deployment::scale(const Event& event) {
   if (s_.phase != Phase::running) {
-    reply(event.request, ReplyCode::failed,
+    reply(event.request, ReplyCode::busy,
           s_.name + " is " + (s_.phase == Phase::starting ? "still starting" : "stopping") +
               "; scale it once it is running");
     return;
   }
   if (rollout_running()) {
-    reply(event.request, ReplyCode::failed, "a rollout is in progress; scale once it is done");
+    reply(event.request, ReplyCode::busy, "a rollout is in progress; scale once it is done");
     return;
   }
   if (event.counts.empty()) {
@@ -59,12 +59,12 @@ void Deployment::scale(const Event& event) {
 
 void Deployment::restart(const Event& event) {
   if (s_.phase != Phase::running) {
-    reply(event.request, ReplyCode::failed,
+    reply(event.request, ReplyCode::busy,
           s_.name + " is not running yet (or stopping); try again");
     return;
   }
   if (rollout_running()) {
-    reply(event.request, ReplyCode::failed, "a rollout is already in progress");
+    reply(event.request, ReplyCode::busy, "a rollout is already in progress");
     return;
   }
   std::vector<std::string> names = event.services;

@@ -55,8 +55,13 @@ std::string RotatingFile::write_all(std::string_view bytes) {
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       std::string error = errno_text("cannot write", path_);
-      // Keep the file made of whole lines: drop the part of this batch that got in.
-      if (done > 0 && ftruncate(fd_, static_cast<off_t>(size_)) != 0) size_ += done;
+      // Keep the file made of whole lines: drop the part of this batch that got in. The end
+      // is read from the file, never remembered: a file truncated from outside (copytruncate)
+      // must not be extended back with NUL bytes.
+      struct stat info {};
+      if (done > 0 && fstat(fd_, &info) == 0 && static_cast<std::size_t>(info.st_size) >= done) {
+        if (ftruncate(fd_, info.st_size - static_cast<off_t>(done)) != 0) size_ += done;
+      }
       return error;
     }
     done += static_cast<std::size_t>(n);
@@ -88,6 +93,8 @@ RotatingFile::Result RotatingFile::append(std::string_view lines) {
       result.lost = count_lines(lines);
       return result;
     }
+  } else if (struct stat info {}; fstat(fd_, &info) == 0) {
+    size_ = static_cast<std::uint64_t>(info.st_size);  // truncated from outside, or not
   }
   std::size_t chunk_start = 0, chunk_end = 0;
   auto flush = [&]() -> bool {

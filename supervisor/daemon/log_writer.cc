@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-journal.h>
@@ -17,6 +18,7 @@ struct LogWriter::FileState {
   RotatingFile file;
   bool failing = false;
   std::size_t lost = 0;  // since the failure began
+  std::string reason;    // of the last failure, for the marker line
   std::chrono::steady_clock::time_point retry_at{};
 };
 
@@ -119,11 +121,17 @@ void LogWriter::write(Entry& entry) {
     state->lost += entry.lines;
     return;
   }
-  RotatingFile::Result result = state->file.append(entry.text);
+  // Resuming after a failure: the gap is marked in the file itself, before the new lines.
+  std::string marker;
+  if (state->failing && state->lost > 0) {
+    marker = logs::format_line(logs::format_time(std::chrono::system_clock::now()), "deployctl",
+                               true, std::to_string(state->lost) + " lines lost: " + state->reason);
+  }
+  RotatingFile::Result result = state->file.append(marker.empty() ? entry.text : marker + entry.text);
   if (result.lost == 0) {
     if (state->failing) {
-      spdlog::info("writing {} again ({} lines could not be written)", state->file.path(),
-                   state->lost);
+      spdlog::info("writing {} again ({} lines could not be written; marked in the file)",
+                   state->file.path(), state->lost);
     } else if (!result.error.empty()) {
       spdlog::warn("{}", result.error);
     }
@@ -133,11 +141,16 @@ void LogWriter::write(Entry& entry) {
   }
   if (!state->failing) {
     spdlog::warn("{}; {} output is not logged to a file until this is fixed (retried every "
-                 "{}s); it still goes to the terminal",
-                 result.error, entry.base, kRetryAfter.count());
+                 "{}s); {}",
+                 result.error, entry.base, kRetryAfter.count(),
+                 echo_to_terminal() ? "it still goes to the terminal"
+                                    : "the file will say how many lines were lost");
   }
+  const bool marker_written = !marker.empty() && result.lost <= entry.lines;
+  if (marker_written) state->lost = 0;  // that gap is marked; what follows is a new one
   state->failing = true;
-  state->lost += result.lost;
+  state->reason = result.error;
+  state->lost += marker.empty() || marker_written ? result.lost : entry.lines;
   state->retry_at = now + kRetryAfter;
 }
 
@@ -155,6 +168,14 @@ void LogWriter::send_to_journal(const Entry& entry) {
     }
   }
 }
+
+namespace {
+std::atomic<bool> terminal_echo_on{true};
+}  // namespace
+
+void set_terminal_echo(bool on) { terminal_echo_on = on; }
+bool terminal_echo() { return terminal_echo_on; }
+bool LogWriter::echo_to_terminal() const { return !settings_.journal && terminal_echo(); }
 
 bool stderr_is_journal() {
   const char* variable = std::getenv("JOURNAL_STREAM");

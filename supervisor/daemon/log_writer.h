@@ -49,6 +49,9 @@ class LogWriter {
   // New size limits (a reload); the directory stays.
   void set_limits(LogLimits limits);
   bool journal() const { return settings_.journal; }
+  // Whether replica lines are also printed (`web.2 | ...`): not to the journal, which has them
+  // already, nor once detached (see set_terminal_echo).
+  bool echo_to_terminal() const;
   const std::string& dir() const { return settings_.dir; }
 
  private:
@@ -78,6 +81,12 @@ class LogWriter {
   bool journal_failed_ = false;
   std::thread thread_;
 };
+
+// Whether this process prints replica and pre-start output to its stdout/stderr: yes in the
+// foreground (`up`), no once detached (`up -d`: stderr is the supervisor's own log, which is
+// no place for replica output). Process-wide, as stdout and stderr are. Default: yes.
+void set_terminal_echo(bool on);
+bool terminal_echo();
 
 // The journal check for this process: $JOURNAL_STREAM names stderr's device and inode.
 bool stderr_is_journal();

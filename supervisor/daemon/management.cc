@@ -1,12 +1,18 @@
 #include "management.h"
 
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+
+#include <spdlog/spdlog.h>
 
 #include "commands.h"
 
@@ -17,18 +23,41 @@ using local = asio::local::stream_protocol;
 
 namespace {
 constexpr std::size_t kMaxRequest = 64 * 1024;
+// A client must send its request line within this time (an idle client holds an fd).
+constexpr std::chrono::seconds kRequestTimeout{10};
+
+// Never empty: says what was wrong and what a request looks like.
+std::string malformed_request_text(bool parsed, const std::string& parse_error) {
+  std::string why = parsed ? "not a JSON object"
+                           : parse_error.empty() ? "not JSON" : "not JSON: " + parse_error;
+  return "malformed request (" + why + "); expected one JSON object per line, e.g. "
+         "{\"command\": \"status\"}";
+}
 
 }  // namespace
 
 class ManagementServer::Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(local::socket socket, std::shared_ptr<int> pending)
-      : socket_(std::move(socket)), buffer_(kMaxRequest), pending_(std::move(pending)) {}
+  Session(local::socket socket, std::shared_ptr<int> pending, std::shared_ptr<int> sessions)
+      : socket_(std::move(socket)),
+        buffer_(kMaxRequest),
+        pending_(std::move(pending)),
+        sessions_(std::move(sessions)),
+        request_timer_(socket_.get_executor()) {
+    ++*sessions_;
+  }
+  ~Session() { --*sessions_; }
 
   void read_request(Handler handler) {
     auto self = shared_from_this();
+    request_timer_.expires_after(kRequestTimeout);
+    request_timer_.async_wait([self](boost::system::error_code ec) {
+      if (!ec) self->close();  // never sent a whole request line: its fd is needed elsewhere
+    });
     asio::async_read_until(socket_, buffer_, '\n',
                            [self, handler](boost::system::error_code ec, std::size_t length) {
+                             self->waiting_ = false;
+                             self->request_timer_.cancel();
                              if (ec) {
                                if (ec == asio::error::not_found) {
                                  self->respond(management_error("request too large", kExitUsage));
@@ -44,8 +73,8 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
                                error.message = "expected a JSON object";
                              }
                              if (!request || !request->is_object()) {
-                               self->respond(management_error("malformed request: " + error.message,
-                                                            kExitUsage));
+                               self->respond(management_error(malformed_request_text(
+                                   request.has_value(), error.message), kExitUsage));
                                return;
                              }
                              std::weak_ptr<Session> weak = self;
@@ -60,16 +89,25 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
   void respond(const json::Value& response) {
     if (responded_) return;
     responded_ = true;
+    waiting_ = false;
     auto text = std::make_shared<std::string>(json::dump(response) + "\n");
     ++*pending_;
     auto self = shared_from_this();
     asio::async_write(socket_, asio::buffer(*text),
                       [self, text](boost::system::error_code, std::size_t) {
                         --*self->pending_;
-                        boost::system::error_code ignored;
-                        self->socket_.shutdown(local::socket::shutdown_both, ignored);
-                        self->socket_.close(ignored);
+                        self->close();
                       });
+  }
+
+  // Still waiting for its request line (an idle client, which may be evicted).
+  bool waiting() const { return waiting_; }
+
+  void close() {
+    boost::system::error_code ignored;
+    request_timer_.cancel();
+    socket_.shutdown(local::socket::shutdown_both, ignored);
+    socket_.close(ignored);
   }
 
  private:
@@ -82,13 +120,16 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
   local::socket socket_;
   asio::streambuf buffer_;
   std::shared_ptr<int> pending_;
+  std::shared_ptr<int> sessions_;
+  asio::steady_timer request_timer_;
+  bool waiting_ = true;
   bool responded_ = false;
 };
 
 ManagementServer::ManagementServer(asio::io_context& io, std::string socket_path,
                                    uid_t allowed_uid, Handler handler)
     : path_(std::move(socket_path)), allowed_uid_(allowed_uid),
-      handler_(std::move(handler)), acceptor_(io) {}
+      handler_(std::move(handler)), acceptor_(io), accept_timer_(io) {}
 
 ManagementServer::~ManagementServer() { close(); }
 
@@ -113,47 +154,133 @@ void ManagementServer::close() {
   if (!acceptor_.is_open()) return;
   boost::system::error_code ignored;
   acceptor_.close(ignored);
+  accept_timer_.cancel();
   ::unlink(path_.c_str());
+}
+
+// Makes room for one more client: closes the oldest one still idle (no request yet). False if
+// every client has a request in progress.
+bool ManagementServer::evict_idle_client() {
+  while (!idle_.empty()) {
+    auto oldest = idle_.front().lock();
+    idle_.pop_front();
+    if (oldest && oldest->waiting()) {
+      oldest->close();
+      return true;
+    }
+  }
+  return false;
 }
 
 void ManagementServer::accept() {
   acceptor_.async_accept([this](boost::system::error_code ec, local::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
-    if (!ec) {
-      ucred peer{};
-      socklen_t length = sizeof peer;
-      bool allowed = ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer,
-                                  &length) == 0 &&
-                     (peer.uid == 0 || peer.uid == allowed_uid_);
-      auto session = std::make_shared<Session>(std::move(socket), pending_);
-      if (allowed) {
-        session->read_request(handler_);
-      } else {
-        session->respond(management_error(
-            "permission denied: uid " + std::to_string(peer.uid) +
-                " may not manage this deployment (only root and uid " +
-                std::to_string(allowed_uid_) + ")",
-            kExitPermission));
+    if (ec == asio::error::no_descriptors || ec.value() == ENFILE || ec.value() == ENOBUFS ||
+        ec.value() == ENOMEM) {
+      // Out of fds: retrying at once would spin a core. Clients wait in the backlog meanwhile.
+      if (!accept_paused_) {
+        spdlog::warn("management socket: cannot accept a client ({}); pausing accepts for "
+                     "{} ms at a time until fds are free",
+                     ec.message(), kAcceptPause.count());
       }
+      accept_paused_ = true;
+      accept_timer_.expires_after(kAcceptPause);
+      accept_timer_.async_wait([this](boost::system::error_code timer_ec) {
+        if (!timer_ec && acceptor_.is_open()) accept();
+      });
+      return;
+    }
+    if (!ec) {
+      if (accept_paused_) spdlog::info("management socket: accepting clients again");
+      accept_paused_ = false;
+      serve(std::move(socket));
     }
     accept();
   });
 }
 
-ClientResult call_supervisor(const std::string& socket_path, const json::Value& request) {
+void ManagementServer::serve(local::socket socket) {
+  ucred peer{};
+  socklen_t length = sizeof peer;
+  bool allowed = ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer,
+                              &length) == 0 &&
+                 (peer.uid == 0 || peer.uid == allowed_uid_);
+  const bool room = !allowed || *sessions_ < kMaxClients || evict_idle_client();
+  auto session = std::make_shared<Session>(std::move(socket), pending_, sessions_);
+  if (!allowed) {
+    session->respond(management_error(
+        "permission denied: uid " + std::to_string(peer.uid) +
+            " may not manage this deployment (only root and uid " +
+            std::to_string(allowed_uid_) + ")",
+        kExitPermission));
+  } else if (!room) {
+    session->respond(management_error(
+        "too many management clients (" + std::to_string(kMaxClients) +
+            " requests in progress); try again once one is done",
+        kExitBusy));
+  } else {
+    idle_.push_back(session);
+    if (idle_.size() > 4 * kMaxClients) {  // drop the entries of finished sessions
+      std::erase_if(idle_, [](const std::weak_ptr<Session>& weak) {
+        auto alive = weak.lock();
+        return !alive || !alive->waiting();
+      });
+    }
+    session->read_request(handler_);
+  }
+}
+
+namespace {
+
+// What is left of `timeout` since `start`, for poll() and SO_*TIMEO: -1 for no limit, else at
+// least 1 ms (0 would mean "no limit" to SO_*TIMEO).
+int remaining_ms(std::chrono::steady_clock::time_point start, std::chrono::milliseconds timeout) {
+  if (timeout.count() <= 0) return -1;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      timeout - (std::chrono::steady_clock::now() - start));
+  return static_cast<int>(std::clamp<long long>(left.count(), 1, INT32_MAX));
+}
+
+bool expired(std::chrono::steady_clock::time_point start, std::chrono::milliseconds timeout) {
+  return timeout.count() > 0 && std::chrono::steady_clock::now() - start >= timeout;
+}
+
+// Bounds a blocking connect() (a full backlog of a stopped supervisor) and send().
+void set_socket_timeouts(int fd, int ms) {
+  if (ms < 0) return;
+  timeval limit{ms / 1000, (ms % 1000) * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+}
+
+}  // namespace
+
+ClientResult call_supervisor(const std::string& socket_path, const json::Value& request,
+                             std::chrono::milliseconds timeout) {
+  const auto start = std::chrono::steady_clock::now();
   ClientResult result;
+  auto timed_out = [&](const char* stage) {
+    result.exit_code = kExitTimeout;
+    result.error = std::string("no answer from the supervisor within ") +
+                   std::to_string(timeout.count()) + " ms (" + stage + " " + socket_path +
+                   "); it may be stopped (SIGSTOP) or overloaded. The request may still be "
+                   "carried out: check 'deployctl status'; --timeout DURATION waits longer";
+    return result;
+  };
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   if (socket_path.size() >= sizeof address.sun_path) {
+    if (fd >= 0) ::close(fd);
     result.exit_code = kExitFailed;
     result.error = "socket path too long: " + socket_path;
     return result;
   }
   std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  if (fd >= 0) set_socket_timeouts(fd, remaining_ms(start, timeout));
   if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
     int error = errno;
     if (fd >= 0) ::close(fd);
+    if (error == EAGAIN || error == EINPROGRESS) return timed_out("connecting to");
     result.exit_code = error == EACCES || error == EPERM ? kExitPermission : kExitNotRunning;
     result.error = error == EACCES || error == EPERM
                        ? "permission denied: cannot connect to " + socket_path
@@ -163,14 +290,26 @@ ClientResult call_supervisor(const std::string& socket_path, const json::Value& 
   }
   std::string text = json::dump(request) + "\n";
   for (std::size_t sent = 0; sent < text.size();) {
+    set_socket_timeouts(fd, remaining_ms(start, timeout));
     ssize_t n = ::send(fd, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      ::close(fd);
+      return timed_out("sending to");
+    }
     if (n < 0) break;
     sent += static_cast<std::size_t>(n);
   }
   std::string reply;
   char buffer[8192];
   while (reply.find('\n') == std::string::npos) {
+    pollfd wait{fd, POLLIN, 0};
+    int ready = ::poll(&wait, 1, remaining_ms(start, timeout));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0 || (ready < 0 && expired(start, timeout))) {
+      ::close(fd);
+      return timed_out("waiting for its answer on");
+    }
     ssize_t n = ::read(fd, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;

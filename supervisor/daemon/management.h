@@ -5,6 +5,8 @@
 #include <sys/types.h>
 
 #include "asio.h"
+#include <chrono>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -30,15 +32,27 @@ class ManagementServer {
   // Responses written but not yet flushed to their clients.
   int pending_replies() const { return *pending_; }
 
+  // At most this many clients at once: past it, the oldest idle one (no request line yet) is
+  // closed, or, if every one has a request in progress, the new one is refused (kExitBusy).
+  static constexpr int kMaxClients = 32;
+  // When accept() fails for lack of fds (EMFILE, ENFILE), accepting pauses this long.
+  static constexpr std::chrono::milliseconds kAcceptPause{100};
+
  private:
   class Session;
   void accept();
+  void serve(boost::asio::local::stream_protocol::socket socket);
+  bool evict_idle_client();
 
   std::string path_;
   uid_t allowed_uid_;
   Handler handler_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
   std::shared_ptr<int> pending_ = std::make_shared<int>(0);
+  std::shared_ptr<int> sessions_ = std::make_shared<int>(0);  // open client connections
+  std::deque<std::weak_ptr<Session>> idle_;  // clients in accept order, to evict the oldest idle
+  boost::asio::steady_timer accept_timer_;
+  bool accept_paused_ = false;
 };
 
 struct ClientResult {
@@ -47,7 +61,10 @@ struct ClientResult {
   json::Value response;     // the supervisor's response
 };
 
-// Connects, sends one request, waits for its response (no time limit: scale and down wait).
-ClientResult call_supervisor(const std::string& socket_path, const json::Value& request);
+// Connects, sends one request, waits for its response at most `timeout` in all (connect,
+// send and answer; zero: no limit). Past it: kExitTimeout, and the request may still complete
+// (a stopped or overloaded supervisor answers later, to nobody).
+ClientResult call_supervisor(const std::string& socket_path, const json::Value& request,
+                             std::chrono::milliseconds timeout);
 
 }  // namespace deployctl

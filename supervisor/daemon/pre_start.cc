@@ -16,6 +16,7 @@
 
 #include "clock.h"
 #include "control_protocol.h"
+#include "log_writer.h"
 #include "load.h"
 #include "output.h"
 #include "process.h"
@@ -408,6 +409,7 @@ void PreStartRunner::start() { impl_->start(); }
 void PreStartRunner::cancel() { impl_->cancel(); }
 
 void print_pre_start_line(const std::string& step, const std::string& line, bool is_stderr) {
+  if (!terminal_echo()) return;  // detached: pre_start.log has it
   FILE* stream = is_stderr ? stderr : stdout;
   std::fprintf(stream, "pre_start.%s | %s\n", step.c_str(), line.c_str());
   std::fflush(stream);

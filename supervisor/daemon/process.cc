@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +25,9 @@ extern char** environ;
 
 namespace deployctl {
 namespace {
+
+// Read in the forked child: set before any spawn, on the one event-loop thread.
+std::optional<rlimit> child_fd_limit;
 
 struct ChildError {
   int stage;  // 0 exec, 1 chdir, 2 fd setup, 3 credentials, 4 cgroup
@@ -99,6 +103,8 @@ void format_pid(char* out, pid_t value) {
     child_fail(report_fd, 1);
   }
   if (listen_pid_slot) format_pid(listen_pid_slot, getpid());
+  // Last: the fds above were placed with the supervisor's (raised) limit.
+  if (child_fd_limit) setrlimit(RLIMIT_NOFILE, &*child_fd_limit);
   execve(path, argv, envp);
   child_fail(report_fd, 0);
 }
@@ -114,7 +120,39 @@ bool is_executable_file(const std::string& path) {
   return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(path.c_str(), X_OK) == 0;
 }
 
+// execve's ENOENT for a file that exists means its interpreter is missing: the `#!` line's
+// program, or an ELF binary's dynamic loader. Says which; "" if `path` itself is missing.
+std::string missing_interpreter(const std::string& path) {
+  struct stat info;
+  if (stat(path.c_str(), &info) != 0) return "";
+  char head[256] = {};
+  ssize_t n = -1;
+  if (int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY); fd >= 0) {
+    n = read(fd, head, sizeof head);
+    close(fd);
+  }
+  std::string first_line(head, n > 0 ? static_cast<std::size_t>(n) : 0);
+  first_line = first_line.substr(0, first_line.find('\n'));
+  if (first_line.rfind("#!", 0) == 0) {
+    std::size_t start = first_line.find_first_not_of(" \t", 2);
+    if (start != std::string::npos) {
+      std::size_t end = first_line.find_first_of(" \t\r", start);
+      return "interpreter '" + first_line.substr(start, end - start) + "' of '" + path +
+             "' not found (its #! line)";
+    }
+  }
+  return "cannot execute '" + path + "': it exists, but its interpreter (for a binary: the "
+         "dynamic loader it was linked for) was not found";
+}
+
 }  // namespace
+
+void set_child_fd_limit(std::uint64_t soft) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  limit.rlim_cur = soft;
+  child_fd_limit = limit;
+}
 
 std::string resolve_command(const std::string& name, const std::string& path_env) {
   if (name.find('/') != std::string::npos) return name;
@@ -198,6 +236,13 @@ SpawnResult spawn_process(const SpawnRequest& request) {
                                : failure.stage == 4 ? request.cgroup_procs
                                                     : request.argv[0];
   result.message = what + subject + "': " + std::strerror(failure.error);
+  if (failure.stage == 0 && failure.error == ENOENT) {
+    const bool relative = path[0] != '/' && !request.working_dir.empty();
+    const std::string seen_by_child = relative ? request.working_dir + "/" + path : path;
+    if (std::string missing = missing_interpreter(seen_by_child); !missing.empty()) {
+      result.message = missing;
+    }
+  }
   return result;
 }
 

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,6 +39,10 @@ struct SpawnResult {
   int error = 0;         // errno of the failed step when pid < 0
   std::string message;   // e.g. "cannot execute 'foo': No such file or directory"
 };
+
+// The soft RLIMIT_NOFILE every child gets (the limit deployctl was started with, before
+// raise_fd_limit). Unset: children inherit the supervisor's.
+void set_child_fd_limit(std::uint64_t soft);
 
 // Forks and execs. Exec failure is reported through a close-on-exec pipe, so it is known for
 // certain before this returns, not guessed from an exit code.

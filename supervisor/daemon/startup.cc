@@ -18,6 +18,9 @@
 #include <sstream>
 
 #include "commands.h"
+#include "detached_log.h"
+#include "fd_budget.h"
+#include "fd_limit.h"
 #include "listen_sockets.h"
 #include "log_writer.h"
 #include "paths.h"
@@ -28,18 +31,34 @@
 namespace deployctl {
 namespace {
 
-void setup_logging() {
-  auto logger = spdlog::stderr_color_mt("deployctl");
+void setup_logging(std::shared_ptr<spdlog::logger> logger = spdlog::stderr_color_mt("deployctl")) {
   logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
 }
 
+// The pid file always holds a live pid while the lock is held: it is written (atomically, by
+// rename) right after the lock is taken, and again by the detached supervisor.
+void write_pid_file(const std::string& path) {
+  const std::string temporary = path + ".new";
+  {
+    std::ofstream file(temporary, std::ios::trunc);
+    file << getpid() << "\n";
+  }
+  std::rename(temporary.c_str(), path.c_str());
+}
+
+// The running supervisor's pid; an `up` that took the lock an instant ago may not have
+// written it yet, so this waits up to a second for it.
 std::string read_pid_file(const std::string& path) {
-  std::istringstream text(read_file(path, kMaxStateBytes).text);
-  std::string pid;
-  text >> pid;
-  return pid.empty() ? "?" : pid;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    std::istringstream text(read_file(path, kMaxStateBytes).text);
+    std::string pid;
+    text >> pid;
+    if (!pid.empty()) return pid;
+    usleep(20 * 1000);
+  }
+  return "unknown: no pid file " + path;
 }
 
 // Runs the pre-start steps in order, in the foreground, before any replica starts. Ctrl+C
@@ -110,17 +129,8 @@ std::optional<int> detach(const StatePaths& paths, int* notify_fd) {
   }
   close(notify[0]);
   setsid();
-  int log = open(paths.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (log >= 0) {
-    dup2(log, STDOUT_FILENO);
-    dup2(log, STDERR_FILENO);
-    close(log);
-  }
-  if (null >= 0) {
-    dup2(null, STDIN_FILENO);
-    close(null);
-  }
+  redirect_to_detached_log(paths.log);
+  set_terminal_echo(false);  // replica output goes to the service logs only
   *notify_fd = notify[1];
   return std::nullopt;
 }
@@ -129,6 +139,11 @@ std::optional<int> detach(const StatePaths& paths, int* notify_fd) {
 
 int run_up(const Spec& loaded, const UpOptions& options) {
   auto spec = &loaded;
+  const std::uint64_t fd_limit = raise_fd_limit();
+  if (auto error = fd_limit_error("the spec", fds_needed(*spec), fd_limit)) {
+    std::fprintf(stderr, "deployctl: %s; nothing was started\n", error->c_str());
+    return kExitFailed;
+  }
   StatePaths paths = state_paths(runtime_base(options.runtime_dir), spec->name);
   paths.logs = log_dir_for(options.log_dir, options.runtime_dir, &spec->logs, spec->name, paths.dir);
   std::error_code ec;
@@ -147,6 +162,11 @@ int run_up(const Spec& loaded, const UpOptions& options) {
                  spec->name.c_str(), read_pid_file(paths.pid).c_str(), spec->name.c_str());
     return kExitAlreadyRunning;
   }
+  write_pid_file(paths.pid);
+  auto failed = [&paths] {
+    unlink(paths.pid.c_str());
+    return kExitFailed;
+  };
   std::map<std::string, std::vector<ListenSocket>> listen;
   for (const auto& service : spec->services) {
     std::string error;
@@ -154,22 +174,22 @@ int run_up(const Spec& loaded, const UpOptions& options) {
     if (!error.empty()) {
       std::fprintf(stderr, "deployctl: %s: %s\n", service.name.c_str(), error.c_str());
       for (auto& [name, sockets] : listen) close_listen_sockets(sockets);
-      return kExitFailed;
+      return failed();
     }
   }
   setup_logging();
   if (!run_pre_start(spec->pre_start,
                      {paths.logs, {spec->logs.max_size, spec->logs.keep}, false})) {
     for (auto& [name, sockets] : listen) close_listen_sockets(sockets);
-    return kExitFailed;
+    return failed();
   }
   int notify_fd = -1;
   if (options.detach) {
     if (auto parent_exit = detach(paths, &notify_fd)) return *parent_exit;
-    spdlog::drop_all();  // log again to the new stderr (the log file), without terminal colors
-    setup_logging();
+    spdlog::drop_all();  // log to STATE/supervisor.log from now on, capped, without colors
+    setup_logging(make_detached_logger("deployctl", paths.log));
   }
-  std::ofstream(paths.pid) << getpid() << "\n";
+  if (options.detach) write_pid_file(paths.pid);
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   signal(SIGPIPE, SIG_IGN);
 
@@ -187,7 +207,7 @@ int run_up(const Spec& loaded, const UpOptions& options) {
   if (!supervisor.start(&error)) {
     spdlog::error("{}", error);
     on_started(false, error);
-    return kExitFailed;
+    return failed();
   }
   io.run();
   unlink(paths.pid.c_str());

@@ -241,8 +241,7 @@ void Supervisor::reply(const Action& action) {
     sd_notify(0, "READY=1");  // systemd's reload protocol: READY=1 when done, whatever the outcome
   }
   if (!action.ok) {
-    request.reply(management_error(action.message,
-                                   action.code == ReplyCode::usage ? kExitUsage : kExitFailed));
+    request.reply(management_error(action.message, exit_code_of(action.code)));
     return;
   }
   json::Value done;

@@ -31,7 +31,9 @@ void Supervisor::handle_request(const json::Value& request, ManagementServer::Re
   const std::string name = json::as_string(json::get(request, "command"));
   const CommandInfo* command = find_command(name);
   if (!command || !command->served_by_daemon) {
-    reply(management_error("unknown command '" + name + "'", kExitUsage));
+    reply(management_error(json::find(request, "command") ? "unknown command '" + name + "'"
+                                                          : "the request names no \"command\"",
+                           kExitUsage));
     return;
   }
   if (name == "status") {
@@ -76,7 +78,7 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
   if (core_.state().phase != Phase::running || pre_start_ || !reloads_.empty() ||
       core_.rollout_running()) {
     reply(management_error(spec_.name + " is busy (starting, stopping, reloading or rolling "
-                           "out); try again once it is done", kExitFailed));
+                           "out); try again once it is done", kExitBusy));
     return;
   }
   LoadResult loaded = load_spec_file(path);

@@ -278,12 +278,12 @@ void Supervisor::drain_output(const ReplicaPtr& replica, OutputPipe& pipe) {
 void Supervisor::emit_lines(const ReplicaPtr& replica, OutputPipe& pipe,
                             std::vector<std::string>& lines) {
   if (lines.empty()) return;
-  bool to_terminal = true;
+  bool to_terminal = terminal_echo();
   if (logs_) {
     const long pid = replica->pid > 0 ? replica->pid : replica->exited_pid;
     logs_->replica_lines({spec_.name, replica->service, replica->id, pid}, pipe.is_stderr,
                          lines);
-    to_terminal = !logs_->journal();  // the journal has them; stderr would add them again
+    to_terminal = logs_->echo_to_terminal();  // not twice into the journal, not when detached
   }
   FILE* stream = pipe.is_stderr ? stderr : stdout;
   std::string text;

@@ -35,4 +35,14 @@ const CommandInfo* find_command(std::string_view name) {
   return nullptr;
 }
 
+int exit_code_of(ReplyCode code) {
+  switch (code) {
+    case ReplyCode::ok: return kExitOk;
+    case ReplyCode::usage: return kExitUsage;
+    case ReplyCode::busy: return kExitBusy;
+    case ReplyCode::failed: break;
+  }
+  return kExitFailed;
+}
+
 }  // namespace deployctl

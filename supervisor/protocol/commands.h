@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 
+#include "deployment.h"
 #include "json.h"
 
 namespace deployctl {
@@ -28,7 +29,12 @@ enum ExitCode : int {
   kExitNotRunning = 3,
   kExitAlreadyRunning = 4,
   kExitPermission = 5,
+  kExitBusy = 6,     // refused: another command (rollout, reload, start, stop) is under way
+  kExitTimeout = 7,  // the CLI gave up waiting for the supervisor's answer (--timeout)
 };
+
+// The exit code of a reply the deployment core decided.
+int exit_code_of(ReplyCode code);
 
 struct CommandInfo {
   std::string_view name;

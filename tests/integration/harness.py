@@ -408,6 +408,26 @@ def worker_runs(events_path: Path) -> list[dict]:
     return sorted(runs.values(), key=lambda run: run["start"])
 
 
+SLEEPERS = """
+name = "@NAME@"
+
+[services.web]
+command = ["/bin/sleep", "600"]
+replicas = REPLICAS
+
+[services.web.health]
+kind = "none"
+
+[services.web.stop]
+timeout = "1s"
+"""
+
+
+def sleepers(replicas: int) -> str:
+    """A spec of `replicas` `sleep 600` processes, ready as soon as they run."""
+    return SLEEPERS.replace("REPLICAS", str(replicas))
+
+
 # --- a private deployment -----------------------------------------------------------------
 
 class Deployment:
@@ -555,6 +575,13 @@ class Deployment:
             return self.foreground_output()[1]
         path = self.state_dir / "supervisor.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def service_log(self, selector: str = "") -> str:
+        """The replica output of `deployctl logs [SELECTOR]` (last 10,000 lines): where replica
+        lines go under `up -d` (never into supervisor.log)."""
+        run = self.deployctl("logs", *([selector] if selector else []), "-n", "10000",
+                             str(self.spec_path))
+        return run.stdout
 
     def diagnostics(self) -> str:
         tail = "\n".join(self.log_text().splitlines()[-40:])

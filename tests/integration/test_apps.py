@@ -92,7 +92,7 @@ def test_gunicorn_serves_on_the_inherited_socket_and_is_ready(deployment, varian
     assert get_json(dep.port, "/items") == SEED_ITEMS
     answered_by = wait_until(lambda: get_json(dep.port, "/")["replica"], 10, "GET /")
     assert answered_by in ("web.0", "web.1")
-    assert "Bad file descriptor" not in dep.log_text(), dep.diagnostics()
+    assert "Bad file descriptor" not in dep.log_text() + dep.service_log(), dep.diagnostics()
 
 
 # --- (c) sd_notify: READY=1 and WATCHDOG=1 through NOTIFY_SOCKET ----------------------------

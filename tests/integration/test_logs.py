@@ -186,9 +186,12 @@ def test_unwritable_log_dir_does_not_stop_the_deployment(deployment):
     dep = deployment(counting_spec(count=20).replace('keep = KEEP', 'keep = 2')
                      .replace("[logs]", '[logs]\ndir = "@DIR@/blocker/logs"'))
     (dep.dir / "blocker").write_text("a file where the log directory should be\n")
-    assert dep.up().returncode == 0
-    # Still supervising and still showing replica output on its terminal (its log when detached).
-    wait_until(lambda: "count web.0 done" in dep.log_text(), 15, "output on the terminal")
+    dep.up_foreground()
+    dep.wait_for(lambda s: all_ready(s, 1), timeout=15, what="web.0 ready")
+    # Still supervising and still showing replica output on its terminal.
+    wait_until(lambda: "count web.0 done" in "".join(dep.foreground_output()), 15,
+               "output on the terminal")
+    wait_until(lambda: "cannot create" in dep.log_text(), 10, "the log writer's warning")
     log = dep.log_text()
     assert log.count("cannot create") == 1, log
     assert all_ready(dep.status(), 1)

@@ -32,7 +32,7 @@ def test_user_and_group_are_dropped_to(deployment):
     assert dep.up().returncode == 0
     for pid in dep.replica_pids().values():
         assert uid_of(pid) == 65534
-    wait_until(lambda: "app.0 | A= B=from-spec R=replica-0 USER=nobody" in dep.log_text(), 5,
+    wait_until(lambda: "app.0 out | A= B=from-spec R=replica-0 USER=nobody" in dep.service_log("app"), 5,
                "the replica's output shows its user")
 
 
@@ -40,7 +40,7 @@ def test_env_file_is_read_and_env_wins_over_it(deployment):
     dep = deployment(SHELL_APP.replace("@EXTRA@", 'env_file = "app.env"'))
     (dep.dir / "app.env").write_text("# settings\nA=from-file\nB=overridden-by-env\n")
     assert dep.up().returncode == 0
-    wait_until(lambda: "app.1 | A=from-file B=from-spec R=replica-1" in dep.log_text(), 5,
+    wait_until(lambda: "app.1 out | A=from-file B=from-spec R=replica-1" in dep.service_log("app"), 5,
                "the replica's output shows the env_file's values")
 
 

@@ -55,6 +55,24 @@ TEST_CASE("process: a missing binary is an exec failure, known before spawn retu
         "cannot execute '/nonexistent/deployctl-test-binary': No such file or directory");
 }
 
+TEST_CASE("process: a script whose #! interpreter is missing is reported as such") {
+  char path[] = "/tmp/deployctl-process-test-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  const std::string script = "#!/nonexistent/deployctl-interpreter -u\necho never\n";
+  REQUIRE(write(fd, script.data(), script.size()) == static_cast<ssize_t>(script.size()));
+  close(fd);
+  chmod(path, 0755);
+  SpawnRequest request;
+  request.argv = {path};
+  SpawnResult result = spawn_process(request);
+  unlink(path);
+  CHECK(result.pid < 0);
+  CHECK(result.error == ENOENT);
+  CHECK(result.message == "interpreter '/nonexistent/deployctl-interpreter' of '" +
+                              std::string(path) + "' not found (its #! line)");
+}
+
 TEST_CASE("process: a file without execute permission is reported as such") {
   char path[] = "/tmp/deployctl-process-test-XXXXXX";
   int fd = mkstemp(path);
