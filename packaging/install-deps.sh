@@ -7,10 +7,13 @@ packages=(
   # build
   g++ make cmake pkg-config
   libboost-dev libtomlplusplus-dev libspdlog-dev libsdbus-c++-dev libsystemd-dev doctest-dev
+  libssl-dev
   # sanitizer build and libFuzzer targets
   clang libclang-rt-14-dev
   # tests: Debian's interpreter with pytest; setpriv (util-linux), ps (procps), HTTP load
   python3 python3-pytest util-linux procps curl wrk
+  # TLS tests and tests/bench/tls_bench.py make certificates and connect with the openssl CLI
+  openssl
   # the FastAPI examples and tests/integration/test_apps.py
   python3-fastapi python3-uvicorn gunicorn
   # systemd-analyze and busctl (the unit and D-Bus tests; PID 1 need not be systemd), a private
