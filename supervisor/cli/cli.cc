@@ -173,10 +173,12 @@ bool report_tls_files(const Spec& spec, const std::string& file) {
       ok = ok && !problem.error;
     }
     if (!report.facts) continue;
-    std::printf("%s: tls %s: subject %s, issuer %s, expires %s (%lld days left)\n",
-                file.c_str(), report.service.c_str(), report.facts->subject.c_str(),
+    const std::int64_t left = report.facts->not_after - now;
+    const std::string when = left > 0 ? std::to_string(left / 86400) + " days left" : "expired";
+    std::printf("%s: tls %s: subject %s, issuer %s, expires %s (%s)\n", file.c_str(),
+                report.service.c_str(), report.facts->subject.c_str(),
                 report.facts->issuer.c_str(), format_utc(report.facts->not_after).c_str(),
-                static_cast<long long>((report.facts->not_after - now) / 86400));
+                when.c_str());
   }
   return ok;
 }
