@@ -216,3 +216,43 @@ def test_a_ticket_key_file_of_the_wrong_size_fails_the_start(spawn, certs, tmp_p
         DEPLOYCTL_TLS_TICKET_KEY=str(bad)))
     assert server.wait_exit() == 1
     server.wait_for_line(r"short\.key: a session ticket key file holds exactly 80 bytes \(got 48\)")
+
+
+TLS_SERVICE = """
+name = "@NAME@"
+
+[services.web]
+command = @SERVER_COMMAND@
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+# The supervisor does not set these for [tls] services yet (issue 13): the spec passes them.
+env = { DEPLOYCTL_TLS_CERT = "@DIR@/cert.pem", DEPLOYCTL_TLS_KEY = "@DIR@/key.pem" }
+
+[services.web.tls]
+cert = "cert.pem"
+key = "key.pem"
+
+[services.web.stop]
+timeout = "3s"
+"""
+
+
+def test_replicas_under_deployctl_serve_https_on_the_inherited_socket(deployment, certs):
+    dep = deployment(TLS_SERVICE)
+    for name in ("cert.pem", "key.pem"):
+        (dep.dir / name).write_bytes(open(certs[name], "rb").read())
+    os.chmod(dep.dir / "key.pem", 0o600)
+    validate = dep.deployctl("validate", str(dep.spec_path))
+    assert validate.returncode == 0, validate.describe()
+    run = dep.up()
+    assert run.returncode == 0, run.describe()  # READY=1 from both, on the TLS context
+    context = client_context(certs)
+    seen = set()
+    for _ in range(20):
+        client = TlsClient(dep.port, context)
+        seen.add(client.request("/whoami").body.split()[0])
+        assert client.sock.version() == "TLSv1.3"
+        client.close()
+        if len(seen) == 2:
+            break
+    assert seen <= {b"web.0", b"web.1"} and seen, seen
