@@ -29,9 +29,7 @@ Bio memory_bio(std::string_view bytes) {
   return Bio(BIO_new_mem_buf(bytes.data(), static_cast<int>(bytes.size())));
 }
 
-Cert read_certificate(BIO* bio) {
-  return Cert(PEM_read_bio_X509(bio, nullptr, nullptr, nullptr));
-}
+Cert read_certificate(BIO* bio) { return Cert(PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)); }
 
 // Why OpenSSL failed last, as its reason text; clears the error queue.
 std::string openssl_reason() {
@@ -57,8 +55,8 @@ std::int64_t unix_time(const ASN1_TIME* time) {
 
 std::vector<std::string> dns_names(X509* cert) {
   std::vector<std::string> out;
-  Names names(static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
+  Names names(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
   if (!names) return out;
   for (int i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
     const GENERAL_NAME* name = sk_GENERAL_NAME_value(names.get(), i);

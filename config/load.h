@@ -66,7 +66,7 @@ std::string expand_placeholders(std::string_view text, int replica, std::optiona
 // What the placeholders of one replica's command and env stand for.
 struct PlaceholderValues {
   int replica = 0;
-  std::optional<int> port;         // this replica's own port, already offset
+  std::optional<int> port;              // this replica's own port, already offset
   std::optional<std::string> tls_cert;  // the certificate chain file the replica loads
   std::optional<std::string> tls_key;   // and its key (see tls_paths)
 };

@@ -89,8 +89,8 @@ void read_service_command(TableReader& reader, const PlaceholderRules& rules,
 
 }  // namespace
 
-std::optional<std::string> claim_conflict(const ListenAddress& address,
-                                          const std::string& service, const ListenClaims& claims) {
+std::optional<std::string> claim_conflict(const ListenAddress& address, const std::string& service,
+                                          const ListenClaims& claims) {
   for (const auto& [taken, owner] : claims) {
     if (taken.host != address.host || taken.port != address.port) continue;
     const std::string text = quote(address.text);
@@ -116,10 +116,12 @@ ServiceSpec read_service(const toml::table& table, const std::string& name,
   const ServiceFacts facts{reader.find("port") != nullptr, reader.find("listen") != nullptr};
   const std::string no_tls_reason =
       "{tls_cert} and {tls_key} need a [" + reader.key_path("tls") + "] table";
-  const PlaceholderRules rules{
-      true, facts.has_port, "",
-      "{port} needs port = N on the service (replica i then gets N + i)",
-      reader.find("tls") != nullptr, no_tls_reason};
+  const PlaceholderRules rules{true,
+                               facts.has_port,
+                               "",
+                               "{port} needs port = N on the service (replica i then gets N + i)",
+                               reader.find("tls") != nullptr,
+                               no_tls_reason};
   read_service_command(reader, rules, &service);
   if (auto env = read_env(reader, "env", rules)) service.env = std::move(*env);
   if (auto path = read_path(reader, "env_file", spec_dir)) service.env_file = *path;

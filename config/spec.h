@@ -92,7 +92,7 @@ struct AcmeSpec {
   std::vector<std::string> domains;  // at least one; the first names the certificate files
   std::string email;                 // may be empty (no account contact)
   std::string directory{kLetsEncryptDirectory};  // https:// URL of the ACME directory
-  ListenAddress http_listen;  // HTTP-01 answers and the redirect to https://
+  ListenAddress http_listen;                     // HTTP-01 answers and the redirect to https://
 
   bool operator==(const AcmeSpec&) const = default;
 };

@@ -50,8 +50,8 @@ using ListenClaims = std::vector<std::pair<ListenAddress, std::string>>;
 
 // Why address may not be used by service: listed twice, or taken by another service.
 // nullopt if free.
-std::optional<std::string> claim_conflict(const ListenAddress& address,
-                                          const std::string& service, const ListenClaims& claims);
+std::optional<std::string> claim_conflict(const ListenAddress& address, const std::string& service,
+                                          const ListenClaims& claims);
 
 // Reads the [services.NAME] table; every problem goes to diag.
 ServiceSpec read_service(const toml::table& table, const std::string& name,

@@ -55,10 +55,9 @@ void check_expiry(Checker& check, const TlsSpec& tls, const CertificateFacts& fa
     check.problem("cert", tls.cert,
                   "the certificate is not valid before " + format_utc(facts.not_before));
   } else if (facts.not_after - now < 7 * kDay) {
-    check.problem("cert", tls.cert,
-                  "the certificate expires in less than 7 days (" + format_utc(facts.not_after) +
-                      ")",
-                  false);
+    check.problem(
+        "cert", tls.cert,
+        "the certificate expires in less than 7 days (" + format_utc(facts.not_after) + ")", false);
   }
 }
 

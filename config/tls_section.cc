@@ -11,8 +11,8 @@ bool is_dns_label(std::string_view label) {
     return false;
   }
   for (char c : label) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                    (c >= '0' && c <= '9') || c == '-';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
     if (!ok) return false;
   }
   return true;
@@ -24,8 +24,7 @@ std::optional<std::string> domain_error(std::string_view name) {
     return "wildcard names need a DNS-01 challenge; deployctl answers HTTP-01 only";
   }
   if (name.empty() || name.size() > 253 || name.find('.') == std::string_view::npos) {
-    return "expected a fully qualified domain name such as \"app.example.com\", got " +
-           quote(name);
+    return "expected a fully qualified domain name such as \"app.example.com\", got " + quote(name);
   }
   std::size_t start = 0;
   while (start <= name.size()) {
@@ -48,8 +47,8 @@ void read_domains(TableReader& reader, AcmeSpec* acme) {
   }
   const auto* array = node->as_array();
   if (!array || array->empty()) {
-    reader.error_at("domains", "expected a non-empty array of domain names, got " +
-                                   describe(*node));
+    reader.error_at("domains",
+                    "expected a non-empty array of domain names, got " + describe(*node));
     return;
   }
   for (std::size_t i = 0; i < array->size(); ++i) {
@@ -69,8 +68,8 @@ void read_email(TableReader& reader, AcmeSpec* acme) {
   if (!email) return;
   const std::size_t at = email->find('@');
   if (at == 0 || at == std::string::npos || at + 1 >= email->size()) {
-    reader.error_at("email", "expected an address such as \"ops@example.com\", got " +
-                                 quote(*email));
+    reader.error_at("email",
+                    "expected an address such as \"ops@example.com\", got " + quote(*email));
     return;
   }
   acme->email = *email;
@@ -90,8 +89,9 @@ void read_directory(TableReader& reader, AcmeSpec* acme) {
 void read_http_listen(TableReader& reader, const std::string& service, ListenClaims* claims,
                       AcmeSpec* acme) {
   if (!reader.find("http_listen")) {
-    reader.error_missing("http_listen", "acme needs http_listen = \"0.0.0.0:80\": the address "
-                                        "that answers HTTP-01 challenges");
+    reader.error_missing("http_listen",
+                         "acme needs http_listen = \"0.0.0.0:80\": the address "
+                         "that answers HTTP-01 challenges");
     return;
   }
   std::optional<std::string> text = reader.string("http_listen");
@@ -108,9 +108,10 @@ void read_http_listen(TableReader& reader, const std::string& service, ListenCla
 
 std::optional<AcmeSpec> read_acme(TableReader& tls, const std::string& service,
                                   ListenClaims* claims) {
-  const toml::table* table = tls.subtable(
-      "acme", "a table such as acme = { domains = [\"app.example.com\"], http_listen = "
-              "\"0.0.0.0:80\" }");
+  const toml::table* table =
+      tls.subtable("acme",
+                   "a table such as acme = { domains = [\"app.example.com\"], http_listen = "
+                   "\"0.0.0.0:80\" }");
   if (!table) return std::nullopt;
   TableReader reader(*table, tls.key_path("acme"), tls.diag(),
                      {"domains", "email", "directory", "http_listen"});
@@ -146,13 +147,14 @@ bool check_one_source(TableReader& reader) {
 void read_tls(TableReader& service, const std::string& name, const ServiceFacts& facts,
               const std::filesystem::path& spec_dir, ListenClaims* claims,
               std::optional<TlsSpec>* tls) {
-  const toml::table* table = service.subtable(
-      "tls", "a table such as tls = { cert = \"site.pem\", key = \"site.key\" }");
+  const toml::table* table =
+      service.subtable("tls", "a table such as tls = { cert = \"site.pem\", key = \"site.key\" }");
   if (!table) return;
   TableReader reader(*table, service.key_path("tls"), service.diag(), {"cert", "key", "acme"});
   if (!facts.has_listen && !facts.has_port) {
-    service.error_at("tls", "tls needs listen = [...] or port = N on the service: it secures "
-                            "the sockets the replicas serve");
+    service.error_at("tls",
+                     "tls needs listen = [...] or port = N on the service: it secures "
+                     "the sockets the replicas serve");
   }
   if (!check_one_source(reader)) return;
   TlsSpec spec;

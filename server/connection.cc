@@ -52,10 +52,11 @@ void BasicConnection<Stream>::start() {
   tcp_layer(stream_).set_option(boost::asio::ip::tcp::no_delay(true), ignored);
   if constexpr (kIsTls<Stream>) {
     handshaking_ = true;
-    stream_.async_handshake(boost::asio::ssl::stream_base::server,
-                            [self = this->shared_from_this()](const boost::system::error_code& error) {
-                              self->on_handshake(error);
-                            });
+    stream_.async_handshake(
+        boost::asio::ssl::stream_base::server,
+        [self = this->shared_from_this()](const boost::system::error_code& error) {
+          self->on_handshake(error);
+        });
   } else {
     read_more();
   }
@@ -107,9 +108,10 @@ void BasicConnection<Stream>::answer(const http::Request& request) {
     pending_sleep_ = PendingSleep{sleep->delay, context.head_only, context.persistence};
     sleeping_ = true;
     sleep_timer_.expires_after(sleep->delay);
-    sleep_timer_.async_wait([self = this->shared_from_this()](const boost::system::error_code& error) {
-      self->on_sleep_done(error);
-    });
+    sleep_timer_.async_wait(
+        [self = this->shared_from_this()](const boost::system::error_code& error) {
+          self->on_sleep_done(error);
+        });
   } else if (auto* stream = std::get_if<StreamFile>(&followup)) {
     file_ = std::move(*stream);
   } else {
@@ -191,9 +193,11 @@ void BasicConnection<Stream>::on_read(const boost::system::error_code& error, st
 template <typename Stream>
 void BasicConnection<Stream>::write_output() {
   writing_ = true;
-  boost::asio::async_write(stream_, boost::asio::buffer(output_),
-                           [self = this->shared_from_this()](const boost::system::error_code& error,
-                                                       std::size_t) { self->on_write(error); });
+  boost::asio::async_write(
+      stream_, boost::asio::buffer(output_),
+      [self = this->shared_from_this()](const boost::system::error_code& error, std::size_t) {
+        self->on_write(error);
+      });
 }
 
 template <typename Stream>
@@ -282,12 +286,13 @@ void BasicConnection<Stream>::close_if_idle_after_grace() {
   if (grace_started_) return;
   grace_started_ = true;
   grace_timer_.expires_after(timeouts_.drain_grace);
-  grace_timer_.async_wait([self = this->shared_from_this()](const boost::system::error_code& error) {
-    if (error || self->closed_) return;
-    if (self->reading_ && !self->lingering_ && self->idle_after_requests()) {
-      self->close_gracefully();
-    }
-  });
+  grace_timer_.async_wait(
+      [self = this->shared_from_this()](const boost::system::error_code& error) {
+        if (error || self->closed_) return;
+        if (self->reading_ && !self->lingering_ && self->idle_after_requests()) {
+          self->close_gracefully();
+        }
+      });
 }
 
 template <typename Stream>

@@ -97,11 +97,10 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
       result.error = std::string(flag.name) + " needs a value";
       return std::nullopt;
     };
-    bool takes_value =
-        flag.name == "--listen" || flag.name == "--root" || flag.name == "--idle-timeout" ||
-        flag.name == "--drain-grace" || flag.name == "--debug-leak-per-request" ||
-        flag.name == "--tls-cert" || flag.name == "--tls-key" ||
-        flag.name == "--handshake-timeout";
+    bool takes_value = flag.name == "--listen" || flag.name == "--root" ||
+                       flag.name == "--idle-timeout" || flag.name == "--drain-grace" ||
+                       flag.name == "--debug-leak-per-request" || flag.name == "--tls-cert" ||
+                       flag.name == "--tls-key" || flag.name == "--handshake-timeout";
     if (!takes_value && flag.value) {
       result.error = std::string(flag.name) + " takes no value";
     } else if (flag.name == "--help" || flag.name == "-h") {

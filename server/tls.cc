@@ -52,9 +52,7 @@ std::string unreadable(const std::string& path) {
   return "";
 }
 
-bool key_mismatch() {
-  return ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
-}
+bool key_mismatch() { return ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH; }
 
 // The shared ticket key, when one is configured. One TLS context per process, so one key.
 std::optional<TicketKey>& shared_ticket_key() {
@@ -82,7 +80,8 @@ int on_ticket(SSL*, unsigned char* name, unsigned char* iv, EVP_CIPHER_CTX* ciph
   char digest[] = "SHA256";
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key.hmac.data(), key.hmac.size()),
-      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_end()};
   if (EVP_MAC_CTX_set_params(mac, params) != 1) return -1;
   return 1;
 }
@@ -113,8 +112,8 @@ bool configure(SSL_CTX* ctx, const TlsFiles& files, std::string* error) {
     }
   }
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                               SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_options(
+      ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   if (SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1) return fail("(ciphers)", "cipher list");
   if (SSL_CTX_use_certificate_chain_file(ctx, files.cert.c_str()) != 1) {

@@ -158,9 +158,9 @@ int run_worker(const Options& options) {
   }
   // TLS comes first: a bad certificate or key fails the start before any socket is touched.
   std::unique_ptr<boost::asio::ssl::context> tls;
-  auto tls_files = resolve_tls_files(options.tls_cert, options.tls_key,
-                                     std::getenv(control::kTlsCertEnv),
-                                     std::getenv(control::kTlsKeyEnv), &error);
+  auto tls_files =
+      resolve_tls_files(options.tls_cert, options.tls_key, std::getenv(control::kTlsCertEnv),
+                        std::getenv(control::kTlsKeyEnv), &error);
   if (tls_files) {
     if (const char* ticket_key = std::getenv(control::kTlsTicketKeyEnv)) {
       tls_files->ticket_key = ticket_key;

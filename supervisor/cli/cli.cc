@@ -168,17 +168,16 @@ bool report_tls_files(const Spec& spec, const std::string& file) {
   bool ok = true;
   for (const TlsFileReport& report : check_tls_files(spec, now)) {
     for (const TlsProblem& problem : report.problems) {
-      std::fprintf(stderr, "%s: %s%s\n", file.c_str(), problem.error ? "" : "warning: ",
-                   problem.to_string().c_str());
+      std::fprintf(stderr, "%s: %s%s\n", file.c_str(),
+                   problem.error ? "" : "warning: ", problem.to_string().c_str());
       ok = ok && !problem.error;
     }
     if (!report.facts) continue;
     const std::int64_t left = report.facts->not_after - now;
     const std::string when = left > 0 ? std::to_string(left / 86400) + " days left" : "expired";
     std::printf("%s: tls %s: subject %s, issuer %s, expires %s (%s)\n", file.c_str(),
-                report.service.c_str(), report.facts->subject.c_str(),
-                report.facts->issuer.c_str(), format_utc(report.facts->not_after).c_str(),
-                when.c_str());
+                report.service.c_str(), report.facts->subject.c_str(), report.facts->issuer.c_str(),
+                format_utc(report.facts->not_after).c_str(), when.c_str());
   }
   return ok;
 }

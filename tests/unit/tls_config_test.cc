@@ -3,7 +3,6 @@
 // the openssl CLI: a P-256 certificate for app.example.com (+ www) and its key, another key,
 // and a certificate for expired.example.com (same key) valid only in January 2020.
 #include <doctest/doctest.h>
-
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -80,7 +79,7 @@ vNaUnnsf9O9l0KI0qh344VXdY4zNAiEAz+l4FP+EEm/HMBUoHOGGklaDLnUx//bJ
 QlzviJDdWLw=
 -----END CERTIFICATE-----
 )";
-constexpr std::int64_t kLeafNotAfter = 2111395170;    // 2036-11-27 10:39:30 UTC
+constexpr std::int64_t kLeafNotAfter = 2111395170;     // 2036-11-27 10:39:30 UTC
 constexpr std::int64_t kExpiredNotAfter = 1580515200;  // 2020-02-01 00:00:00 UTC
 constexpr std::int64_t kNow = 1800000000;              // 2027-01-15
 
@@ -105,10 +104,11 @@ class TempFiles {
 };
 
 Spec spec_with_tls(const std::string& cert, const std::string& key) {
-  LoadResult loaded = parse_spec("[services.web]\ncommand = \"./web\"\nlisten = [\"127.0.0.1:8443\"]\n"
-                                 "[services.web.tls]\ncert = \"" + cert + "\"\nkey = \"" + key +
-                                     "\"\n",
-                                 "/srv/shop/deploy.toml");
+  LoadResult loaded = parse_spec(
+      "[services.web]\ncommand = \"./web\"\nlisten = [\"127.0.0.1:8443\"]\n"
+      "[services.web.tls]\ncert = \"" +
+          cert + "\"\nkey = \"" + key + "\"\n",
+      "/srv/shop/deploy.toml");
   REQUIRE(loaded.errors.empty());
   return *loaded.spec;
 }
@@ -138,14 +138,14 @@ TEST_CASE("certificate: facts of a PEM chain") {
   REQUIRE(std::holds_alternative<CertificateFacts>(chain));
   CHECK(std::get<CertificateFacts>(chain).chain_length == 2);
   CHECK(std::get<CertificateFacts>(chain).subject == leaf.subject);  // the first is the leaf
-  CHECK(std::get<CertificateFacts>(inspect_certificate(kExpiredPem)).not_after ==
-        kExpiredNotAfter);
+  CHECK(std::get<CertificateFacts>(inspect_certificate(kExpiredPem)).not_after == kExpiredNotAfter);
 }
 
 TEST_CASE("certificate: garbage, keys and mismatches") {
   CHECK(std::get<std::string>(inspect_certificate("hello")) == "no PEM certificate in it");
   CHECK(std::get<std::string>(inspect_certificate(kLeafKey)) == "no PEM certificate in it");
-  auto broken = inspect_certificate("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+  auto broken =
+      inspect_certificate("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
   REQUIRE(std::holds_alternative<std::string>(broken));
   CHECK(std::get<std::string>(broken).starts_with("not a valid PEM certificate"));
 
@@ -211,7 +211,8 @@ env = { CERT = "{tls_cert}" }
 [services.web.tls]
 cert = "certs/site.pem"
 key = "/etc/keys/site.key"
-)", "/srv/shop/deploy.toml");
+)",
+                                "/srv/shop/deploy.toml");
   REQUIRE(files.errors.empty());
   const ServiceSpec& web = files.spec->services[0];
   REQUIRE(web.tls);
@@ -234,7 +235,8 @@ command = "./web"
 listen = ["127.0.0.1:8443"]
 [services.web.tls]
 acme = { domains = ["app.example.com", "www.example.com"], email = "ops@example.com", http_listen = "127.0.0.1:8080" }
-)", "/srv/shop/deploy.toml");
+)",
+                               "/srv/shop/deploy.toml");
   REQUIRE(acme.errors.empty());
   const TlsSpec& tls = *acme.spec->services[0].tls;
   REQUIRE(tls.acme);

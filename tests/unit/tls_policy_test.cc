@@ -1,5 +1,7 @@
 // deploy-server's pure TLS decisions: which files to load, which ALPN protocol to pick, and
 // the TLS flags of the command line.
+#include "tls_policy.h"
+
 #include <doctest/doctest.h>
 
 #include <string>
@@ -7,7 +9,6 @@
 #include <vector>
 
 #include "server_options.h"
-#include "tls_policy.h"
 
 using namespace deployctl::server;
 
@@ -70,8 +71,8 @@ TEST_CASE("tls: --tls-cert, --tls-key and --handshake-timeout") {
   CHECK_FALSE(plain.options.tls_cert);
   CHECK(plain.options.handshake_timeout_seconds == 10);
 
-  OptionsResult tls = parse({"--tls-cert", "/c.pem", "--tls-key=/k.pem", "--handshake-timeout",
-                             "3"});
+  OptionsResult tls =
+      parse({"--tls-cert", "/c.pem", "--tls-key=/k.pem", "--handshake-timeout", "3"});
   REQUIRE(tls.error.empty());
   CHECK(tls.options.tls_cert == "/c.pem");
   CHECK(tls.options.tls_key == "/k.pem");
