@@ -48,14 +48,17 @@ def https(spawn, certs):
 
 def client_context(certs, **versions):
     context = ssl.create_default_context(cafile=certs["cert.pem"])
+    # Python sets OpenSSL's IGNORE_UNEXPECTED_EOF, which reads an EOF without close_notify as
+    # a clean close; closed_with_close_notify() must tell the two apart.
+    context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
     for name, value in versions.items():
         setattr(context, name, value)
     return context
 
 
 class TlsClient(Client):
-    """The raw HTTP/1.1 client of test_server.py over TLS. An EOF without close_notify raises
-    ssl.SSLEOFError instead of reading as a clean close."""
+    """The raw HTTP/1.1 client of test_server.py over TLS. With client_context(), an EOF
+    without close_notify raises ssl.SSLError instead of reading as a clean close."""
 
     def __init__(self, port, context, session=None):
         raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
