@@ -1,4 +1,5 @@
-// Command lines: shell-like splitting (without a shell) and {replica}/{port} placeholders.
+// Command lines: shell-like splitting (without a shell) and the {replica}, {port}, {tls_cert}
+// and {tls_key} placeholders.
 #include <array>
 #include <string>
 #include <string_view>
@@ -138,6 +139,10 @@ std::vector<std::string> split_command(std::string_view text, std::string* error
 }
 
 std::string expand_placeholders(std::string_view text, int replica, std::optional<int> port) {
+  return expand_placeholders(text, PlaceholderValues{replica, port, std::nullopt, std::nullopt});
+}
+
+std::string expand_placeholders(std::string_view text, const PlaceholderValues& values) {
   std::string out;
   std::size_t i = 0;
   while (i < text.size()) {
@@ -146,17 +151,30 @@ std::string expand_placeholders(std::string_view text, int replica, std::optiona
       out += rest[0];
       i += 2;
     } else if (rest.starts_with("{replica}")) {
-      out += std::to_string(replica);
+      out += std::to_string(values.replica);
       i += 9;
-    } else if (port && rest.starts_with("{port}")) {
-      out += std::to_string(*port);
+    } else if (values.port && rest.starts_with("{port}")) {
+      out += std::to_string(*values.port);
       i += 6;
+    } else if (values.tls_cert && rest.starts_with("{tls_cert}")) {
+      out += *values.tls_cert;
+      i += 10;
+    } else if (values.tls_key && rest.starts_with("{tls_key}")) {
+      out += *values.tls_key;
+      i += 9;
     } else {
       out += rest[0];
       ++i;
     }
   }
   return out;
+}
+
+std::optional<TlsPaths> tls_paths(const ServiceSpec& service, std::string_view acme_dir) {
+  if (!service.tls) return std::nullopt;
+  if (!service.tls->acme) return TlsPaths{service.tls->cert, service.tls->key};
+  const std::string base = std::string(acme_dir) + "/certificates/" + service.tls->acme->domains[0];
+  return TlsPaths{base + ".crt", base + ".key"};
 }
 
 namespace detail {

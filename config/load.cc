@@ -68,8 +68,12 @@ void read_spec_name(TableReader& reader, const std::string& file_path, Spec* spe
 PreStartStep read_step(const toml::table& table, std::size_t index, const fs::path& spec_dir,
                        Diagnostics& diag) {
   static const detail::PlaceholderRules kRules{
-      false, false, "pre_start steps run once, not per replica, so {replica} is not available",
-      "pre_start steps run once, not per replica, so {port} is not available"};
+      false,
+      false,
+      "pre_start steps run once, not per replica, so {replica} is not available",
+      "pre_start steps run once, not per replica, so {port} is not available",
+      false,
+      "pre_start steps belong to no service, so {tls_cert} and {tls_key} are not available"};
   TableReader reader(table, "pre_start[" + std::to_string(index) + "]", diag,
                      {"name", "command", "timeout", "env", "working_dir"});
   PreStartStep step;

@@ -74,6 +74,26 @@ std::vector<std::string> split_command(std::string_view text, std::string* error
 // "{{" and "}}" become literal braces. Any other {x} is left as written (the loader rejects it).
 std::string expand_placeholders(std::string_view text, int replica, std::optional<int> port);
 
+// What the placeholders of one replica's command and env stand for.
+struct PlaceholderValues {
+  int replica = 0;
+  std::optional<int> port;              // this replica's own port, already offset
+  std::optional<std::string> tls_cert;  // the certificate chain file the replica loads
+  std::optional<std::string> tls_key;   // and its key (see tls_paths)
+};
+
+// The overload above plus {tls_cert} and {tls_key} when set; unset ones stay as written.
+std::string expand_placeholders(std::string_view text, const PlaceholderValues& values);
+
+// The files a service's replicas load: cert/key as given, or for acme the files the ACME
+// client (lego --path acme_dir) writes: ACME_DIR/certificates/DOMAIN.crt and .key, DOMAIN
+// being the first of acme.domains. nullopt without [tls].
+struct TlsPaths {
+  std::string cert;
+  std::string key;
+};
+std::optional<TlsPaths> tls_paths(const ServiceSpec& service, std::string_view acme_dir);
+
 // "SIGTERM", "TERM", "sigterm" or "15". Numbers are accepted from 1 to NSIG - 1.
 std::optional<int> parse_signal(std::string_view text);
 

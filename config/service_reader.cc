@@ -41,19 +41,6 @@ void read_port(TableReader& reader, ServiceSpec* service) {
   service->port = static_cast<std::uint16_t>(*port);
 }
 
-// Why address may not be used: listed twice, or taken by another service. nullopt if free.
-std::optional<std::string> claim_conflict(const ListenAddress& address,
-                                          const std::string& service, const ListenClaims& claims) {
-  for (const auto& [taken, owner] : claims) {
-    if (taken.host != address.host || taken.port != address.port) continue;
-    const std::string text = quote(address.text);
-    if (owner != service) return text + " is already used by service " + quote(owner);
-    if (taken.text == address.text) return text + " is listed twice";
-    return text + " is the same address as " + quote(taken.text);
-  }
-  return std::nullopt;
-}
-
 void read_listen(TableReader& reader, ServiceSpec* service, ListenClaims* claims) {
   const toml::node* node = reader.find("listen");
   if (!node) return;
@@ -103,12 +90,24 @@ void read_service_command(TableReader& reader, const PlaceholderRules& rules,
 
 }  // namespace
 
+std::optional<std::string> claim_conflict(const ListenAddress& address, const std::string& service,
+                                          const ListenClaims& claims) {
+  for (const auto& [taken, owner] : claims) {
+    if (taken.host != address.host || taken.port != address.port) continue;
+    const std::string text = quote(address.text);
+    if (owner != service) return text + " is already used by service " + quote(owner);
+    if (taken.text == address.text) return text + " is listed twice";
+    return text + " is the same address as " + quote(taken.text);
+  }
+  return std::nullopt;
+}
+
 ServiceSpec read_service(const toml::table& table, const std::string& name,
                          const std::filesystem::path& spec_dir, ListenClaims* claims,
                          Diagnostics& diag) {
   TableReader reader(table, join_key("services", name), diag,
                      {"command", "replicas", "listen", "port", "env", "env_file", "working_dir",
-                      "user", "group", "restart", "health", "memory", "stop", "rollout"});
+                      "user", "group", "restart", "health", "memory", "stop", "rollout", "tls"});
   ServiceSpec service;
   service.name = name;
   service.working_dir = resolve_path(spec_dir, ".");
@@ -116,9 +115,14 @@ ServiceSpec read_service(const toml::table& table, const std::string& name,
   read_port(reader, &service);
   read_listen(reader, &service, claims);
   const ServiceFacts facts{reader.find("port") != nullptr, reader.find("listen") != nullptr};
-  const PlaceholderRules rules{
-      true, facts.has_port, "",
-      "{port} needs port = N on the service (replica i then gets N + i)"};
+  const std::string no_tls_reason =
+      "{tls_cert} and {tls_key} need a [" + reader.key_path("tls") + "] table";
+  const PlaceholderRules rules{true,
+                               facts.has_port,
+                               "",
+                               "{port} needs port = N on the service (replica i then gets N + i)",
+                               reader.find("tls") != nullptr,
+                               no_tls_reason};
   read_service_command(reader, rules, &service);
   if (auto env = read_env(reader, "env", rules)) service.env = std::move(*env);
   check_exec_size(reader, "command", "env", service.command, service.env);
@@ -131,6 +135,7 @@ ServiceSpec read_service(const toml::table& table, const std::string& name,
   read_memory(reader, &service.memory);
   read_stop(reader, &service.stop);
   read_rollout(reader, &service.rollout);
+  read_tls(reader, name, facts, spec_dir, claims, &service.tls);
   return service;
 }
 

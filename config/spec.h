@@ -78,6 +78,28 @@ struct RolloutSpec {
   bool operator==(const RolloutSpec&) const = default;
 };
 
+inline constexpr std::string_view kLetsEncryptDirectory =
+    "https://acme-v02.api.letsencrypt.org/directory";
+
+// [services.NAME.tls] acme = { ... }: certificates obtained and renewed by the supervisor.
+struct AcmeSpec {
+  std::vector<std::string> domains;  // at least one; the first names the certificate files
+  std::string email;                 // may be empty (no account contact)
+  std::string directory{kLetsEncryptDirectory};  // https:// URL of the ACME directory
+  ListenAddress http_listen;                     // HTTP-01 answers and the redirect to https://
+
+  bool operator==(const AcmeSpec&) const = default;
+};
+
+// [services.NAME.tls]: exactly one of cert + key files, or acme.
+struct TlsSpec {
+  std::string cert;  // absolute PEM chain; empty with acme
+  std::string key;   // absolute PEM private key; empty with acme
+  std::optional<AcmeSpec> acme;
+
+  bool operator==(const TlsSpec&) const = default;
+};
+
 struct ServiceSpec {
   std::string name;
   std::vector<std::string> command;  // argv; may contain {replica} and {port}
@@ -95,6 +117,7 @@ struct ServiceSpec {
   MemorySpec memory;
   StopSpec stop;
   RolloutSpec rollout;
+  std::optional<TlsSpec> tls;  // {tls_cert} / {tls_key} are allowed only with it
 
   bool operator==(const ServiceSpec&) const = default;
 };

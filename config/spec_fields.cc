@@ -8,7 +8,9 @@ namespace deployctl::detail {
 namespace {
 
 constexpr std::string_view kPlaceholderHelp =
-    "use {replica} or {port}, or write '{{' and '}}' for literal braces";
+    "use {replica}, {port}, {tls_cert} or {tls_key}, or write '{{' and '}}' for literal braces";
+
+bool is_tls_placeholder(const std::string& name) { return name == "tls_cert" || name == "tls_key"; }
 
 // Error message for the first placeholder in text that rules forbid, if any.
 std::optional<std::string> placeholder_error(std::string_view text,
@@ -18,7 +20,8 @@ std::optional<std::string> placeholder_error(std::string_view text,
   for (const std::string& name : names) {
     if (name == "replica" && !rules.replica) return std::string(rules.no_replica_reason);
     if (name == "port" && !rules.port) return std::string(rules.no_port_reason);
-    if (name != "replica" && name != "port") {
+    if (is_tls_placeholder(name) && !rules.tls) return std::string(rules.no_tls_reason);
+    if (name != "replica" && name != "port" && !is_tls_placeholder(name)) {
       return "unknown placeholder " + quote("{" + name + "}") + "; " +
              std::string(kPlaceholderHelp);
     }

@@ -20,6 +20,8 @@ struct PlaceholderRules {
   bool port = true;
   std::string_view no_replica_reason;  // shown when {replica} is used but not allowed
   std::string_view no_port_reason;     // shown when {port} is used but not allowed
+  bool tls = false;                    // {tls_cert} and {tls_key}
+  std::string_view no_tls_reason;      // shown when they are used but not allowed
 };
 
 // argv from an array of strings or a string split by split_command.
@@ -57,6 +59,11 @@ struct ServiceFacts {
 // Listen addresses already taken, by service name, to catch one address bound twice.
 using ListenClaims = std::vector<std::pair<ListenAddress, std::string>>;
 
+// Why address may not be used by service: listed twice, or taken by another service.
+// nullopt if free.
+std::optional<std::string> claim_conflict(const ListenAddress& address, const std::string& service,
+                                          const ListenClaims& claims);
+
 // Reads the [services.NAME] table; every problem goes to diag.
 ServiceSpec read_service(const toml::table& table, const std::string& name,
                          const std::filesystem::path& spec_dir, ListenClaims* claims,
@@ -68,6 +75,10 @@ void read_health(TableReader& service, const ServiceFacts& facts, const Placehol
 void read_memory(TableReader& service, MemorySpec* memory);
 void read_stop(TableReader& service, StopSpec* stop);
 void read_rollout(TableReader& service, RolloutSpec* rollout);
+// [services.NAME.tls]; an acme http_listen joins claims.
+void read_tls(TableReader& service, const std::string& name, const ServiceFacts& facts,
+              const std::filesystem::path& spec_dir, ListenClaims* claims,
+              std::optional<TlsSpec>* tls);
 
 // The top-level [logs] table.
 void read_logs(TableReader& root, const std::filesystem::path& spec_dir, LogsSpec* logs);

@@ -8,6 +8,7 @@ packages=(
   g++ make cmake pkg-config
   libboost-dev libtomlplusplus-dev libspdlog-dev libsdbus-c++-dev libsystemd-dev doctest-dev
   nlohmann-json3-dev
+  libssl-dev
   # sanitizer build and libFuzzer targets
   clang libclang-rt-14-dev
   # tests: Debian's interpreter with pytest; setpriv (util-linux), ps (procps), HTTP load
@@ -16,6 +17,8 @@ packages=(
   # test_asgi_servers.py, tests/bench/fastapi_bench.py: every ASGI server of FastAPI's guide
   python3-fastapi python3-uvicorn python3-uvloop python3-httptools gunicorn python3-hypercorn
   python3-daphne
+  # TLS tests and tests/bench/tls_bench.py make certificates and connect with the openssl CLI
+  openssl
   # systemd-analyze and busctl (the unit and D-Bus tests; PID 1 need not be systemd), a private
   # dbus-daemon for the D-Bus tests, dpkg-dev for the .deb
   systemd dbus-daemon dpkg-dev

@@ -25,8 +25,13 @@ std::chrono::milliseconds until_next_second(std::chrono::system_clock::time_poin
 }  // namespace
 
 Server::Server(boost::asio::io_context& io, std::vector<boost::asio::ip::tcp::acceptor> acceptors,
-               Responder responder, ConnectionTimeouts timeouts)
-    : io_(io), responder_(std::move(responder)), timeouts_(timeouts), tick_timer_(io) {
+               Responder responder, ConnectionTimeouts timeouts,
+               std::unique_ptr<boost::asio::ssl::context> tls)
+    : io_(io),
+      responder_(std::move(responder)),
+      timeouts_(timeouts),
+      tls_(std::move(tls)),
+      tick_timer_(io) {
   for (auto& acceptor : acceptors) {
     listeners_.push_back(
         std::make_unique<Listener>(Listener{std::move(acceptor), boost::asio::steady_timer(io)}));
@@ -48,7 +53,7 @@ void Server::accept(Listener& listener) {
 void Server::on_accept(Listener& listener, const boost::system::error_code& error,
                        boost::asio::ip::tcp::socket socket) {
   if (!error) {  // served even if draining began meanwhile: the client may have sent a request
-    auto connection = std::make_shared<Connection>(std::move(socket), *this, timeouts_);
+    auto connection = make_connection(std::move(socket));
     connections_.emplace(connection.get(), connection);
     connection->start();
   }
@@ -62,6 +67,13 @@ void Server::on_accept(Listener& listener, const boost::system::error_code& erro
     return;
   }
   accept(listener);  // other errors (e.g. the peer reset before accept) concern one peer only
+}
+
+std::shared_ptr<Connection> Server::make_connection(boost::asio::ip::tcp::socket socket) {
+  if (tls_) {
+    return std::make_shared<TlsConnection>(TlsStream(std::move(socket), *tls_), *this, timeouts_);
+  }
+  return std::make_shared<PlainConnection>(std::move(socket), *this, timeouts_);
 }
 
 void Server::drain() {

@@ -5,6 +5,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <functional>
@@ -20,9 +21,10 @@ namespace deployctl::server {
 
 class Server final : public ConnectionHost {
  public:
-  // `acceptors` are open and listening.
+  // `acceptors` are open and listening. With a TLS context, every connection speaks TLS.
   Server(boost::asio::io_context& io, std::vector<boost::asio::ip::tcp::acceptor> acceptors,
-         Responder responder, ConnectionTimeouts timeouts = {});
+         Responder responder, ConnectionTimeouts timeouts = {},
+         std::unique_ptr<boost::asio::ssl::context> tls = nullptr);
 
   void start();
   // Stops accepting (closes the listening sockets), closes idle connections and lets busy ones
@@ -55,12 +57,14 @@ class Server final : public ConnectionHost {
                  boost::asio::ip::tcp::socket socket);
   void tick();
   void check_drained();
+  std::shared_ptr<Connection> make_connection(boost::asio::ip::tcp::socket socket);
   std::vector<std::shared_ptr<Connection>> snapshot() const;
 
   boost::asio::io_context& io_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   Responder responder_;
   ConnectionTimeouts timeouts_;
+  std::unique_ptr<boost::asio::ssl::context> tls_;
   boost::asio::steady_timer tick_timer_;
   std::unordered_map<Connection*, std::shared_ptr<Connection>> connections_;
   http::HttpDate date_{};

@@ -59,9 +59,10 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
       result.error = std::string(flag.name) + " needs a value";
       return std::nullopt;
     };
-    bool takes_value =
-        flag.name == "--listen" || flag.name == "--root" || flag.name == "--idle-timeout" ||
-        flag.name == "--drain-grace" || flag.name == "--debug-leak-per-request";
+    bool takes_value = flag.name == "--listen" || flag.name == "--root" ||
+                       flag.name == "--idle-timeout" || flag.name == "--drain-grace" ||
+                       flag.name == "--debug-leak-per-request" || flag.name == "--tls-cert" ||
+                       flag.name == "--tls-key" || flag.name == "--handshake-timeout";
     if (!takes_value && flag.value) {
       result.error = std::string(flag.name) + " takes no value";
     } else if (flag.name == "--help" || flag.name == "-h") {
@@ -94,6 +95,17 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
         if (!bytes) result.error = "--debug-leak-per-request takes bytes from 1 to 67108864";
         options.leak_per_request = bytes.value_or(0);
       }
+    } else if (flag.name == "--tls-cert" || flag.name == "--tls-key") {
+      if (auto text = take_value()) {
+        if (text->empty()) result.error = std::string(flag.name) + " needs a file";
+        (flag.name == "--tls-cert" ? options.tls_cert : options.tls_key) = std::string(*text);
+      }
+    } else if (flag.name == "--handshake-timeout") {
+      if (auto text = take_value()) {
+        auto seconds = parse_int_in(*text, 1, 600);
+        if (!seconds) result.error = "--handshake-timeout takes whole seconds from 1 to 600";
+        options.handshake_timeout_seconds = seconds.value_or(0);
+      }
     } else if (flag.name == "--root") {
       if (auto text = take_value()) {
         if (text->empty()) result.error = "--root needs a directory";
@@ -112,7 +124,8 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
 
 std::string usage_text() {
   return "usage: deploy-server [--listen HOST:PORT]... [--root DIR] [--idle-timeout SECONDS]\n"
-         "                     [--drain-grace MS] [--debug-endpoints]\n"
+         "                     [--drain-grace MS] [--tls-cert FILE --tls-key FILE]\n"
+         "                     [--handshake-timeout S] [--debug-endpoints]\n"
          "                     [--debug-leak-per-request BYTES]\n"
          "\n"
          "A small, fast HTTP/1.1 server; the reference worker of deployctl.\n"
@@ -125,6 +138,12 @@ std::string usage_text() {
          "  --drain-grace MS    when draining, an idle keep-alive connection may still send\n"
          "                      one request (answered with Connection: close) for MS\n"
          "                      milliseconds before it is closed (default 250)\n"
+         "  --tls-cert FILE     serve HTTPS on every listener: PEM certificate chain\n"
+         "  --tls-key FILE      and its PEM private key (both or neither; default\n"
+         "                      DEPLOYCTL_TLS_CERT / DEPLOYCTL_TLS_KEY). TLS 1.2 and 1.3,\n"
+         "                      ALPN http/1.1, session resumption\n"
+         "  --handshake-timeout S  close TLS connections not through the handshake in S\n"
+         "                      seconds (default 10)\n"
          "  --debug-endpoints   enable GET /sleep/<ms> (at most 10000), for tests\n"
          "  --debug-leak-per-request BYTES\n"
          "                      keep BYTES of touched memory per request, never freed:\n"
@@ -133,7 +152,9 @@ std::string usage_text() {
          "\n"
          "Routes: GET /healthz, GET /whoami, GET /, static files. HEAD works everywhere.\n"
          "Environment: DEPLOYCTL_CONTROL_FD (worker control protocol), NOTIFY_SOCKET,\n"
-         "LISTEN_FDS/LISTEN_PID, DEPLOYCTL_SERVICE, DEPLOYCTL_REPLICA.\n"
+         "LISTEN_FDS/LISTEN_PID, DEPLOYCTL_SERVICE, DEPLOYCTL_REPLICA,\n"
+         "DEPLOYCTL_TLS_CERT/DEPLOYCTL_TLS_KEY, DEPLOYCTL_TLS_TICKET_KEY (an 80-byte session\n"
+         "ticket key file shared by replicas, so sessions resume on any of them).\n"
          "SIGTERM/SIGINT drain gracefully; a second one exits at once.\n";
 }
 

@@ -23,6 +23,9 @@ struct Options {
   std::uint64_t leak_per_request = 0; // --debug-leak-per-request BYTES: test-only memory leak
   int idle_timeout_seconds = 60;      // --idle-timeout: close idle keep-alive connections
   int drain_grace_ms = 250;           // --drain-grace: idle keep-alive time left when draining
+  std::optional<std::string> tls_cert;  // --tls-cert: PEM chain (else DEPLOYCTL_TLS_CERT)
+  std::optional<std::string> tls_key;   // --tls-key: PEM key (else DEPLOYCTL_TLS_KEY)
+  int handshake_timeout_seconds = 10;   // --handshake-timeout: TLS handshake time limit
   bool help = false;
   bool version = false;
 };

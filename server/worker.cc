@@ -22,6 +22,7 @@
 #include "responder.h"
 #include "sd_notify.h"
 #include "server.h"
+#include "tls.h"
 
 namespace deployctl::server {
 namespace {
@@ -155,6 +156,21 @@ int run_worker(const Options& options) {
     log_line(error);
     return kExitRuntimeError;
   }
+  // TLS comes first: a bad certificate or key fails the start before any socket is touched.
+  std::unique_ptr<boost::asio::ssl::context> tls;
+  auto tls_files =
+      resolve_tls_files(options.tls_cert, options.tls_key, std::getenv(control::kTlsCertEnv),
+                        std::getenv(control::kTlsKeyEnv), &error);
+  if (tls_files) {
+    if (const char* ticket_key = std::getenv(control::kTlsTicketKeyEnv)) {
+      tls_files->ticket_key = ticket_key;
+    }
+    tls = make_tls_context(*tls_files, &error);
+  }
+  if (!error.empty()) {
+    log_line(error);
+    return kExitRuntimeError;
+  }
   // One thread, so Asio may skip locking in its scheduler and reactor.
   boost::asio::io_context io(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO);
   Listeners listeners = open_listeners(io, options.listen);
@@ -169,7 +185,10 @@ int run_worker(const Options& options) {
   ConnectionTimeouts timeouts;
   timeouts.idle = std::chrono::seconds(options.idle_timeout_seconds);
   timeouts.drain_grace = std::chrono::milliseconds(options.drain_grace_ms);
-  Server server(io, std::move(listeners.acceptors), Responder(std::move(*site)), timeouts);
+  timeouts.handshake = std::chrono::seconds(options.handshake_timeout_seconds);
+  if (tls) log_line("tls: " + tls_files->cert + " (TLS 1.2, 1.3; ALPN http/1.1)");
+  Server server(io, std::move(listeners.acceptors), Responder(std::move(*site)), timeouts,
+                std::move(tls));
   Worker worker(io, server);
   if (!worker.connect_supervisor(&error)) {
     log_line(error);

@@ -19,6 +19,7 @@
 #include "startup.h"
 #include "status_table.h"
 #include "timeouts.h"
+#include "tls_check.h"
 
 #ifndef DEPLOYCTL_VERSION
 #define DEPLOYCTL_VERSION "0.0.0"
@@ -180,9 +181,33 @@ std::optional<Spec> load_or_report(const std::string& file) {
   return loaded.spec;
 }
 
+// The certificate and key files of every [tls] service: facts on stdout, problems on stderr
+// ("FILE: KEY: CERT-OR-KEY-FILE: MESSAGE"). False if any problem is an error.
+bool report_tls_files(const Spec& spec, const std::string& file) {
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  bool ok = true;
+  for (const TlsFileReport& report : check_tls_files(spec, now)) {
+    for (const TlsProblem& problem : report.problems) {
+      std::fprintf(stderr, "%s: %s%s\n", file.c_str(),
+                   problem.error ? "" : "warning: ", problem.to_string().c_str());
+      ok = ok && !problem.error;
+    }
+    if (!report.facts) continue;
+    const std::int64_t left = report.facts->not_after - now;
+    const std::string when = left > 0 ? std::to_string(left / 86400) + " days left" : "expired";
+    std::printf("%s: tls %s: subject %s, issuer %s, expires %s (%s)\n", file.c_str(),
+                report.service.c_str(), report.facts->subject.c_str(), report.facts->issuer.c_str(),
+                format_utc(report.facts->not_after).c_str(), when.c_str());
+  }
+  return ok;
+}
+
 int run_validate(const Options& options) {
   auto spec = load_or_report(options.file);
   if (!spec) return kExitUsage;
+  if (!report_tls_files(*spec, options.file)) return kExitUsage;
   int replicas = 0;
   for (const auto& service : spec->services) replicas += service.replicas;
   std::printf("%s: ok (%zu services, %d replicas)\n", options.file.c_str(), spec->services.size(),

@@ -33,6 +33,13 @@ inline constexpr std::size_t kMaxMessage = 4096;
 inline constexpr const char* kControlFdEnv = "DEPLOYCTL_CONTROL_FD";
 inline constexpr const char* kServiceEnv = "DEPLOYCTL_SERVICE";
 inline constexpr const char* kReplicaEnv = "DEPLOYCTL_REPLICA";
+// TLS for the replica: its certificate chain and key files (PEM). deploy-server serves HTTPS
+// on every listener when both are set.
+inline constexpr const char* kTlsCertEnv = "DEPLOYCTL_TLS_CERT";
+inline constexpr const char* kTlsKeyEnv = "DEPLOYCTL_TLS_KEY";
+// Optional: an 80-byte session ticket key file shared by the replicas of a service, so a TLS
+// session resumes on whichever replica accepts the connection.
+inline constexpr const char* kTlsTicketKeyEnv = "DEPLOYCTL_TLS_TICKET_KEY";
 
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
