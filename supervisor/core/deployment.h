@@ -2,7 +2,7 @@
 // removal on reload, readiness and start phase, fail-fast during `up`, the answers to scale,
 // restart, reload and down). Pure: the daemon feeds it one Event at a time with the current
 // time, performs the Actions it returns in order, and feeds their results back as new events
-// (docs/DESIGN-core.md). It never calls out; handling an event never handles another.
+// (docs/DESIGN.md). It never calls out; handling an event never handles another.
 #pragma once
 
 #include <cstdint>
