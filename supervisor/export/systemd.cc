@@ -105,6 +105,12 @@ void restart_lines(const ServiceSpec& service, const SystemdOptions& options,
   }
   unit_section->push_back("StartLimitIntervalSec=" + unit::timespan(restart.crash_loop.within));
   unit_section->push_back("StartLimitBurst=" + std::to_string(restart.crash_loop.restarts));
+  const std::string crash_loop = service_key(service.name, "restart.crash_loop");
+  if (warnings.written(crash_loop)) {
+    warnings.add(crash_loop,
+                 "written as StartLimitBurst=/StartLimitIntervalSec=: systemd then stops "
+                 "restarting the instance and marks it failed, where deployctl keeps backing off");
+  }
 }
 
 void warn_unexpressed(const ServiceSpec& service, Warnings& warnings) {
