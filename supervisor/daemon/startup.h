@@ -19,4 +19,9 @@ struct UpOptions {
 // Runs the deployment described by `spec` until it stops. Returns the CLI's exit code.
 int run_up(const Spec& spec, const UpOptions& options);
 
+// `deployctl resume --state-fd N [--rolled-back WHY]`: the supervisor after an upgrade in place
+// (docs/upgrade.md) carries on from the state in fd N. If it cannot, it re-executes the previous
+// binary with the same state and WHY (never returns then).
+int run_resumed(int state_fd, const std::string& rolled_back);
+
 }  // namespace deployctl
