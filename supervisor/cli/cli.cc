@@ -399,10 +399,15 @@ int run_cli(int argc, char** argv) {
   if (argc > 1 && std::string_view(argv[1]) == "upgrade-check") {
     return run_upgrade_check(argc - 1, argv + 1);
   }
-  if (argc > 3 && std::string_view(argv[1]) == "resume" &&
-      std::string_view(argv[2]) == "--state-fd") {
-    const bool rolled_back = argc > 5 && std::string_view(argv[4]) == "--rolled-back";
-    return run_resumed(std::atoi(argv[3]), rolled_back ? argv[5] : "");
+  if (argc > 1 && std::string_view(argv[1]) == "resume") {
+    ResumeArguments resume;
+    for (int i = 2; i + 1 < argc; i += 2) {
+      const std::string_view flag = argv[i];
+      if (flag == "--state-fd") resume.state_fd = std::atoi(argv[i + 1]);
+      if (flag == "--previous-exe-fd") resume.previous_exe_fd = std::atoi(argv[i + 1]);
+      if (flag == "--rolled-back") resume.rolled_back = argv[i + 1];
+    }
+    return run_resumed(resume);
   }
   Options options;
   if (auto exit = parse_args(argc, argv, &options)) return *exit;

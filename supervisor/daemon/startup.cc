@@ -268,25 +268,28 @@ std::optional<std::map<std::string, std::vector<ListenSocket>>> carried_sockets(
                             int state_fd, const std::string& why) {
   spdlog::error("upgrade: cannot resume here: {}; going back to the previous binary", why);
   spdlog::default_logger()->flush();
-  if (carried) set_cloexec(carried_fds(carried->doc), false);
+  if (carried) set_cloexec(carried_fds(carried->doc), false);  // resume() may have set some
   const std::string fd_text = std::to_string(state_fd);
   const char* argv[] = {"deployctl", "resume", "--state-fd", fd_text.c_str(), "--rolled-back",
                         why.c_str(), nullptr};
-  if (previous_fd >= 0) fexecve(previous_fd, const_cast<char* const*>(argv), environ);
+  if (previous_fd >= 0) {
+    fcntl(previous_fd, F_SETFD, FD_CLOEXEC);  // an ELF binary: closed once loaded
+    fexecve(previous_fd, const_cast<char* const*>(argv), environ);
+  }
   spdlog::critical("upgrade: cannot go back to the previous binary: {}", std::strerror(errno));
   _exit(kExitFailed);
 }
 
 }  // namespace
 
-int run_resumed(int state_fd, const std::string& rolled_back) {
+int run_resumed(const ResumeArguments& arguments) {
+  const int state_fd = arguments.state_fd;
+  const int previous = arguments.previous_exe_fd;
   signal(SIGPIPE, SIG_IGN);
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   std::string error = "cannot read the state from fd " + std::to_string(state_fd);
   auto text = read_state_fd(state_fd);
   auto carried = text ? decode_state(*text, &error) : std::nullopt;
-  const int previous =
-      carried ? static_cast<int>(json::as_int(json::get(carried->doc, "previous_exe_fd"), -1)) : -1;
   const json::Value& p = carried ? json::get(carried->doc, "paths") : json::Value();
   StatePaths paths{json::as_string(json::get(p, "dir")),   json::as_string(json::get(p, "socket")),
                    json::as_string(json::get(p, "lock")),  json::as_string(json::get(p, "pid")),
@@ -310,7 +313,7 @@ int run_resumed(int state_fd, const std::string& rolled_back) {
                          .detached = detached};
   supervisor.set_upgrade_context(context);
   if (!supervisor.resume(*carried, &error)) roll_back(carried, previous, state_fd, error);
-  supervisor.note_resumed(rolled_back);
+  supervisor.note_resumed(arguments.rolled_back);
   set_cloexec(carried_fds(carried->doc), true);  // none leaks into replicas spawned from now on
   if (previous >= 0) close(previous);
   close(state_fd);

@@ -240,7 +240,6 @@ void Supervisor::exec_upgrade(const std::string& binary, int tries_left) {
     r["err_rest"] = replica.err.splitter.take_rest();
   }
   const int previous = open("/proc/self/exe", O_RDONLY);  // the fallback if resuming fails
-  (*doc)["previous_exe_fd"] = previous;
   fds.push_back(previous);
   int state_fd = write_state_fd(json::dump(*doc), &error);
   if (state_fd < 0) {
@@ -255,8 +254,10 @@ void Supervisor::exec_upgrade(const std::string& binary, int tries_left) {
   sigset_t block = exec_signals();
   sigprocmask(SIG_BLOCK, &block, nullptr);
   set_cloexec(fds, false);
-  const std::string fd_text = std::to_string(state_fd);
-  const char* argv[] = {binary.c_str(), "resume", "--state-fd", fd_text.c_str(), nullptr};
+  const std::string fd_text = std::to_string(state_fd), previous_text = std::to_string(previous);
+  const char* argv[] = {binary.c_str(),  "resume",           "--state-fd",
+                        fd_text.c_str(), "--previous-exe-fd", previous_text.c_str(),
+                        nullptr};
   execv(binary.c_str(), const_cast<char* const*>(argv));
   const int exec_errno = errno;
   set_cloexec(fds, true);

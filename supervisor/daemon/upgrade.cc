@@ -174,7 +174,7 @@ std::vector<int> carried_fds(const json::Value& doc) {
   auto add = [&fds](const json::Value& value) {
     if (value.is_number_integer()) fds.push_back(static_cast<int>(json::as_int(value, -1)));
   };
-  for (const char* key : {"lock_fd", "management_fd", "previous_exe_fd"}) add(json::get(doc, key));
+  for (const char* key : {"lock_fd", "management_fd"}) add(json::get(doc, key));
   for (const auto& [name, sockets] : json::as_object(json::get(doc, "services"))) {
     for (const auto& fd : json::as_array(sockets)) add(fd);
   }
