@@ -187,3 +187,25 @@ def test_upgrade_is_refused_while_a_replica_is_not_ready(deployment):
     assert run.returncode == 6, run.describe()
     assert "flaky.0 is backoff; try again" in run.stderr, run.describe()
     assert dep.status()["supervisor"]["upgrades"] == 0
+
+
+def test_a_replica_that_exits_during_the_exec_is_reaped_and_restarted(deployment):
+    dep = deployment(SPEC)
+    assert dep.up().returncode == 0
+    dep.wait_for(lambda s: service_by_name(s, "web")["ready"] == 4, what="4 ready replicas")
+    victim = next(r for r in all_replicas(dep.status()) if r["id"] == "web.2")
+    # The "new binary" kills web.2 in the middle of the exec (already in the supervisor's
+    # process, before the real binary resumes), using only shell builtins: no child of the
+    # shell may reap the victim in its place.
+    wrapper = dep.dir / "kills-during-exec"
+    wrapper.write_text("#!/bin/sh\n"
+                       f"if [ \"$1\" = resume ]; then kill -9 {victim['pid']}; fi\n"
+                       f"exec {deployctl_bin()} \"$@\"\n")
+    wrapper.chmod(0o755)
+    run = upgrade(dep, str(wrapper))
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    status = dep.wait_for(lambda s: replaced(s, "web.2", victim["pid"]), what="web.2 restarted")
+    web2 = next(r for r in all_replicas(status) if r["id"] == "web.2")
+    assert web2["restarts"] == victim["restarts"] + 1
+    assert web2["last_exit"]["signal"] == 9
+    assert status["supervisor"]["upgrades"] == 1
