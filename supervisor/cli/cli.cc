@@ -2,7 +2,10 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <charconv>
+#include <cstdlib>
+#include <filesystem>
 #include <chrono>
 #include <cstdio>
 #include <optional>
@@ -19,7 +22,9 @@
 #include "startup.h"
 #include "status_table.h"
 #include "timeouts.h"
+#include "leftovers.h"
 #include "tls_check.h"
+#include "upgrade.h"
 
 #ifndef DEPLOYCTL_VERSION
 #define DEPLOYCTL_VERSION "0.0.0"
@@ -39,6 +44,7 @@ struct Options {
   std::vector<std::pair<std::string, int>> counts;
   std::vector<std::string> services;  // restart
   std::string log_dir;
+  std::string binary;  // upgrade --binary
   LogsRequest logs;  // logs
   std::optional<std::chrono::milliseconds> timeout;  // --timeout; 0: wait forever
 };
@@ -128,6 +134,12 @@ std::optional<int> parse_args(int argc, char** argv, Options* options) {
                            (error.empty() ? std::string() : ": " + error));
       }
       options->timeout = *limit;
+    } else if (options->command == "upgrade" && flag_is("--binary")) {
+      auto value = value_of(i, "--binary");
+      if (!value || value->empty()) return usage_error("--binary needs a path");
+      std::error_code ec;
+      auto absolute = std::filesystem::absolute(*value, ec);
+      options->binary = ec ? *value : absolute.string();
     } else if (flag_is("--runtime-dir") || flag_is("--log-dir") || flag_is("--name") ||
                flag_is("--file") || arg == "-f") {
       std::string_view flag = arg == "-f" ? "-f" : arg.substr(0, arg.find('='));
@@ -235,6 +247,60 @@ bool wait_for_exit(pid_t pid, std::chrono::milliseconds limit) {
   return false;
 }
 
+// `down` with no supervisor: what a dead one left running is stopped (leftovers.h). nullopt
+// if nothing was left (then "not running" as usual).
+std::optional<int> stop_leftovers_of_dead_supervisor(const std::string& name,
+                                                     const StatePaths& paths, const Spec* spec) {
+  Duration grace{10000};
+  if (spec) {
+    grace = Duration{0};
+    for (const auto& service : spec->services) grace = std::max(grace, service.stop.timeout);
+  }
+  std::vector<RecordedReplica> survivors;
+  auto stopped = stop_leftovers_if_unlocked(paths.lock, paths.dir, grace, &survivors);
+  if (!stopped || stopped->empty()) return std::nullopt;
+  if (!survivors.empty()) {
+    std::fprintf(stderr, "deployctl: %s is not running, and %s left by its dead supervisor did not stop\n",
+                 name.c_str(), describe_leftovers(survivors).c_str());
+    return kExitFailed;
+  }
+  std::printf("%s was not running; stopped %s left by a supervisor that died\n", name.c_str(),
+              describe_leftovers(*stopped).c_str());
+  return kExitOk;
+}
+
+// After the supervisor accepted an upgrade: its status, now served by the new binary, tells
+// the outcome (the upgrade counter moved on, or the failure counter with the reason).
+int wait_for_upgrade(const std::string& name, const StatePaths& paths, const json::Value& accepted,
+                     std::chrono::milliseconds timeout) {
+  const auto upgrades = json::as_int(json::get(accepted, "upgrades"));
+  const auto failures = json::as_int(json::get(accepted, "upgrade_failures"));
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  json::Value request;
+  request["command"] = "status";
+  while (std::chrono::steady_clock::now() < deadline) {
+    ClientResult result = call_supervisor(paths.socket, request, kStatusTimeout);
+    const json::Value& supervisor = json::get(json::get(result.response, "status"), "supervisor");
+    if (result.exit_code == kExitOk && json::as_int(json::get(supervisor, "upgrades")) > upgrades) {
+      std::printf("%s: upgraded in place to deployctl %s (pid %lld, %s)\n", name.c_str(),
+                  json::as_string(json::get(supervisor, "version")).c_str(),
+                  static_cast<long long>(json::as_int(json::get(json::get(result.response, "status"), "pid"))),
+                  json::as_string(json::get(supervisor, "executable")).c_str());
+      return kExitOk;
+    }
+    if (result.exit_code == kExitOk &&
+        json::as_int(json::get(supervisor, "upgrade_failures")) > failures) {
+      std::fprintf(stderr, "deployctl: upgrade of %s failed: %s; the previous binary keeps running\n",
+                   name.c_str(), json::as_string(json::get(supervisor, "upgrade_error")).c_str());
+      return kExitFailed;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::fprintf(stderr, "deployctl: %s accepted the upgrade but did not report its outcome within %lldms\n",
+               name.c_str(), static_cast<long long>(timeout.count()));
+  return kExitTimeout;
+}
+
 int run_client(const Options& options) {
   std::string name = options.name;
   std::string spec_path;
@@ -264,6 +330,7 @@ int run_client(const Options& options) {
     request["counts"] = std::move(counts);
   }
   if (options.command == "reload") request["file"] = spec_path;
+  if (options.command == "upgrade") request["binary"] = options.binary;
   if (options.command == "restart") {
     json::Array services;
     for (const auto& service : options.services) services.push_back(service);
@@ -275,6 +342,11 @@ int run_client(const Options& options) {
   const auto timeout = options.timeout.value_or(
       default_request_timeout(options.command, spec ? &*spec : nullptr));
   ClientResult result = call_supervisor(paths.socket, request, timeout);
+  if (result.exit_code == kExitNotRunning && options.command == "down") {
+    if (auto code = stop_leftovers_of_dead_supervisor(name, paths, spec ? &*spec : nullptr)) {
+      return *code;
+    }
+  }
   if (result.exit_code != kExitOk) {
     if (result.exit_code == kExitNotRunning) {
       std::fprintf(stderr, "deployctl: %s is not running (no supervisor at %s)\n", name.c_str(),
@@ -304,6 +376,8 @@ int run_client(const Options& options) {
                 options.services.empty() ? "every service" : "the named services");
   } else if (options.command == "reload") {
     std::printf("%s: reloaded from %s\n", name.c_str(), spec_path.c_str());
+  } else if (options.command == "upgrade") {
+    return wait_for_upgrade(name, paths, result.response, timeout);
   } else if (options.command == "down") {
     const auto* pid = json::find(result.response, "pid");
     if (pid && !wait_for_exit(static_cast<pid_t>(json::as_int(*pid)), std::chrono::seconds(10))) {
@@ -321,6 +395,20 @@ int run_client(const Options& options) {
 int run_cli(int argc, char** argv) {
   // export has options of its own (--image, -o, ...): it parses its arguments itself.
   if (argc > 1 && std::string_view(argv[1]) == "export") return run_export(argc - 1, argv + 1);
+  // The halves of an upgrade in place (docs/upgrade.md), run by the supervisor itself.
+  if (argc > 1 && std::string_view(argv[1]) == "upgrade-check") {
+    return run_upgrade_check(argc - 1, argv + 1);
+  }
+  if (argc > 1 && std::string_view(argv[1]) == "resume") {
+    ResumeArguments resume;
+    for (int i = 2; i + 1 < argc; i += 2) {
+      const std::string_view flag = argv[i];
+      if (flag == "--state-fd") resume.state_fd = std::atoi(argv[i + 1]);
+      if (flag == "--previous-exe-fd") resume.previous_exe_fd = std::atoi(argv[i + 1]);
+      if (flag == "--rolled-back") resume.rolled_back = argv[i + 1];
+    }
+    return run_resumed(resume);
+  }
   Options options;
   if (auto exit = parse_args(argc, argv, &options)) return *exit;
   if (options.command == "up") {

@@ -15,6 +15,9 @@ inline constexpr std::chrono::milliseconds kLongRequestTimeout = std::chrono::mi
 inline constexpr std::chrono::milliseconds kStatusTimeout = std::chrono::seconds(10);
 // Added to what the spec's own timeouts allow: the supervisor's bookkeeping and a busy host.
 inline constexpr std::chrono::milliseconds kTimeoutMargin = std::chrono::seconds(30);
+// upgrade: two bounded checks of the new binary (5 s each), the exec and the new binary's
+// first answer.
+inline constexpr std::chrono::milliseconds kUpgradeTimeout = std::chrono::seconds(30);
 
 // The default wait for `command`'s answer (docs/cli.md):
 //   status   10 s;

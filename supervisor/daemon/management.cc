@@ -1,5 +1,6 @@
 #include "management.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -146,6 +147,18 @@ bool ManagementServer::listen(std::string* error) {
     *error = "cannot create management socket " + path_ + ": " + ec.message();
     return false;
   }
+  accept();
+  return true;
+}
+
+bool ManagementServer::adopt(int fd, std::string* error) {
+  boost::system::error_code ec;
+  acceptor_.assign(local(), fd, ec);
+  if (ec) {
+    *error = "cannot serve the carried management socket: " + ec.message();
+    return false;
+  }
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   accept();
   return true;
 }

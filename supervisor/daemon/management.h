@@ -28,6 +28,9 @@ class ManagementServer {
 
   // Binds the socket (replacing a stale one: the caller holds the deployment's lock), mode 0600.
   bool listen(std::string* error);
+  // Serves an already listening socket `fd` (carried across an upgrade in place).
+  bool adopt(int fd, std::string* error);
+  int native_fd() { return acceptor_.is_open() ? acceptor_.native_handle() : -1; }
   void close();
   // Responses written but not yet flushed to their clients.
   int pending_replies() const { return *pending_; }

@@ -154,6 +154,11 @@ void set_child_fd_limit(std::uint64_t soft) {
   child_fd_limit = limit;
 }
 
+std::optional<std::uint64_t> child_fd_limit_soft() {
+  if (!child_fd_limit) return std::nullopt;
+  return child_fd_limit->rlim_cur;
+}
+
 std::string resolve_command(const std::string& name, const std::string& path_env) {
   if (name.find('/') != std::string::npos) return name;
   std::string first_existing;

@@ -43,6 +43,7 @@ struct SpawnResult {
 // The soft RLIMIT_NOFILE every child gets (the limit deployctl was started with, before
 // raise_fd_limit). Unset: children inherit the supervisor's.
 void set_child_fd_limit(std::uint64_t soft);
+std::optional<std::uint64_t> child_fd_limit_soft();  // nullopt: unset
 
 // Forks and execs. Exec failure is reported through a close-on-exec pipe, so it is known for
 // certain before this returns, not guessed from an exit code.

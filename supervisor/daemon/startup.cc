@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -21,12 +22,14 @@
 #include "detached_log.h"
 #include "fd_budget.h"
 #include "fd_limit.h"
+#include "leftovers.h"
 #include "listen_sockets.h"
 #include "log_writer.h"
 #include "paths.h"
 #include "pre_start.h"
 #include "read_file.h"
 #include "supervisor.h"
+#include "upgrade.h"
 
 namespace deployctl {
 namespace {
@@ -135,6 +138,26 @@ std::optional<int> detach(const StatePaths& paths, int* notify_fd) {
   return std::nullopt;
 }
 
+// Replicas a supervisor of this deployment left when it died (leftovers.h) are stopped before
+// anything binds or starts: nothing survives by accident, and their sockets are freed.
+bool stop_leftovers_of(const Spec& spec, const StatePaths& paths) {
+  const std::string record = replica_record_path(paths.dir);
+  auto leftovers = find_leftovers(record);
+  if (leftovers.empty()) {
+    unlink(record.c_str());
+    return true;
+  }
+  std::fprintf(stderr, "deployctl: %s: a previous supervisor died and left %s running; stopping them\n",
+               spec.name.c_str(), describe_leftovers(leftovers).c_str());
+  Duration grace{0};
+  for (const auto& service : spec.services) grace = std::max(grace, service.stop.timeout);
+  auto survivors = stop_leftovers(record, leftovers, grace);
+  if (survivors.empty()) return true;
+  std::fprintf(stderr, "deployctl: %s: cannot stop %s; nothing was started\n", spec.name.c_str(),
+               describe_leftovers(survivors).c_str());
+  return false;
+}
+
 }  // namespace
 
 int run_up(const Spec& loaded, const UpOptions& options) {
@@ -167,6 +190,7 @@ int run_up(const Spec& loaded, const UpOptions& options) {
     unlink(paths.pid.c_str());
     return kExitFailed;
   };
+  if (!stop_leftovers_of(*spec, paths)) return failed();
   std::map<std::string, std::vector<ListenSocket>> listen;
   for (const auto& service : spec->services) {
     std::string error;
@@ -203,12 +227,96 @@ int run_up(const Spec& loaded, const UpOptions& options) {
   boost::asio::io_context io;
   Supervisor supervisor(io, *spec, std::move(listen), paths, on_started);
   supervisor.set_dbus_enabled(options.dbus);
+  supervisor.set_upgrade_context({.executable = current_executable(), .lock_fd = lock,
+                                  .detached = options.detach});
   std::string error;
   if (!supervisor.start(&error)) {
     spdlog::error("{}", error);
     on_started(false, error);
     return failed();
   }
+  io.run();
+  unlink(paths.pid.c_str());
+  if (supervisor.stopped_by_request()) unlink(paths.scale.c_str());
+  return supervisor.exit_code();
+}
+
+namespace {
+
+// The listen sockets the state carries, paired with the spec's addresses in order.
+std::optional<std::map<std::string, std::vector<ListenSocket>>> carried_sockets(
+    const CarriedState& carried, std::string* error) {
+  std::map<std::string, std::vector<ListenSocket>> listen;
+  const json::Value& services = json::get(carried.doc, "services");
+  for (const auto& service : carried.spec.services) {
+    const json::Value& fds = json::get(services, service.name);
+    if (!fds.is_array() || fds.size() != service.listen.size()) {
+      *error = "the listen sockets of " + service.name + " do not match its spec";
+      return std::nullopt;
+    }
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+      const int fd = static_cast<int>(json::as_int(fds[i], -1));
+      listen[service.name].push_back({service.listen[i], fd});
+    }
+  }
+  return listen;
+}
+
+// The new binary could not take over: the previous one (still open as `previous_fd`) resumes
+// from the same state, told why.
+[[noreturn]] void roll_back(const std::optional<CarriedState>& carried, int previous_fd,
+                            int state_fd, const std::string& why) {
+  spdlog::error("upgrade: cannot resume here: {}; going back to the previous binary", why);
+  spdlog::default_logger()->flush();
+  if (carried) set_cloexec(carried_fds(carried->doc), false);  // resume() may have set some
+  const std::string fd_text = std::to_string(state_fd);
+  const char* argv[] = {"deployctl", "resume", "--state-fd", fd_text.c_str(), "--rolled-back",
+                        why.c_str(), nullptr};
+  if (previous_fd >= 0) {
+    fcntl(previous_fd, F_SETFD, FD_CLOEXEC);  // an ELF binary: closed once loaded
+    fexecve(previous_fd, const_cast<char* const*>(argv), environ);
+  }
+  spdlog::critical("upgrade: cannot go back to the previous binary: {}", std::strerror(errno));
+  _exit(kExitFailed);
+}
+
+}  // namespace
+
+int run_resumed(const ResumeArguments& arguments) {
+  const int state_fd = arguments.state_fd;
+  const int previous = arguments.previous_exe_fd;
+  signal(SIGPIPE, SIG_IGN);
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  std::string error = "cannot read the state from fd " + std::to_string(state_fd);
+  auto text = read_state_fd(state_fd);
+  auto carried = text ? decode_state(*text, &error) : std::nullopt;
+  const json::Value& p = carried ? json::get(carried->doc, "paths") : json::Value();
+  StatePaths paths{json::as_string(json::get(p, "dir")),   json::as_string(json::get(p, "socket")),
+                   json::as_string(json::get(p, "lock")),  json::as_string(json::get(p, "pid")),
+                   json::as_string(json::get(p, "log")),   json::as_string(json::get(p, "scale")),
+                   json::as_string(json::get(p, "logs"))};
+  const bool detached = carried && json::as_bool(json::get(carried->doc, "detached"));
+  setup_logging(detached ? make_detached_logger("deployctl", paths.log)
+                         : spdlog::stderr_color_mt("deployctl"));
+  if (!carried) roll_back(carried, previous, state_fd, error);
+  auto listen = carried_sockets(*carried, &error);
+  if (!listen) roll_back(carried, previous, state_fd, error);
+  if (const auto* limit = json::find(carried->doc, "child_fd_limit"); limit && limit->is_number()) {
+    set_child_fd_limit(static_cast<std::uint64_t>(json::as_int(*limit)));
+  }
+  const int lock = static_cast<int>(json::as_int(json::get(carried->doc, "lock_fd"), -1));
+  boost::asio::io_context io;
+  Supervisor supervisor(io, carried->spec, std::move(*listen), paths, nullptr);
+  supervisor.set_dbus_enabled(json::as_bool(json::get(carried->doc, "dbus"), true));
+  UpgradeContext context{.executable = json::as_string(json::get(carried->doc, "executable")),
+                         .lock_fd = lock,
+                         .detached = detached};
+  supervisor.set_upgrade_context(context);
+  if (!supervisor.resume(*carried, &error)) roll_back(carried, previous, state_fd, error);
+  supervisor.note_resumed(arguments.rolled_back);
+  set_cloexec(carried_fds(carried->doc), true);  // none leaks into replicas spawned from now on
+  if (previous >= 0) close(previous);
+  close(state_fd);
   io.run();
   unlink(paths.pid.c_str());
   if (supervisor.stopped_by_request()) unlink(paths.scale.c_str());

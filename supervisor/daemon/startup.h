@@ -19,4 +19,14 @@ struct UpOptions {
 // Runs the deployment described by `spec` until it stops. Returns the CLI's exit code.
 int run_up(const Spec& spec, const UpOptions& options);
 
+// `deployctl resume --state-fd N --previous-exe-fd M | --rolled-back WHY`: the supervisor after
+// an upgrade in place (docs/upgrade.md) carries on from the state in fd N. If it cannot, it
+// re-executes the previous binary (fd M) with the same state and WHY (never returns then).
+struct ResumeArguments {
+  int state_fd = -1;
+  int previous_exe_fd = -1;  // the binary that wrote the state; -1 in that binary itself
+  std::string rolled_back;   // set when the next binary could not resume
+};
+int run_resumed(const ResumeArguments& arguments);
+
 }  // namespace deployctl

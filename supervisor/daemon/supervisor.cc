@@ -51,6 +51,7 @@ Supervisor::Supervisor(asio::io_context& io, Spec spec,
       finish_timer_(io),
       watchdog_timer_(io),
       memory_timer_(io) {
+  signals_.add(SIGUSR2);  // upgrade in place (docs/upgrade.md)
   for (const auto& service_spec : spec_.services) {
     auto service = std::make_unique<Service>();
     service->spec = std::make_shared<const ServiceSpec>(service_spec);
@@ -58,10 +59,13 @@ Supervisor::Supervisor(asio::io_context& io, Spec spec,
     services_[service_spec.name] = std::move(service);
   }
   core_ = Deployment(initial_state(spec_, load_persisted_scale()));
-  if (!paths_.logs.empty()) {
-    logs_ = std::make_unique<LogWriter>(LogSettings{
-        paths_.logs, {spec_.logs.max_size, spec_.logs.keep}, stderr_is_journal()});
-  }
+  open_logs();
+}
+
+void Supervisor::open_logs() {
+  if (paths_.logs.empty()) return;
+  logs_ = std::make_unique<LogWriter>(
+      LogSettings{paths_.logs, {spec_.logs.max_size, spec_.logs.keep}, stderr_is_journal()});
 }
 
 Supervisor::~Supervisor() {
@@ -256,6 +260,7 @@ void Supervisor::started(const Action& action) {
 }
 
 void Supervisor::after_event() {
+  record_replicas();
   notify_status();
   publish_dbus();
   if (finished() && !std::exchange(closed_, true)) close_down();
@@ -461,6 +466,10 @@ void Supervisor::watch_signals() {
             spdlog::error("reload failed: {}", json::as_string(*error));
           }
         });
+        break;
+      case SIGUSR2:  // upgrade in place to the binary at the executable's path
+        spdlog::info("SIGUSR2: upgrading in place");
+        handle_upgrade("", [](const json::Value&) {});
         break;
     }
     if (!finished()) watch_signals();

@@ -20,6 +20,7 @@
 #include "deployment.h"
 #include "health.h"
 #include "json.h"
+#include "leftovers.h"
 #include "listen_sockets.h"
 #include "management.h"
 #include "output.h"
@@ -29,6 +30,7 @@
 #include "replica_machine.h"
 #include "seams.h"
 #include "spec.h"
+#include "upgrade.h"
 
 namespace deployctl {
 
@@ -52,6 +54,15 @@ class Supervisor {
   // Serves the management socket, spawns every replica. Returns false (with *error) if the
   // management socket cannot be created; nothing is spawned then.
   bool start(std::string* error);
+
+  // Before start() or resume(): what an upgrade in place carries besides the daemon's state.
+  void set_upgrade_context(UpgradeContext context) { upgrade_ = std::move(context); }
+  // Instead of start(), in a re-executed supervisor (supervisor_upgrade.cc): rebuilds the
+  // daemon around the carried replicas and fds. False (with *error) if the state is unusable.
+  bool resume(const CarriedState& carried, std::string* error);
+  // After resume(): counts the upgrade, or, if this is the previous binary taken back because
+  // the new one could not resume (`rolled_back` says why), the failure.
+  void note_resumed(const std::string& rolled_back);
 
   // Before start(): false keeps the D-Bus API off (`up --no-dbus`).
   void set_dbus_enabled(bool enabled) { dbus_enabled_ = enabled; }
@@ -114,6 +125,7 @@ class Supervisor {
 
   // After each event: what systemd and D-Bus see; the end of the loop once finished.
   void after_event();
+  void record_replicas();  // supervisor_record.cc
   void notify_status();
   void watchdog_ping();
   void finish();
@@ -156,6 +168,18 @@ class Supervisor {
   json::Value replica_json(const ReplicaRecord& record, const ServiceState& service,
                            TimePoint now) const;
 
+  // Upgrade in place (supervisor_upgrade.cc, docs/upgrade.md).
+  void handle_upgrade(std::string binary, ManagementServer::Reply reply);
+  std::string upgrade_refusal() const;
+  std::optional<json::Value> upgrade_state(const std::string& binary, std::vector<int>* fds,
+                                           std::string* error) const;
+  void exec_when_replies_sent(const std::string& binary, int tries_left);
+  void exec_upgrade(const std::string& binary, int tries_left);
+  void upgrade_failed(const std::string& message);
+  static void unblock_exec_signals();
+  json::Value supervisor_json() const;
+  void open_logs();
+
   // D-Bus API (dbus_supervisor.cc).
   void start_dbus();
   void publish_dbus();
@@ -195,6 +219,9 @@ class Supervisor {
   std::unique_ptr<LogWriter> logs_;             // per-service files (and the journal); may be null
   bool dbus_enabled_ = true;
   std::unique_ptr<DbusApi> dbus_;  // null when off
+
+  UpgradeContext upgrade_;
+  std::vector<RecordedReplica> recorded_;  // as last written to STATE/replicas.json
 
   MemorySetup memory_setup_;
   bool memory_cgroup2_ready_ = false;  // prepare_cgroup2 done

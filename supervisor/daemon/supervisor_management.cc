@@ -49,6 +49,8 @@ void Supervisor::handle_request(const json::Value& request, ManagementServer::Re
     const std::string& file = json::as_string(json::get(request, "file"));
     handle_reload(!file.empty() ? file : spec_.path,
                   std::move(reply));
+  } else if (name == "upgrade") {
+    handle_upgrade(json::as_string(json::get(request, "binary")), std::move(reply));
   } else if (name == "down") {
     enqueue({Event{.kind = Event::Kind::down, .request = add_request(name, std::move(reply))}});
   }
@@ -209,6 +211,7 @@ json::Value Supervisor::status_json() const {
   status["state"] = state.phase == Phase::finished ? "stopping" : phase_name(state.phase);
   status["uptime_ms"] = ms_between(state.started_at, now);
   status["memory_mode"] = mode_name(memory_setup_.mode);
+  status["supervisor"] = supervisor_json();
   json::Array services;
   for (const auto& [name, service] : state.services) {
     if (service.removed && service.replicas.empty()) continue;

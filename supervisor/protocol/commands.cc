@@ -10,6 +10,7 @@ constexpr CommandInfo kCommands[] = {
     {"scale", "scale SERVICE=N [SERVICE=N ...] [-f FILE | --name NAME]", "change replica counts live; waits until reached", true},
     {"restart", "restart [SERVICE ...] [-f FILE | --name NAME]", "rolling restart within [rollout] bounds; waits until done", true},
     {"reload", "reload [FILE]", "re-read the spec and apply the difference (also SIGHUP); waits until done", true},
+    {"upgrade", "upgrade [FILE | --name NAME] [--binary PATH]", "re-execute the supervisor with a new binary in place; replicas keep running (also SIGUSR2)", true},
     {"down", "down [FILE | --name NAME]", "stop every replica and the supervisor; nothing is left running", true},
     {"logs", "logs [SERVICE[.N]] [-f] [-n N] [FILE | --name NAME]", "show replica output from the log files (-f: follow); no supervisor needed", false},
     {"export", "export kubernetes|systemd [FILE] [-o DIR] [--image IMAGE]", "render the spec as Kubernetes objects or systemd units (docs/export.md)", false},

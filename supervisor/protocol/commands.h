@@ -9,6 +9,9 @@
 //   scale {"counts":{S:N,...}} -> {"ok":true} once every service has its count
 //   restart {"services":[S..]}  -> {"ok":true} once every named service (all: none named) rolled
 //   reload {"file": PATH}      -> {"ok":true} once the new spec is applied (see docs/cli.md)
+//   upgrade {"binary": PATH}   -> {"ok":true, "pid", "version", "upgrades", "upgrade_failures"}
+//                                 once PATH passed its checks; the supervisor then re-executes
+//                                 PATH in place (docs/upgrade.md); status shows the outcome
 //   down                       -> {"ok":true, "pid": N} once every replica is gone
 #pragma once
 

@@ -1,0 +1,29 @@
+// The record of live replicas in STATE/replicas.json (leftovers.h): what a later `up` or
+// `down` stops if this supervisor dies without stopping them.
+#include "leftovers.h"
+#include "supervisor_state.h"
+
+namespace deployctl {
+
+// After each event: rewritten only when the set of live replica pids changed.
+void Supervisor::record_replicas() {
+  std::vector<RecordedReplica> live;
+  for (const auto& [serial, replica] : replicas_) {
+    if (replica->pid <= 0) continue;
+    RecordedReplica entry{replica->id, replica->pid, 0, replica->spec->stop.signal};
+    for (const auto& known : recorded_) {
+      if (known.pid == entry.pid && known.id == entry.id) entry.start_time = known.start_time;
+    }
+    if (entry.start_time == 0) {
+      auto start = process_start_time(replica->pid);
+      if (!start) continue;  // exited already: its exit event is on its way
+      entry.start_time = *start;
+    }
+    live.push_back(std::move(entry));
+  }
+  if (live == recorded_) return;
+  recorded_ = std::move(live);
+  write_replica_record(replica_record_path(paths_.dir), recorded_);
+}
+
+}  // namespace deployctl
