@@ -242,3 +242,40 @@ def test_the_https_example_serves_the_fastapi_app(deployment):
     dep.wait_for(lambda s: all_ready(s, 2), timeout=45, what="2 ready replicas")
     code, _ = https_get(dep.port, ca, "/items")
     assert code == 200
+
+
+def test_reload_with_new_tls_files_rolls_and_a_bad_pair_is_refused(deployment, pki):
+    spec = '''
+name = "@NAME@"
+
+[services.web]
+command = @SERVER_COMMAND@
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+
+[services.web.tls]
+cert = "CERT"
+key = "KEY"
+'''
+    dep = deployment(spec.replace("CERT", str(pki["cert"])).replace("KEY", str(pki["key"])))
+    serve_and_verify(dep, pki, 2)
+    old_serial = served_serial(dep.port, pki["ca"])
+    old_pids = set(dep.replica_pids().values())
+    new_cert, new_key = make_leaf(pki["dir"], "v2")
+    dep.write_spec(spec.replace("CERT", str(new_cert)).replace("KEY", str(new_key)))
+    run = dep.deployctl("reload", str(dep.spec_path), timeout=60)
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    status = dep.wait_for(lambda s: all_ready(s, 2)
+                          and not old_pids & {r["pid"] for r in s["services"][0]["replicas"]},
+                          timeout=30, what="every replica replaced by the reload")
+    assert status["services"][0]["tls"]["cert"] == str(new_cert)
+    new_serial = served_serial(dep.port, pki["ca"])
+    assert new_serial != old_serial
+    # A changed pair that does not load: refused, nothing changes.
+    pids = dep.replica_pids()
+    dep.write_spec(spec.replace("CERT", str(pki["cert"])).replace("KEY", str(new_key)))
+    refused = dep.deployctl("reload", str(dep.spec_path), timeout=30)
+    assert refused.returncode == 2, refused.describe()
+    assert "reload refused" in refused.stderr and "does not match" in refused.stderr
+    assert dep.replica_pids() == pids
+    assert served_serial(dep.port, pki["ca"]) == new_serial
