@@ -279,3 +279,46 @@ key = "KEY"
     assert "reload refused" in refused.stderr and "does not match" in refused.stderr
     assert dep.replica_pids() == pids
     assert served_serial(dep.port, pki["ca"]) == new_serial
+
+
+@pytest.mark.parametrize("server", sorted(ASGI_SERVERS))
+def test_asgi_replicas_roll_onto_replaced_files_with_zero_failed_connections(deployment, pki,
+                                                                             server, measure):
+    dep = deployment(f'''
+name = "@NAME@"
+
+[services.web]
+command = ["@PYTHON@", {ASGI_SERVERS[server]}]
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+working_dir = "app"
+
+[services.web.health]
+kind = "tcp"
+start_period = "30s"
+
+[services.web.stop]
+signal = "SIGTERM"
+timeout = "10s"
+{tls_section(pki)}''')
+    (dep.dir / "app").mkdir()
+    (dep.dir / "app" / "app.py").write_text(ASGI_APP)
+    serve_and_verify(dep, pki, 2)
+    old_serial = served_serial(dep.port, pki["ca"])
+    old_pids = set(dep.replica_pids().values())
+    new_cert, new_key = make_leaf(pki["dir"], "next")
+    with TlsClientLoop(dep.port, pki["ca"]) as loop:
+        wait_until(lambda: loop.serials[old_serial] >= 10, 20, "connections before the change")
+        replace_atomically(new_key, pki["key"])
+        replace_atomically(new_cert, pki["cert"])
+        dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done"
+                     and not old_pids & {r["pid"] for r in s["services"][0]["replicas"]},
+                     timeout=60, what="every replica replaced by the rollout")
+        new_serial = served_serial(dep.port, pki["ca"])
+        count_then = sum(loop.serials.values())
+        wait_until(lambda: sum(loop.serials.values()) >= count_then + 10, 20,
+                   "connections after the roll")
+    measure(f"{server} certificate rotation: {sum(loop.serials.values())} TLS connections, "
+            f"{len(loop.failures)} failed")
+    assert loop.failures == [], loop.failures[:5]
+    assert new_serial != old_serial and loop.last_serial == new_serial
