@@ -6,6 +6,8 @@ from __future__ import annotations
 import collections
 import os
 import shutil
+import socket
+import ssl
 import stat
 import threading
 import time
@@ -322,3 +324,37 @@ timeout = "10s"
             f"{len(loop.failures)} failed")
     assert loop.failures == [], loop.failures[:5]
     assert new_serial != old_serial and loop.last_serial == new_serial
+
+
+def test_sessions_resume_on_any_replica_through_the_shared_ticket_key(deployment, pki):
+    """Both replicas read the one ticket key the supervisor made: a session ticket from one
+    resumes on whichever replica accepts the next connection."""
+    dep = deployment(f'''
+name = "@NAME@"
+
+[services.web]
+command = @SERVER_COMMAND@
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+{tls_section(pki)}''')
+    serve_and_verify(dep, pki, 2)
+    context = ssl.create_default_context(cafile=str(pki["ca"]))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # the session is known after the handshake
+
+    def connect(session=None):
+        with socket.create_connection(("127.0.0.1", dep.port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+                tls.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                body = b""
+                while chunk := tls.recv(65536):
+                    body += chunk
+                return tls.session, tls.session_reused, body
+
+    session, _, _ = connect()
+    replicas, tries, resumed = set(), 0, 0
+    while tries < 300 and (tries < 10 or len(replicas) < 2):  # until both replicas answered
+        _, reused, body = connect(session)
+        tries, resumed = tries + 1, resumed + reused
+        replicas.add(body.split(b"\r\n\r\n", 1)[1][:40])
+    assert len(replicas) == 2, replicas
+    assert resumed == tries
