@@ -75,7 +75,11 @@ void TlsWatch::read_events() {
           if (got <= 0) break;
           for (ssize_t at = 0; at < got;) {
             const auto* event = reinterpret_cast<const inotify_event*>(buffer + at);
-            if (event->len > 0) noticed(event->wd, event->name);
+            if (event->mask & IN_Q_OVERFLOW) {
+              overflowed();
+            } else if (event->len > 0) {
+              noticed(event->wd, event->name);
+            }
             at += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
           }
         }
@@ -89,6 +93,18 @@ void TlsWatch::noticed(int wd, const std::string& name) {
   auto file = dir->second.find(name);
   if (file == dir->second.end()) return;
   pending_.insert(file->second.begin(), file->second.end());
+  arm();
+}
+
+// Events were lost: any watched file may have changed (the check finds out).
+void TlsWatch::overflowed() {
+  for (const auto& [wd, names] : watched_) {
+    for (const auto& [name, services] : names) pending_.insert(services.begin(), services.end());
+  }
+  arm();
+}
+
+void TlsWatch::arm() {
   timer_.expires_after(settle_);  // re-arming cancels the wait below: one report per quiet spell
   timer_.async_wait([this](boost::system::error_code ec) {
     if (ec) return;

@@ -35,6 +35,8 @@ class TlsWatch {
   void close();
   void read_events();
   void noticed(int wd, const std::string& name);
+  void overflowed();
+  void arm();  // reports the pending services once quiet for settle_
 
   boost::asio::io_context& io_;
   Duration settle_;
