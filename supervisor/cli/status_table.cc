@@ -64,6 +64,32 @@ long long memory_restarts(const json::Value& memory) {
   return restarts && restarts->is_number() ? json::as_int(*restarts) : 0;
 }
 
+// "  tls: file CN=a (issuer CN=b), expires 2026-01-31 12:00:00 UTC (30 days left); last
+// renewal 2026-01-01 00:00:00 UTC: ok: rolled out" for a service with [tls]; "" without.
+std::string describe_tls(const json::Value& service) {
+  const auto* tls = json::find(service, "tls");
+  if (!tls || !tls->is_object()) return "";
+  auto text = [&](const json::Value& from, const char* key) {
+    const auto* value = json::find(from, key);
+    return value && value->is_string() ? json::as_string(*value) : std::string();
+  };
+  std::string line = "  tls: " + text(*tls, "source") + " ";
+  if (const std::string error = text(*tls, "error"); !error.empty()) {
+    line += text(*tls, "cert") + ": " + error;
+  } else {
+    const auto* days = json::find(*tls, "days_left");
+    const long long left = days && days->is_number() ? json::as_int(*days) : 0;
+    line += text(*tls, "subject") + " (issuer " + text(*tls, "issuer") + "), expires " +
+            text(*tls, "not_after") + " (" +
+            (left < 0 ? std::string("expired") : std::to_string(left) + " days left") + ")";
+  }
+  const auto* last = json::find(*tls, "last_renewal");
+  if (last && last->is_object() && !text(*last, "at").empty()) {
+    line += "; last renewal " + text(*last, "at") + ": " + text(*last, "result");
+  }
+  return line;
+}
+
 }  // namespace
 
 void print_status_table(const json::Value& status) {
@@ -93,6 +119,9 @@ void print_status_table(const json::Value& status) {
                 (json::as_string(json::get(service, "name")) + ":").c_str(),
                 static_cast<long long>(json::as_int(json::get(service, "ready"))),
                 static_cast<long long>(json::as_int(json::get(service, "desired"))));
+    if (const std::string tls = describe_tls(service); !tls.empty()) {
+      std::printf("%s\n", tls.c_str());
+    }
   }
 }
 

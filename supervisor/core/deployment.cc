@@ -46,6 +46,7 @@ std::vector<Action> Deployment::handle(const Event& event, TimePoint now, double
     case E::down: down(event); break;
     case E::interrupt: interrupt(event); break;
     case E::memory_high: memory_high(event); break;
+    case E::cert_changed: certificate_changed(event); break;
     case E::tick: break;
     default: on_replica_event(event); break;
   }

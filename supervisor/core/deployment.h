@@ -32,6 +32,7 @@ struct Event {
     interrupt,       // SIGINT/SIGTERM (`message`: its name)
     memory_high,     // replica: above memory.restart_above for long enough (`bytes` now)
     tick,            // a deadline passed
+    cert_changed,    // the TLS files of `services` were replaced by ones that load: roll them
   };
   Kind kind = Kind::tick;
   std::uint64_t replica = 0;  // serial
@@ -112,6 +113,8 @@ class Deployment {
   void check_waiters();
   void memory_high(const Event& event);
   void interrupt(const Event& event);
+  void certificate_changed(const Event& event);
+  void begin_rollout(const std::string& name, ServiceState& service, const std::string& why);
 
   // Management requests (deployment_requests.cc).
   void scale(const Event& event);

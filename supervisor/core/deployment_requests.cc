@@ -77,17 +77,36 @@ void Deployment::restart(const Event& event) {
       return;
     }
   }
-  for (const auto& name : names) {
-    ServiceState& service = s_.services.at(name);
-    const auto& bounds = service.settings.rollout;
-    log(LogLevel::info, name + ": rolling restart of " + std::to_string(service.desired) +
-                            " replicas (max_surge " + std::to_string(bounds.max_surge) +
-                            ", max_unavailable " + std::to_string(bounds.max_unavailable) + ")");
-    ++service.generation;
-    service.rollout.emplace();
-  }
+  for (const auto& name : names) begin_rollout(name, s_.services.at(name), "rolling restart");
   s_.waiters.push_back(
       {.request = event.request, .kind = Waiter::Kind::restart, .services = std::move(names)});
+}
+
+// Replaces every replica of the service within its rollout bounds (a new generation).
+void Deployment::begin_rollout(const std::string& name, ServiceState& service,
+                               const std::string& why) {
+  const auto& bounds = service.settings.rollout;
+  log(LogLevel::info, name + ": " + why + " of " + std::to_string(service.desired) +
+                          " replicas (max_surge " + std::to_string(bounds.max_surge) +
+                          ", max_unavailable " + std::to_string(bounds.max_unavailable) + ")");
+  ++service.generation;
+  service.rollout.emplace();
+}
+
+// The daemon saw new TLS files that load: every replica must serve them. Replicas started
+// from now on load them anyway, so a rollout under way is restarted toward a new generation
+// (its new replicas may hold the old files). While starting or stopping nothing is rolled.
+void Deployment::certificate_changed(const Event& event) {
+  for (const auto& name : event.services) {
+    auto it = s_.services.find(name);
+    if (it == s_.services.end() || it->second.removed) continue;
+    if (s_.phase != Phase::running) {
+      log(LogLevel::warn, name + ": the certificate changed while " + phase_name(s_.phase) +
+                              "; not rolled (run `deployctl restart " + name + "` once up)");
+      continue;
+    }
+    begin_rollout(name, it->second, "new certificate: rolling restart");
+  }
 }
 
 // The spec was validated, its pre_start steps ran and its new sockets are bound (daemon).

@@ -29,6 +29,8 @@
 #include "process.h"
 #include "read_file.h"
 #include "supervisor_state.h"
+#include "tls_files.h"
+#include "tls_watch.h"
 
 namespace deployctl {
 
@@ -59,6 +61,7 @@ Supervisor::Supervisor(asio::io_context& io, Spec spec,
     services_[service_spec.name] = std::move(service);
   }
   core_ = Deployment(initial_state(spec_, load_persisted_scale()));
+  tls_files_ = std::make_unique<TlsFiles>(paths_.dir);
   open_logs();
 }
 
@@ -83,6 +86,7 @@ bool Supervisor::start(std::string* error) {
   watchdog_ping();
   start_memory();
   start_dbus();
+  start_tls();
   enqueue({Event{.kind = Event::Kind::start}});
   return true;
 }
@@ -300,7 +304,7 @@ std::optional<SpawnRequest::Credentials> Supervisor::credentials_for(const Servi
 }
 
 std::vector<std::string> Supervisor::replica_environment(
-    const Replica& replica, const std::string& notify_socket,
+    const Replica& replica, const PlaceholderValues& values, const std::string& notify_socket,
     const std::optional<SpawnRequest::Credentials>& credentials, std::string* error) const {
   std::vector<std::string> env = inherited_environment();
   auto set = [&env](const std::string& key, const std::string& value) {
@@ -327,8 +331,11 @@ std::vector<std::string> Supervisor::replica_environment(
     }
     for (const auto& [key, value] : *entries) set(key, value);
   }
-  const auto port = replica_port(spec, index);
-  for (const auto& [key, value] : spec.env) set(key, expand_placeholders(value, index, port));
+  for (const auto& [key, value] : spec.env) set(key, expand_placeholders(value, values));
+  if (values.tls_cert && values.tls_key) {
+    set(control::kTlsCertEnv, *values.tls_cert);
+    set(control::kTlsKeyEnv, *values.tls_key);
+  }
   set(control::kServiceEnv, spec.name);
   set(control::kReplicaEnv, std::to_string(index));
   set(control::kControlFdEnv, std::to_string(3 + sockets.size()));
@@ -343,17 +350,25 @@ std::vector<std::string> Supervisor::replica_environment(
 void Supervisor::spawn(const ReplicaPtr& replica) {
   const Service& service = *services_.at(replica->service);
   const ServiceSpec& spec = *replica->spec;
-  const int index = replica->index;
-  const auto port = replica_port(spec, index);
+  const PlaceholderValues values = placeholders(spec, replica->index);
 
   SpawnRequest request;
-  for (const auto& arg : spec.command) request.argv.push_back(expand_placeholders(arg, index, port));
+  for (const auto& arg : spec.command) request.argv.push_back(expand_placeholders(arg, values));
   std::string setup_error;
   request.credentials = credentials_for(spec, &setup_error);
   std::string notify_name;
   int notify_fd = open_notify_socket(*replica, &notify_name);
-  request.env = replica_environment(*replica, notify_fd >= 0 ? notify_name : std::string(),
+  request.env = replica_environment(*replica, values, notify_fd >= 0 ? notify_name : std::string(),
                                     request.credentials, &setup_error);
+  // [tls]: the service's ticket key, inherited after the control socket (tls_files.h).
+  int ticket_fd = -1;
+  if (spec.tls && setup_error.empty()) {
+    std::optional<uid_t> owner;
+    if (request.credentials) owner = request.credentials->uid;
+    ticket_fd = tls_files_->ticket_key_fd(spec.name, owner, &setup_error);
+    set_variable(request.env, control::kTlsTicketKeyEnv,
+                 "/proc/self/fd/" + std::to_string(3 + service.sockets.size() + 1));
+  }
   request.argv[0] = resolve_command(request.argv[0], path_variable(request.env));
   request.working_dir = spec.working_dir;
   for (const auto& socket : service.sockets) request.inherit_fds.push_back(socket.fd);
@@ -369,6 +384,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
     result.message = std::string("cannot create replica channels: ") + std::strerror(errno);
   } else {
     request.inherit_fds.push_back(control_pair[1]);
+    if (ticket_fd >= 0) request.inherit_fds.push_back(ticket_fd);
     request.stdout_fd = out[1];
     request.stderr_fd = err[1];
     result = launcher_.launch(request);

@@ -19,6 +19,7 @@
 #include "control_protocol.h"
 #include "deployment.h"
 #include "health.h"
+#include "load.h"
 #include "json.h"
 #include "leftovers.h"
 #include "listen_sockets.h"
@@ -37,6 +38,8 @@ namespace deployctl {
 class PreStartRunner;
 class LogWriter;
 class DbusApi;
+class TlsFiles;
+class TlsWatch;
 
 class Supervisor {
  public:
@@ -115,8 +118,15 @@ class Supervisor {
   void emit_lines(const ReplicaPtr& replica, OutputPipe& pipe, std::vector<std::string>& lines);
   void close_channels(Replica& replica);
   std::vector<std::string> replica_environment(
-      const Replica& replica, const std::string& notify_socket,
+      const Replica& replica, const PlaceholderValues& values, const std::string& notify_socket,
       const std::optional<SpawnRequest::Credentials>& credentials, std::string* error) const;
+  // {replica}, {port}, {tls_cert}, {tls_key} of the service's replica `index` (supervisor_tls.cc).
+  PlaceholderValues placeholders(const ServiceSpec& spec, int index) const;
+  void start_tls();
+  void watch_tls();
+  void tls_files_changed(const std::string& service);
+  std::string tls_reload_problem(const Spec& next) const;
+  json::Value tls_json(const std::string& service) const;  // null without [tls]
   std::optional<SpawnRequest::Credentials> credentials_for(const ServiceSpec& spec,
                                                            std::string* error) const;
   int open_notify_socket(const Replica& replica, std::string* name) const;
@@ -219,6 +229,16 @@ class Supervisor {
   std::unique_ptr<LogWriter> logs_;             // per-service files (and the journal); may be null
   bool dbus_enabled_ = true;
   std::unique_ptr<DbusApi> dbus_;  // null when off
+  std::unique_ptr<TlsFiles> tls_files_;  // ticket keys of [tls] services (tls_files.h)
+  std::unique_ptr<TlsWatch> tls_watch_;  // their cert and key files on disk
+  // Of each [tls] service: the files its replicas load and what was last seen of them.
+  struct TlsRecord {
+    std::string cert, key;
+    std::size_t fingerprint = 0;  // of the bytes the latest replicas were started with
+    std::int64_t checked_at = 0;  // Unix seconds of the last look at replaced files; 0: none
+    std::string result;           // of that look: "ok: rolled out", or "error: ..."
+  };
+  std::map<std::string, TlsRecord> tls_records_;
 
   UpgradeContext upgrade_;
   std::vector<RecordedReplica> recorded_;  // as last written to STATE/replicas.json

@@ -113,6 +113,11 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
       sockets.insert(sockets.end(), bound.begin(), bound.end());
     }
   }
+  if (const std::string problem = tls_reload_problem(pending->next); !problem.empty()) {
+    for (auto& [name, sockets] : pending->bound) close_listen_sockets(sockets);
+    reply(management_error("reload refused: " + problem + "; nothing was changed", kExitUsage));
+    return;
+  }
   const std::uint64_t id = add_request("reload", std::move(reply));
   const auto& steps = pending->next.pre_start;
   reloads_[id] = std::move(pending);
@@ -194,6 +199,7 @@ void Supervisor::adopt_reload(std::uint64_t request) {
     service->sockets = std::move(sockets);
   }
   for (auto& [name, sockets] : pending.bound) close_listen_sockets(sockets);  // not adopted
+  watch_tls();
 }
 
 void Supervisor::drop_reload(std::uint64_t request) {
@@ -233,6 +239,7 @@ json::Value Supervisor::status_json() const {
                        : service.rollout->status == RolloutState::Status::done    ? "done"
                                                                                   : "failed";
     entry["replicas"] = std::move(replicas);
+    if (auto tls = tls_json(name); !tls.is_null()) entry["tls"] = std::move(tls);
     services.push_back(std::move(entry));
   }
   status["services"] = std::move(services);

@@ -213,7 +213,7 @@ ProbeTarget Supervisor::probe_target(const Replica& replica) const {
   }
   if (target.kind == HealthKind::exec) {
     for (const auto& arg : spec.health.command) {
-      target.argv.push_back(expand_placeholders(arg, replica.index, port));
+      target.argv.push_back(expand_placeholders(arg, placeholders(spec, replica.index)));
     }
     target.argv[0] = resolve_command(target.argv[0], path_variable(replica.env));
     target.env = replica.env;

@@ -337,6 +337,7 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   watchdog_ping();
   start_memory();
   start_dbus();
+  start_tls();  // watches the certificate files again; new replicas get a fresh ticket key
   children_.reap();  // replicas that exited during the exec: restarted by policy
   notify_status();
   return true;

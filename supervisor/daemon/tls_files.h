@@ -1,0 +1,39 @@
+// The daemon's TLS edge for [services.NAME.tls]: which certificate and key files a service's
+// replicas load, and the session ticket key they share (docs/spec.md, "tls").
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include "spec.h"
+
+namespace deployctl {
+
+class TlsFiles {
+ public:
+  // state_dir: the deployment's state directory (mode 0700); ticket keys and the ACME
+  // directory live in it.
+  explicit TlsFiles(std::string state_dir) : state_dir_(std::move(state_dir)) {}
+  ~TlsFiles();
+  TlsFiles(const TlsFiles&) = delete;
+  TlsFiles& operator=(const TlsFiles&) = delete;
+
+  // Where the ACME client keeps the account and certificates (lego --path).
+  std::string acme_dir() const { return state_dir_ + "/acme"; }
+
+  // An open read-only descriptor of the service's session ticket key: 80 random bytes in
+  // STATE/tls-SERVICE.ticket, mode 0600, made at the first call of this supervisor's life
+  // (so a new supervisor means a new key) and owned by `owner` when given (the replicas' user).
+  // Replicas inherit it and read it as /proc/self/fd/N, so the 0700 state directory need not
+  // be reachable by them. -1 with *error on failure. The descriptor stays owned by this object.
+  int ticket_key_fd(const std::string& service, std::optional<uid_t> owner, std::string* error);
+
+ private:
+  std::string state_dir_;
+  std::map<std::string, int> ticket_fds_;  // by service
+};
+
+}  // namespace deployctl

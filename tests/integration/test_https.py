@@ -1,0 +1,367 @@
+"""HTTPS under deployctl ([services.X.tls], issue 13): replicas get {tls_cert}/{tls_key} and
+DEPLOYCTL_TLS_CERT/KEY/TICKET_KEY; deploy-server, uvicorn and gunicorn each serve HTTPS on the
+supervisor's socket, verified against a CA made in the test. 127.0.0.1 only, waits bounded."""
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import socket
+import ssl
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import all_ready, deploy_example, wait_until
+from tls_certs import https_get, make_ca, make_leaf, s_client_verifies, served_serial
+
+ASGI_APP = '''
+import os
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = (os.environ.get("DEPLOYCTL_SERVICE", "?") + "." +
+            os.environ.get("DEPLOYCTL_REPLICA", "?")).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+@pytest.fixture
+def pki(tmp_path):
+    certs = tmp_path / "pki"
+    ca = make_ca(certs)
+    cert, key = make_leaf(certs, "site")
+    return {"ca": ca, "cert": cert, "key": key, "dir": certs}
+
+
+def tls_section(pki) -> str:
+    return f'[services.web.tls]\ncert = "{pki["cert"]}"\nkey = "{pki["key"]}"\n'
+
+
+def serve_and_verify(dep, pki, replicas: int) -> None:
+    run = dep.up(timeout=60)
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    dep.wait_for(lambda s: all_ready(s, replicas), timeout=30, what=f"{replicas} ready replicas")
+    verified = s_client_verifies(dep.port, pki["ca"])
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    code, _ = https_get(dep.port, pki["ca"])
+    assert code == 200
+
+
+def test_deploy_server_serves_https_from_the_spec_alone(deployment, pki):
+    dep = deployment(f'''
+name = "@NAME@"
+
+[services.web]
+command = @SERVER_COMMAND@
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+env = {{ SEEN_CERT = "{{tls_cert}}" }}
+{tls_section(pki)}''')
+    serve_and_verify(dep, pki, 2)
+    code, _ = https_get(dep.port, pki["ca"], "/whoami")
+    assert code == 200
+    # The replica's environment: the files, and a shared ticket key it can read via its fd.
+    pid = next(iter(dep.replica_pids().values()))
+    environ = dict(item.split("=", 1) for item in
+                   Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+    assert environ["DEPLOYCTL_TLS_CERT"] == str(pki["cert"])
+    assert environ["DEPLOYCTL_TLS_KEY"] == str(pki["key"])
+    assert environ["SEEN_CERT"] == str(pki["cert"])
+    ticket = dep.state_dir / "tls-web.ticket"
+    assert stat.S_IMODE(ticket.stat().st_mode) == 0o600
+    assert ticket.stat().st_size == 80
+    assert environ["DEPLOYCTL_TLS_TICKET_KEY"].startswith("/proc/self/fd/")
+    fd = environ["DEPLOYCTL_TLS_TICKET_KEY"].rsplit("/", 1)[1]
+    assert os.path.samefile(f"/proc/{pid}/fd/{fd}", ticket)
+
+
+ASGI_SERVERS = {
+    "uvicorn": '"-m", "uvicorn", "app:app", "--fd", "3", '
+               '"--ssl-certfile", "{tls_cert}", "--ssl-keyfile", "{tls_key}"',
+    "gunicorn": '"-m", "gunicorn", "app:app", "--worker-class", "uvicorn.workers.UvicornWorker",'
+                ' "--workers", "1", "--certfile", "{tls_cert}", "--keyfile", "{tls_key}"',
+}
+
+
+@pytest.mark.parametrize("server", sorted(ASGI_SERVERS))
+def test_asgi_server_serves_https_with_placeholders(deployment, pki, server):
+    dep = deployment(f'''
+name = "@NAME@"
+
+[services.web]
+command = ["@PYTHON@", {ASGI_SERVERS[server]}]
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+working_dir = "app"
+
+[services.web.health]
+kind = "tcp"
+start_period = "30s"
+
+[services.web.stop]
+signal = "SIGTERM"
+timeout = "10s"
+{tls_section(pki)}''')
+    (dep.dir / "app").mkdir()
+    (dep.dir / "app" / "app.py").write_text(ASGI_APP)
+    serve_and_verify(dep, pki, 2)
+    code, _ = https_get(dep.port, pki["ca"], "/")
+    assert code == 200
+
+
+class TlsClientLoop(threading.Thread):
+    """New verified TLS connections, one GET each, one after the other, until stopped or
+    bounded (count and time). Records failures and the serials served."""
+
+    def __init__(self, port: int, ca: Path, limit: int = 5000, seconds: float = 60.0):
+        super().__init__(daemon=True)
+        self.port, self.ca, self.limit, self.seconds = port, ca, limit, seconds
+        self.stopping = threading.Event()
+        self.failures: list[str] = []
+        self.serials: collections.Counter = collections.Counter()
+        self.last_serial = ""
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        for _ in range(self.limit):
+            if self.stopping.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                code, serial = https_get(self.port, self.ca, "/whoami")
+                self.serials[serial] += 1
+                self.last_serial = serial
+                if code != 200:
+                    self.failures.append(f"HTTP {code}")
+            except (OSError, ValueError) as error:
+                self.failures.append(repr(error))
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.join(30)
+
+
+def replace_atomically(source: Path, target: Path) -> None:
+    """certbot's and lego's way: the new file is complete before it is renamed over the old."""
+    staged = target.with_name(target.name + ".tmp")
+    shutil.copyfile(source, staged)
+    os.chmod(staged, 0o600)
+    os.rename(staged, target)
+
+
+def tls_status(dep) -> dict:
+    return dep.status()["services"][0]["tls"]
+
+
+def test_replaced_files_roll_every_replica_with_zero_failed_connections(deployment, pki,
+                                                                         measure):
+    dep = deployment(f'''
+name = "@NAME@"
+
+[services.web]
+command = @SERVER_COMMAND@
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+{tls_section(pki)}''')
+    serve_and_verify(dep, pki, 2)
+    old_serial = served_serial(dep.port, pki["ca"])
+    old_pids = set(dep.replica_pids().values())
+    before = tls_status(dep)
+    assert before["source"] == "file" and before["subject"] == "CN=localhost"
+    assert before["issuer"] == "CN=deployctl test CA" and before["days_left"] in (1, 2)
+    new_cert, new_key = make_leaf(pki["dir"], "next")
+    started = time.monotonic()
+    with TlsClientLoop(dep.port, pki["ca"]) as loop:
+        wait_until(lambda: loop.serials[old_serial] >= 20, 20, "connections before the change")
+        replace_atomically(new_key, pki["key"])
+        replace_atomically(new_cert, pki["cert"])
+        dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done"
+                     and not old_pids & {r["pid"] for r in s["services"][0]["replicas"]},
+                     timeout=40, what="every replica replaced by the rollout")
+        rolled = time.monotonic() - started
+        new_serial = served_serial(dep.port, pki["ca"])
+        count_then = sum(loop.serials.values())
+        wait_until(lambda: sum(loop.serials.values()) >= count_then + 20, 20,
+                   "connections after the roll")
+    total = sum(loop.serials.values())
+    measure(f"certificate rotation: {total} TLS connections, {len(loop.failures)} failed, "
+            f"rolled in {rolled:.1f}s; serials {dict(loop.serials)}")
+    assert loop.failures == [], loop.failures[:5]
+    assert new_serial != old_serial
+    assert loop.last_serial == new_serial
+    assert "new certificate: rolling restart of 2 replicas" in dep.log_text()
+    after = tls_status(dep)
+    assert after["last_renewal"]["result"] == "ok: rolled out"
+
+
+def test_a_bad_new_pair_is_not_rolled_and_the_old_certificate_keeps_serving(deployment, pki):
+    dep = deployment(f'''
+name = "@NAME@"
+
+[services.web]
+command = @SERVER_COMMAND@
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+{tls_section(pki)}''')
+    serve_and_verify(dep, pki, 2)
+    old_serial = served_serial(dep.port, pki["ca"])
+    old_pids = dep.replica_pids()
+    other_cert, _other_key = make_leaf(pki["dir"], "other")
+    replace_atomically(other_cert, pki["cert"])  # the key stays: a mismatched pair
+    status = dep.wait_for(lambda s: s["services"][0]["tls"]["last_renewal"], timeout=15,
+                          what="the replaced files were looked at")
+    result = status["services"][0]["tls"]["last_renewal"]["result"]
+    assert result.startswith("error: ") and "does not match" in result, result
+    assert "the new certificate was not rolled out" in dep.log_text()
+    assert dep.replica_pids() == old_pids
+    assert served_serial(dep.port, pki["ca"]) == old_serial
+    table = dep.deployctl("status", str(dep.spec_path))
+    assert "tls: file" in table.stdout and "error: " in table.stdout, table.stdout
+
+
+def test_the_https_example_serves_the_fastapi_app(deployment):
+    """config/examples/fastapi/https.toml with a certificate made as its comment says."""
+    dep = deploy_example(deployment, "https.toml",
+                         {'"127.0.0.1:8443"': '"127.0.0.1:@PORT@"'})
+    certs = dep.dir / "certs"
+    certs.mkdir()
+    ca = make_ca(certs)
+    make_leaf(certs, "site")
+    validated = dep.deployctl("validate", str(dep.spec_path))
+    assert validated.returncode == 0, validated.describe()
+    assert "subject CN=localhost, issuer CN=deployctl test CA" in validated.stdout
+    run = dep.up(timeout=60)
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    dep.wait_for(lambda s: all_ready(s, 2), timeout=45, what="2 ready replicas")
+    code, _ = https_get(dep.port, ca, "/items")
+    assert code == 200
+
+
+def test_reload_with_new_tls_files_rolls_and_a_bad_pair_is_refused(deployment, pki):
+    spec = '''
+name = "@NAME@"
+
+[services.web]
+command = @SERVER_COMMAND@
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+
+[services.web.tls]
+cert = "CERT"
+key = "KEY"
+'''
+    dep = deployment(spec.replace("CERT", str(pki["cert"])).replace("KEY", str(pki["key"])))
+    serve_and_verify(dep, pki, 2)
+    old_serial = served_serial(dep.port, pki["ca"])
+    old_pids = set(dep.replica_pids().values())
+    new_cert, new_key = make_leaf(pki["dir"], "v2")
+    dep.write_spec(spec.replace("CERT", str(new_cert)).replace("KEY", str(new_key)))
+    run = dep.deployctl("reload", str(dep.spec_path), timeout=60)
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    status = dep.wait_for(lambda s: all_ready(s, 2)
+                          and not old_pids & {r["pid"] for r in s["services"][0]["replicas"]},
+                          timeout=30, what="every replica replaced by the reload")
+    assert status["services"][0]["tls"]["cert"] == str(new_cert)
+    new_serial = served_serial(dep.port, pki["ca"])
+    assert new_serial != old_serial
+    # A changed pair that does not load: refused, nothing changes.
+    pids = dep.replica_pids()
+    dep.write_spec(spec.replace("CERT", str(pki["cert"])).replace("KEY", str(new_key)))
+    refused = dep.deployctl("reload", str(dep.spec_path), timeout=30)
+    assert refused.returncode == 2, refused.describe()
+    assert "reload refused" in refused.stderr and "does not match" in refused.stderr
+    assert dep.replica_pids() == pids
+    assert served_serial(dep.port, pki["ca"]) == new_serial
+
+
+@pytest.mark.parametrize("server", sorted(ASGI_SERVERS))
+def test_asgi_replicas_roll_onto_replaced_files_with_zero_failed_connections(deployment, pki,
+                                                                             server, measure):
+    dep = deployment(f'''
+name = "@NAME@"
+
+[services.web]
+command = ["@PYTHON@", {ASGI_SERVERS[server]}]
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+working_dir = "app"
+
+[services.web.health]
+kind = "tcp"
+start_period = "30s"
+
+[services.web.stop]
+signal = "SIGTERM"
+timeout = "10s"
+{tls_section(pki)}''')
+    (dep.dir / "app").mkdir()
+    (dep.dir / "app" / "app.py").write_text(ASGI_APP)
+    serve_and_verify(dep, pki, 2)
+    old_serial = served_serial(dep.port, pki["ca"])
+    old_pids = set(dep.replica_pids().values())
+    new_cert, new_key = make_leaf(pki["dir"], "next")
+    with TlsClientLoop(dep.port, pki["ca"]) as loop:
+        wait_until(lambda: loop.serials[old_serial] >= 10, 20, "connections before the change")
+        replace_atomically(new_key, pki["key"])
+        replace_atomically(new_cert, pki["cert"])
+        dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done"
+                     and not old_pids & {r["pid"] for r in s["services"][0]["replicas"]},
+                     timeout=60, what="every replica replaced by the rollout")
+        new_serial = served_serial(dep.port, pki["ca"])
+        count_then = sum(loop.serials.values())
+        wait_until(lambda: sum(loop.serials.values()) >= count_then + 10, 20,
+                   "connections after the roll")
+    measure(f"{server} certificate rotation: {sum(loop.serials.values())} TLS connections, "
+            f"{len(loop.failures)} failed")
+    # uvicorn, stopping, closes connections it has accepted (TLS handshake done) but whose
+    # request it has not read yet: the client sees the close with no answer ("HTTP 0"). That
+    # is uvicorn's shutdown, not deployctl's (docs/bench.md, FastAPI rolling restart); at most
+    # one such close per replaced replica is tolerated for uvicorn, nothing else for anyone.
+    allowed = 2 if server == "uvicorn" else 0
+    unanswered = [f for f in loop.failures if f == "HTTP 0"]
+    assert len(unanswered) <= allowed, loop.failures[:5]
+    assert [f for f in loop.failures if f != "HTTP 0"] == [], loop.failures[:5]
+    assert new_serial != old_serial and loop.last_serial == new_serial
+
+
+def test_sessions_resume_on_any_replica_through_the_shared_ticket_key(deployment, pki):
+    """Both replicas read the one ticket key the supervisor made: a session ticket from one
+    resumes on whichever replica accepts the next connection."""
+    dep = deployment(f'''
+name = "@NAME@"
+
+[services.web]
+command = @SERVER_COMMAND@
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+{tls_section(pki)}''')
+    serve_and_verify(dep, pki, 2)
+    context = ssl.create_default_context(cafile=str(pki["ca"]))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # the session is known after the handshake
+
+    def connect(session=None):
+        with socket.create_connection(("127.0.0.1", dep.port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+                tls.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                body = b""
+                while chunk := tls.recv(65536):
+                    body += chunk
+                return tls.session, tls.session_reused, body
+
+    session, _, _ = connect()
+    replicas, tries, resumed = set(), 0, 0
+    while tries < 300 and (tries < 10 or len(replicas) < 2):  # until both replicas answered
+        _, reused, body = connect(session)
+        tries, resumed = tries + 1, resumed + reused
+        replicas.add(body.split(b"\r\n\r\n", 1)[1][:40])
+    assert len(replicas) == 2, replicas
+    assert resumed == tries
