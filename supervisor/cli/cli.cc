@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "events_command.h"
 #include "export_command.h"
 #include "load.h"
 #include "log_command.h"
@@ -17,7 +18,6 @@
 #include "paths.h"
 #include "read_file.h"
 #include "startup.h"
-#include "events_command.h"
 #include "status_table.h"
 #include "timeouts.h"
 #include "tls_check.h"

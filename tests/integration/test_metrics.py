@@ -282,6 +282,14 @@ def test_misbehaving_scrapers_do_not_stall_the_supervisor(deployment, measure):
         for client in clients:
             client.close()
     assert scrape(metrics_port)[0] == 200
+    # Past 32 exchanges at once, a scrape is refused at once rather than queued.
+    idle = [socket.create_connection(("127.0.0.1", metrics_port)) for _ in range(40)]
+    try:
+        wait_until(lambda: scrape(metrics_port)[0] == 503, 10, "a scrape refused with 503")
+    finally:
+        for client in idle:
+            client.close()
+    wait_until(lambda: scrape(metrics_port)[0] == 200, 10, "scrapes served again")
     growth = rss_bytes(pid) - rss_before
     measure(f"supervisor RSS growth after the bad scrapers: {growth / 1024:.0f} KiB")
     assert growth < 16 * 1024 * 1024

@@ -1,7 +1,15 @@
-// The event stream's pure parts: the bounded history, the wire form and the text line.
-#include "events.h"
-
+// The event stream: its pure parts (the bounded history, the wire form, the text line) and
+// the management socket's streams that carry it.
 #include <doctest/doctest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "commands.h"
+#include "events.h"
+#include "management.h"
 
 using namespace deployctl;
 
@@ -42,5 +50,74 @@ TEST_SUITE("events") {
     CHECK(event_text(scale) == "1970-01-01T00:00:00.005Z scale web: desired replicas 2 -> 3\n");
     const DeploymentEvent log{.time_ms = 0, .kind = "log", .message = "up"};
     CHECK(event_text(log) == "1970-01-01T00:00:00.000Z log: up\n");
+  }
+}
+
+// The management socket's streams (`events -f`), with a real unix socket and a real client.
+TEST_SUITE("management streams") {
+  TEST_CASE("a client that does not read is dropped once 256 KiB are unwritten") {
+    boost::asio::io_context io;
+    const std::string path = "/tmp/dctl-stream-" + std::to_string(getpid()) + ".sock";
+    ManagementServer server(io, path, geteuid(), [](const json::Value&, auto reply) {
+      reply(management_error("not a stream", kExitUsage));
+    });
+    int sent = 0;
+    std::shared_ptr<ManagementStream> kept;
+    server.set_stream_handler([&](const json::Value& request, auto stream) {
+      if (!json::as_bool(json::get(request, "follow"))) return false;
+      json::Value line;
+      line["event"] = std::string(1000, 'x');
+      while (sent < 10000 && stream->send(line)) ++sent;
+      kept = stream;
+      return true;
+    });
+    std::string error;
+    REQUIRE(server.listen(&error));
+    const int client = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof address.sun_path, "%s", path.c_str());
+    REQUIRE(connect(client, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    const std::string request = "{\"command\": \"events\", \"follow\": true}\n";
+    REQUIRE(write(client, request.data(), request.size()) == ssize_t(request.size()));
+    for (int i = 0; i < 200 && !kept; ++i) io.run_for(std::chrono::milliseconds(10));
+    REQUIRE(kept);
+    CHECK(sent > 200);  // about 256 KiB of 1 KB lines were queued ...
+    CHECK(sent < 300);  // ... and not more: the client was dropped
+    CHECK_FALSE(kept->open());
+    CHECK_FALSE(kept->send(json::Value(1)));
+    close(client);
+    server.close();
+  }
+
+  TEST_CASE("a stream ends when its client hangs up") {
+    boost::asio::io_context io;
+    const std::string path = "/tmp/dctl-hangup-" + std::to_string(getpid()) + ".sock";
+    ManagementServer server(io, path, geteuid(), [](const json::Value&, auto) {});
+    std::shared_ptr<ManagementStream> kept;
+    server.set_stream_handler([&](const json::Value&, auto stream) {
+      json::Value ok;
+      ok["ok"] = true;
+      CHECK(stream->send(ok));
+      kept = stream;
+      return true;
+    });
+    std::string error;
+    REQUIRE(server.listen(&error));
+    const int client = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof address.sun_path, "%s", path.c_str());
+    REQUIRE(connect(client, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    REQUIRE(write(client, "{}\n", 3) == 3);
+    for (int i = 0; i < 200 && !kept; ++i) io.run_for(std::chrono::milliseconds(10));
+    REQUIRE(kept);
+    char buffer[64];
+    CHECK(read(client, buffer, sizeof buffer) == 12);  // {"ok":true}\n
+    CHECK(kept->open());
+    close(client);
+    for (int i = 0; i < 200 && kept->open(); ++i) io.run_for(std::chrono::milliseconds(10));
+    CHECK_FALSE(kept->open());
+    server.close();
   }
 }
