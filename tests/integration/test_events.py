@@ -44,7 +44,7 @@ class Follower:
 
 
 def test_events_follow_shows_a_kill_the_restart_and_a_scale_in_order(deployment):
-    dep = deployment(sleepers(2))
+    dep = deployment(sleepers(2), name="events")
     assert dep.up().returncode == 0
     status = dep.wait_for(lambda s: all_ready(s, 2), what="2 ready replicas")
     follower = Follower(dep)
@@ -78,7 +78,7 @@ def test_events_follow_shows_a_kill_the_restart_and_a_scale_in_order(deployment)
 
 
 def test_events_history_as_text_and_json(deployment):
-    dep = deployment(sleepers(1))
+    dep = deployment(sleepers(1), name="events")
     assert dep.up().returncode == 0
     dep.wait_for(lambda s: all_ready(s, 1), what="a ready replica")
     text = dep.deployctl("events", str(dep.spec_path))

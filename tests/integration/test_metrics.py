@@ -1,6 +1,8 @@
 """Metrics (docs/metrics.md): `deployctl metrics` and GET /metrics pass `promtool check metrics`,
 a real Prometheus server scrapes a deployment and sees a kill -9 as one restart for a signal,
-misbehaving scrapers do not stall the supervisor, and a scrape of 100 replicas is cheap."""
+misbehaving scrapers do not stall the supervisor, and a scrape of 100 replicas is cheap.
+Deployments are named "metrics": test_memory.py looks for cgroups of its own ("itest") while
+this file runs beside it."""
 import json
 import os
 import re
@@ -112,7 +114,7 @@ def rss_bytes(pid: int) -> int:
 def test_metrics_command_and_http_pass_promtool(deployment):
     need(PROMTOOL)
     port = free_port()
-    dep = deployment(with_metrics(SERVERS, port))
+    dep = deployment(with_metrics(SERVERS, port), name="metrics")
     assert dep.up().returncode == 0
     dep.wait_for(lambda s: all_ready(s, 2), what="2 ready replicas")
     wait_until(lambda: "result=\"pass\"} 0" not in dep.deployctl("metrics", str(dep.spec_path)).stdout,
@@ -205,7 +207,7 @@ class PrometheusServer:
 def test_prometheus_sees_a_kill_as_one_restart_for_a_signal(deployment):
     need(PROMETHEUS)
     metrics_port = free_port()
-    dep = deployment(with_metrics(SERVERS, metrics_port))
+    dep = deployment(with_metrics(SERVERS, metrics_port), name="metrics")
     assert dep.up().returncode == 0
     status = dep.wait_for(lambda s: all_ready(s, 2), what="2 ready replicas")
     prometheus = PrometheusServer(dep.dir, f"127.0.0.1:{metrics_port}")
@@ -234,7 +236,7 @@ def test_prometheus_sees_a_kill_as_one_restart_for_a_signal(deployment):
 
 def test_misbehaving_scrapers_do_not_stall_the_supervisor(deployment, measure):
     metrics_port = free_port()
-    dep = deployment(with_metrics(SERVERS, metrics_port))
+    dep = deployment(with_metrics(SERVERS, metrics_port), name="metrics")
     assert dep.up().returncode == 0
     dep.wait_for(lambda s: all_ready(s, 2), what="2 ready replicas")
     pid = dep.supervisor_pid
@@ -298,7 +300,7 @@ def test_misbehaving_scrapers_do_not_stall_the_supervisor(deployment, measure):
 def test_a_scrape_of_100_replicas_costs_under_5ms_of_cpu(deployment, measure):
     metrics_port = free_port()
     spec = sleepers(100) + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
-    dep = deployment(spec)
+    dep = deployment(spec, name="metrics")
     assert dep.up(timeout=60).returncode == 0
     dep.wait_for(lambda s: all_ready(s, 100), timeout=30, what="100 ready replicas")
     pid = dep.supervisor_pid
