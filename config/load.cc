@@ -155,7 +155,7 @@ void read_services(TableReader& reader, const fs::path& spec_dir, Spec* spec) {
 }
 
 Spec read_spec(const toml::table& root, const std::string& file_path, Diagnostics& diag) {
-  TableReader reader(root, "", diag, {"name", "pre_start", "services", "logs", "export"});
+  TableReader reader(root, "", diag, {"name", "pre_start", "services", "logs", "metrics", "export"});
   Spec spec;
   const fs::path path = absolute_path(file_path);
   spec.path = path.string();
@@ -163,6 +163,7 @@ Spec read_spec(const toml::table& root, const std::string& file_path, Diagnostic
   read_pre_start(reader, path.parent_path(), &spec);
   read_services(reader, path.parent_path(), &spec);
   detail::read_logs(reader, path.parent_path(), &spec.logs);
+  detail::read_metrics(reader, spec.services, &spec.metrics);
   detail::read_export(reader, &spec.export_settings);
   return spec;
 }

@@ -143,6 +143,14 @@ struct LogsSpec {
   bool operator==(const LogsSpec&) const = default;
 };
 
+// [metrics]: the supervisor serves GET /metrics over HTTP on `listen` (docs/metrics.md). The
+// table without `listen` means kDefaultListen (loopback); any other address is written out.
+struct MetricsSpec {
+  static constexpr const char* kDefaultListen = "127.0.0.1:9464";
+  std::optional<ListenAddress> listen;  // unset: no HTTP endpoint
+  bool operator==(const MetricsSpec&) const = default;
+};
+
 // [export.kubernetes]: settings used only by `deployctl export` (docs/export.md).
 struct ExportSpec {
   std::string kubernetes_image;  // image = "...", or empty
@@ -156,6 +164,7 @@ struct Spec {
   std::vector<PreStartStep> pre_start;
   std::vector<ServiceSpec> services;  // in file order
   LogsSpec logs;
+  MetricsSpec metrics;
   ExportSpec export_settings;
 
   const ServiceSpec* find_service(std::string_view service_name) const;

@@ -83,6 +83,10 @@ void read_tls(TableReader& service, const std::string& name, const ServiceFacts&
 // The top-level [logs] table.
 void read_logs(TableReader& root, const std::filesystem::path& spec_dir, LogsSpec* logs);
 
+// The top-level [metrics] table; `services` are checked for a listen address it would reuse.
+void read_metrics(TableReader& root, const std::vector<ServiceSpec>& services,
+                  MetricsSpec* metrics);
+
 // The top-level [export] table ([export.kubernetes] image).
 void read_export(TableReader& root, ExportSpec* settings);
 

@@ -27,6 +27,9 @@ packages=(
   # `deployctl export` checks: the Kubernetes OpenAPI models (strict schema check, offline),
   # YAML for reading the output back (tests/export/k8s_schema.py, test_export.py)
   python3-kubernetes python3-yaml
+  # metrics: promtool checks the exposition, a real Prometheus server scrapes a deployment
+  # (tests/integration/test_metrics.py)
+  prometheus
 )
 
 missing=()

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "events_command.h"
 #include "export_command.h"
 #include "load.h"
 #include "log_command.h"
@@ -41,6 +42,7 @@ struct Options {
   bool detach = false;
   bool dbus = true;  // up: export the D-Bus API
   bool json = false;
+  bool follow = false;  // events -f
   std::vector<std::pair<std::string, int>> counts;
   std::vector<std::string> services;  // restart
   std::string log_dir;
@@ -97,6 +99,8 @@ std::optional<int> parse_args(int argc, char** argv, Options* options) {
       return kExitOk;
     } else if (options->command == "logs" && (arg == "-f" || arg == "--follow")) {
       options->logs.follow = true;
+    } else if (options->command == "events" && (arg == "-f" || arg == "--follow")) {
+      options->follow = true;
     } else if (options->command == "logs" && (arg == "-n" || flag_is("--lines"))) {
       auto value = value_of(i, arg == "-n" ? "-n" : "--lines");
       std::size_t lines = 0;
@@ -331,17 +335,23 @@ int run_client(const Options& options) {
   }
   if (options.command == "reload") request["file"] = spec_path;
   if (options.command == "upgrade") request["binary"] = options.binary;
+  if (options.command == "events") request["follow"] = options.follow;
   if (options.command == "restart") {
     json::Array services;
     for (const auto& service : options.services) services.push_back(service);
     request["services"] = std::move(services);
   }
   std::optional<Spec> spec;  // its timeouts bound the wait, if it is this deployment's
-  if (options.command != "status") spec = load_spec_file(options.file).spec;
+  if (options.command != "status" && options.command != "metrics" &&
+      options.command != "events") {
+    spec = load_spec_file(options.file).spec;
+  }
   if (spec && spec->name != name) spec.reset();
   const auto timeout = options.timeout.value_or(
       default_request_timeout(options.command, spec ? &*spec : nullptr));
-  ClientResult result = call_supervisor(paths.socket, request, timeout);
+  ClientResult result = call_supervisor(
+      paths.socket, request, timeout,
+      options.follow ? event_printer(options.json) : std::function<bool(const json::Value&)>());
   if (result.exit_code == kExitNotRunning && options.command == "down") {
     if (auto code = stop_leftovers_of_dead_supervisor(name, paths, spec ? &*spec : nullptr)) {
       return *code;
@@ -367,6 +377,15 @@ int run_client(const Options& options) {
     } else {
       print_status_table(*status);
     }
+  } else if (options.command == "events") {
+    if (!options.follow) return print_event_list(result.response, options.json);
+  } else if (options.command == "metrics") {
+    const json::Value* text = json::find(result.response, "metrics");
+    if (!text || !text->is_string()) {
+      std::fprintf(stderr, "deployctl: malformed metrics from the supervisor\n");
+      return kExitFailed;
+    }
+    std::fputs(json::as_string(*text).c_str(), stdout);
   } else if (options.command == "scale") {
     for (const auto& [service, count] : options.counts) {
       std::printf("%s: %s scaled to %d\n", name.c_str(), service.c_str(), count);

@@ -20,14 +20,14 @@ inline constexpr std::chrono::milliseconds kTimeoutMargin = std::chrono::seconds
 inline constexpr std::chrono::milliseconds kUpgradeTimeout = std::chrono::seconds(30);
 
 // The default wait for `command`'s answer (docs/cli.md):
-//   status   10 s;
+//   status, metrics, events   10 s (events -f: for the first answer);
 //   down     the longest stop.timeout + margin;
 //   scale    the longest start_period + stop.timeout + margin (the supervisor gives up itself
 //            after start_period + stop.timeout + 5 s);
 //   restart  every replica of every service replaced one after another: the sum of
 //            replicas x (start_period + stop.timeout) + margin;
 //   reload   restart's bound + every pre-start step's timeout.
-// `spec` may be null: then kLongRequestTimeout for all but status.
+// `spec` may be null: then kLongRequestTimeout for all but status, metrics and events.
 std::chrono::milliseconds default_request_timeout(std::string_view command, const Spec* spec);
 
 }  // namespace deployctl

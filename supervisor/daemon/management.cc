@@ -37,7 +37,8 @@ std::string malformed_request_text(bool parsed, const std::string& parse_error) 
 
 }  // namespace
 
-class ManagementServer::Session : public std::enable_shared_from_this<Session> {
+class ManagementServer::Session : public ManagementStream,
+                                  public std::enable_shared_from_this<Session> {
  public:
   Session(local::socket socket, std::shared_ptr<int> pending, std::shared_ptr<int> sessions)
       : socket_(std::move(socket)),
@@ -49,14 +50,15 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
   }
   ~Session() { --*sessions_; }
 
-  void read_request(Handler handler) {
+  void read_request(Handler handler, StreamHandler stream_handler) {
     auto self = shared_from_this();
     request_timer_.expires_after(kRequestTimeout);
     request_timer_.async_wait([self](boost::system::error_code ec) {
       if (!ec) self->close();  // never sent a whole request line: its fd is needed elsewhere
     });
     asio::async_read_until(socket_, buffer_, '\n',
-                           [self, handler](boost::system::error_code ec, std::size_t length) {
+                           [self, handler, stream_handler](boost::system::error_code ec,
+                                                           std::size_t length) {
                              self->waiting_ = false;
                              self->request_timer_.cancel();
                              if (ec) {
@@ -76,6 +78,10 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
                              if (!request || !request->is_object()) {
                                self->respond(management_error(malformed_request_text(
                                    request.has_value(), error.message), kExitUsage));
+                               return;
+                             }
+                             if (stream_handler && stream_handler(*request, self)) {
+                               self->watch_hangup();
                                return;
                              }
                              std::weak_ptr<Session> weak = self;
@@ -101,6 +107,21 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
                       });
   }
 
+  bool open() const override { return socket_.is_open(); }
+
+  bool send(const json::Value& line) override {
+    if (!socket_.is_open()) return false;
+    std::string text = json::dump(line) + "\n";
+    if (queued_bytes_ + text.size() > kMaxStreamBytes) {  // a slow client: drop it
+      close();
+      return false;
+    }
+    queued_bytes_ += text.size();
+    queue_.push_back(std::move(text));
+    if (queue_.size() == 1) write_next();
+    return true;
+  }
+
   // Still waiting for its request line (an idle client, which may be evicted).
   bool waiting() const { return waiting_; }
 
@@ -112,6 +133,27 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
   }
 
  private:
+  void write_next() {
+    auto self = shared_from_this();
+    asio::async_write(socket_, asio::buffer(queue_.front()),
+                      [self](boost::system::error_code ec, std::size_t) {
+                        if (ec) {
+                          self->close();
+                          return;
+                        }
+                        self->queued_bytes_ -= self->queue_.front().size();
+                        self->queue_.pop_front();
+                        if (!self->queue_.empty()) self->write_next();
+                      });
+  }
+
+  // A stream ends when its client hangs up (or sends anything more).
+  void watch_hangup() {
+    auto self = shared_from_this();
+    socket_.async_read_some(asio::buffer(hangup_byte_),
+                            [self](boost::system::error_code, std::size_t) { self->close(); });
+  }
+
   // Holds a reference to the session until the client hangs up or the response is written.
   void wait_for_close() {
     auto self = shared_from_this();
@@ -125,6 +167,9 @@ class ManagementServer::Session : public std::enable_shared_from_this<Session> {
   asio::steady_timer request_timer_;
   bool waiting_ = true;
   bool responded_ = false;
+  std::deque<std::string> queue_;  // a stream's lines not yet written
+  std::size_t queued_bytes_ = 0;
+  char hangup_byte_[1];
 };
 
 ManagementServer::ManagementServer(asio::io_context& io, std::string socket_path,
@@ -239,7 +284,7 @@ void ManagementServer::serve(local::socket socket) {
         return !alive || !alive->waiting();
       });
     }
-    session->read_request(handler_);
+    session->read_request(handler_, stream_handler_);
   }
 }
 
@@ -265,10 +310,28 @@ void set_socket_timeouts(int fd, int ms) {
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
 }
 
+// Passes each further line on `fd` (after `pending`, already read) to `on_line` until EOF or
+// `on_line` returns false. A line that is not JSON ends it too.
+void follow_lines(int fd, std::string pending, const std::function<bool(const json::Value&)>& on_line) {
+  char buffer[8192];
+  while (true) {
+    for (auto end = pending.find('\n'); end != std::string::npos; end = pending.find('\n')) {
+      auto line = json::parse(std::string_view(pending).substr(0, end));
+      pending.erase(0, end + 1);
+      if (!line || !on_line(*line)) return;
+    }
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    pending.append(buffer, static_cast<std::size_t>(n));
+  }
+}
+
 }  // namespace
 
 ClientResult call_supervisor(const std::string& socket_path, const json::Value& request,
-                             std::chrono::milliseconds timeout) {
+                             std::chrono::milliseconds timeout,
+                             const std::function<bool(const json::Value&)>& on_line) {
   const auto start = std::chrono::steady_clock::now();
   ClientResult result;
   auto timed_out = [&](const char* stage) {
@@ -328,9 +391,12 @@ ClientResult call_supervisor(const std::string& socket_path, const json::Value& 
     if (n <= 0) break;
     reply.append(buffer, static_cast<std::size_t>(n));
   }
-  ::close(fd);
   json::ParseError error;
   auto response = json::parse(reply.substr(0, reply.find('\n')), &error);
+  if (on_line && response && json::as_bool(json::get(*response, "ok"))) {
+    follow_lines(fd, reply.substr(reply.find('\n') + 1), on_line);
+  }
+  ::close(fd);
   if (!response) {
     result.exit_code = kExitFailed;
     result.error = reply.empty() ? "the supervisor closed the connection without answering"

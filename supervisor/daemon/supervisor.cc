@@ -24,6 +24,7 @@
 #include "env_file.h"
 #include "load.h"
 #include "log_writer.h"
+#include "metrics_http.h"
 #include "pre_start.h"
 #include "probes.h"
 #include "process.h"
@@ -75,13 +76,22 @@ Supervisor::~Supervisor() {
   for (auto& [name, service] : services_) close_listen_sockets(service->sockets);
 }
 
-bool Supervisor::start(std::string* error) {
+void Supervisor::make_management() {
   management_ = std::make_unique<ManagementServer>(
       io_, paths_.socket, geteuid(),
       [this](const json::Value& request, ManagementServer::Reply reply) {
         handle_request(request, std::move(reply));
       });
+  management_->set_stream_handler(
+      [this](const json::Value& request, std::shared_ptr<ManagementStream> stream) {
+        return follow_events(request, std::move(stream));
+      });
+}
+
+bool Supervisor::start(std::string* error) {
+  make_management();
   if (!management_->listen(error)) return false;
+  if (!start_metrics(error)) return false;
   watch_signals();
   watchdog_ping();
   start_memory();
@@ -103,8 +113,11 @@ void Supervisor::run_queue() {
   while (!queue_.empty()) {
     if (!stale(queue_.front())) {
       const auto now = time_.now();
+      const auto marks = service_marks();
       const auto actions = core_.handle(queue_.front().event, now, random01());
+      record_events(queue_.front().event, actions, marks);
       for (const auto& action : actions) perform(action);
+      counters_.observe(actions, core_, now);
       after_event();
     }
     queue_.pop_front();
@@ -541,6 +554,7 @@ void Supervisor::finish() {
 // After the finished action and the replies it brought.
 void Supervisor::close_down() {
   management_->close();
+  if (metrics_http_) metrics_http_->close();
   boost::system::error_code ignored;
   signals_.cancel(ignored);
   watchdog_timer_.cancel();

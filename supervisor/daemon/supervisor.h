@@ -18,12 +18,15 @@
 #include "child_watcher.h"
 #include "control_protocol.h"
 #include "deployment.h"
+#include "events.h"
 #include "health.h"
 #include "load.h"
 #include "json.h"
 #include "leftovers.h"
 #include "listen_sockets.h"
 #include "management.h"
+#include "metrics_counters.h"
+#include "metrics_text.h"
 #include "output.h"
 #include "paths.h"
 #include "probes.h"
@@ -40,6 +43,7 @@ class LogWriter;
 class DbusApi;
 class TlsFiles;
 class TlsWatch;
+class MetricsHttpServer;
 
 class Supervisor {
  public:
@@ -189,6 +193,27 @@ class Supervisor {
   static void unblock_exec_signals();
   json::Value supervisor_json() const;
   void open_logs();
+  void make_management();  // the management server with its request and stream handlers
+
+  // Metrics (supervisor_metrics.cc): the exposition, rendered only when asked for.
+  bool start_metrics(std::string* error);
+  std::string metrics_text() const;
+  MetricsSnapshot metrics_snapshot() const;
+  // start_probe on the replica's target, counted and timed for the metrics.
+  void timed_probe(const ReplicaPtr& replica, ProbeDone done);
+
+  // Events (supervisor_events.cc): a bounded history, streamed live to followers.
+  struct ServiceMark {
+    int desired = 0;
+    std::optional<RolloutState::Status> rollout;
+  };
+  std::map<std::string, ServiceMark> service_marks() const;
+  // What `event` and its `actions` did; `before`: service_marks() before the event.
+  void record_events(const Event& event, const std::vector<Action>& actions,
+                     const std::map<std::string, ServiceMark>& before);
+  void publish_event(DeploymentEvent event);
+  bool follow_events(const json::Value& request, std::shared_ptr<ManagementStream> stream);
+  json::Value events_json() const;
 
   // D-Bus API (dbus_supervisor.cc).
   void start_dbus();
@@ -248,6 +273,17 @@ class Supervisor {
   std::vector<ReplicaCgroup> cgroups_to_remove_;  // of exited replicas, members still exiting
   boost::asio::steady_timer memory_timer_;
   bool memory_timer_armed_ = false;
+
+  struct ProbeStats {
+    std::map<std::string, std::uint64_t> results;  // "pass" | "fail"
+    HistogramSnapshot seconds{probe_buckets()};
+  };
+  DeploymentCounters counters_;                   // the core's restarts, OOM kills, rollouts
+  std::map<std::string, ProbeStats> probe_stats_;  // by service
+  std::unique_ptr<MetricsHttpServer> metrics_http_;  // null without [metrics]
+  EventHistory events_;
+  std::vector<std::shared_ptr<ManagementStream>> followers_;  // `events -f` clients
+  static constexpr std::size_t kMaxFollowers = 8;
 };
 
 }  // namespace deployctl

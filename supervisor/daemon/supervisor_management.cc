@@ -41,6 +41,16 @@ void Supervisor::handle_request(const json::Value& request, ManagementServer::Re
     response["ok"] = true;
     response["status"] = status_json();
     reply(response);
+  } else if (name == "events") {
+    json::Value response;
+    response["ok"] = true;
+    response["events"] = events_json();
+    reply(response);
+  } else if (name == "metrics") {
+    json::Value response;
+    response["ok"] = true;
+    response["metrics"] = metrics_text();
+    reply(response);
   } else if (name == "scale") {
     handle_scale(request, std::move(reply));
   } else if (name == "restart") {
@@ -131,6 +141,9 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
       },
       [this, id](PreStartResult result) {
         asio::post(io_, [this] { pre_start_.reset(); });
+        publish_event({.time_ms = unix_time_ms(), .kind = "pre_start",
+                       .message = result.ok ? "the reload's pre-start steps succeeded"
+                                            : result.message});
         if (!result.ok) {
           std::string message = result.message + "; nothing was changed";
           for (const auto& line : result.last_lines) message += "\n  pre_start." + result.step + " | " + line;

@@ -136,8 +136,7 @@ void Supervisor::schedule_health(const ReplicaPtr& replica) {
     }
     if (auto seq = replica->health->ping_due(now)) {
       if (is_probe(replica->spec->health.kind)) {
-        start_probe(io_, children_, probe_target(*replica), replica->spec->health.timeout,
-                    [this, replica, run, seq = *seq](ProbeResult result) {
+        timed_probe(replica, [this, replica, run, seq = *seq](ProbeResult result) {
                       if (result.ok && replica->run == run) {
                         replica->health->on_pong(seq, time_.now());
                       }
@@ -162,8 +161,7 @@ void Supervisor::probe_until_ready(const ReplicaPtr& replica,
   replica->health_timer.async_wait([this, replica, run,
                                     passing_since](boost::system::error_code ec) {
     if (ec || replica->run != run || state_of(*replica) != ReplicaState::starting) return;
-    start_probe(io_, children_, probe_target(*replica), replica->spec->health.timeout,
-                [this, replica, run, passing_since](ProbeResult result) {
+    timed_probe(replica, [this, replica, run, passing_since](ProbeResult result) {
                   if (replica->run != run || state_of(*replica) != ReplicaState::starting) {
                     return;
                   }

@@ -283,11 +283,7 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   upgrade_.upgrades = static_cast<int>(json::as_int(json::get(doc, "upgrades")));
   upgrade_.upgrade_failures = static_cast<int>(json::as_int(json::get(doc, "upgrade_failures")));
   upgrade_.upgrade_error = json::as_string(json::get(doc, "upgrade_error"));
-  management_ = std::make_unique<ManagementServer>(
-      io_, paths_.socket, geteuid(),
-      [this](const json::Value& request, ManagementServer::Reply reply) {
-        handle_request(request, std::move(reply));
-      });
+  make_management();
   if (!management_->adopt(static_cast<int>(json::as_int(json::get(doc, "management_fd"))), error)) {
     return false;
   }
@@ -338,6 +334,9 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   start_memory();
   start_dbus();
   start_tls();  // watches the certificate files again; new replicas get a fresh ticket key
+  if (std::string metrics_error; !start_metrics(&metrics_error)) {
+    spdlog::warn("after the upgrade: {}", metrics_error);  // the old binary's socket closed at exec
+  }
   children_.reap();  // replicas that exited during the exec: restarted by policy
   notify_status();
   return true;

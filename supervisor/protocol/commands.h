@@ -6,6 +6,10 @@
 // or {"ok": false, "error": TEXT, "exit": CODE}. A request may take time (scale, down): the
 // response comes when the operation is complete.
 //   status                     -> {"ok":true, "status": <status object, see docs/cli.md>}
+//   events                     -> {"ok":true, "events": [<event>...]} (the history, oldest first)
+//   events {"follow": true}    -> {"ok":true}, then {"event": <event>} per line, the history
+//                                 first, then live until the client hangs up (events.h)
+//   metrics                    -> {"ok":true, "metrics": <Prometheus text exposition>}
 //   scale {"counts":{S:N,...}} -> {"ok":true} once every service has its count
 //   restart {"services":[S..]}  -> {"ok":true} once every named service (all: none named) rolled
 //   reload {"file": PATH}      -> {"ok":true} once the new spec is applied (see docs/cli.md)

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "deployment.h"
+#include "metrics_counters.h"
 #include "seams.h"
 
 namespace deployctl::sim {
@@ -82,6 +83,7 @@ class SimDaemon {
   std::map<std::string, Behaviour> behaviour;  // by service; default: well-behaved
   std::map<std::uint64_t, Process> processes;  // by replica serial, the current run
   std::vector<Action> performed;               // every action, in order
+  DeploymentCounters counters;                 // what the metrics count, fed like the daemon's
   std::map<std::uint64_t, Action> replies;     // by request
   std::optional<Action> started;
   int kills = 0;  // SIGKILLs sent
@@ -172,7 +174,9 @@ class SimDaemon {
     while (!queue_.empty()) {
       Event event = std::move(queue_.front());
       queue_.pop_front();
-      for (const auto& action : core.handle(event, time.now(), 0.5)) perform(action);
+      const auto actions = core.handle(event, time.now(), 0.5);
+      for (const auto& action : actions) perform(action);
+      counters.observe(actions, core, time.now());
     }
   }
 
