@@ -45,6 +45,7 @@ struct Event {
   SpecDiff diff;
   std::vector<ServiceSettings> next;
   std::uint64_t bytes = 0;
+  std::uint64_t fd_limit = 0;  // scale: the supervisor's RLIMIT_NOFILE (0: not checked)
 };
 
 enum class LogLevel { info, warn, error };
@@ -108,6 +109,7 @@ class Deployment {
   void check_started();
   void fail_start(std::uint64_t serial);
   void begin_shutdown();
+  void resend_stop();
   void check_finished();
   void check_waiters();
   void memory_high(const Event& event);
@@ -115,6 +117,7 @@ class Deployment {
 
   // Management requests (deployment_requests.cc).
   void scale(const Event& event);
+  std::optional<std::string> fd_error(const Event& event) const;
   void restart(const Event& event);
   void reload(const Event& event);
   void down(const Event& event);

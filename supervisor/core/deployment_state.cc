@@ -9,6 +9,7 @@ ServiceSettings ServiceSettings::from(const ServiceSpec& spec) {
   settings.rollout = spec.rollout;
   settings.policy = ReplicaPolicy::from(spec);
   settings.ready_when_running = spec.health.kind == HealthKind::none;
+  settings.exec_probe = spec.health.kind == HealthKind::exec;
   for (const auto& address : spec.listen) settings.listen.push_back(address.text);
   return settings;
 }

@@ -22,6 +22,7 @@ struct ServiceSettings {
   ReplicaPolicy policy;             // restart, stop, start_period
   bool ready_when_running = false;  // health.kind = none: running is ready
   std::vector<std::string> listen;  // addresses as written, for the start-up summary
+  bool exec_probe = false;          // health.kind = exec (its fds count for scale)
   static ServiceSettings from(const ServiceSpec& spec);
   bool operator==(const ServiceSettings&) const = default;
 };

@@ -1,13 +1,15 @@
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
-#include <spdlog/spdlog.h>
-#include <systemd/sd-daemon.h>
 #include <sstream>
 
 #include "asio.h"
 #include "commands.h"
+#include "fd_budget.h"
+#include "fd_limit.h"
 #include "load.h"
 #include "log_writer.h"
 #include "pre_start.h"
@@ -57,6 +59,7 @@ void Supervisor::handle_request(const json::Value& request, ManagementServer::Re
 // Counts that are not whole numbers become -1, which the core rejects as out of range.
 void Supervisor::handle_scale(const json::Value& request, ManagementServer::Reply reply) {
   Event scale{.kind = Event::Kind::scale, .request = add_request("scale", std::move(reply))};
+  scale.fd_limit = fd_limit();
   if (const auto* counts = json::find(request, "counts"); counts && counts->is_object()) {
     for (const auto& [name, value] : json::as_object(*counts)) {
       scale.counts.emplace_back(name, json::as_int(value, -1));
@@ -93,6 +96,11 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
   if (pending->next.name != spec_.name) {
     reply(management_error(path + ": name: a running deployment's name cannot change (it is '" +
                                spec_.name + "')", kExitUsage));
+    return;
+  }
+  // A reload that adds replicas must fit the fd limit as `up` and `scale` must (fd_budget.h).
+  if (auto error = fd_limit_error("reload: " + path, fds_needed(pending->next), fd_limit())) {
+    reply(management_error(*error + "; nothing was changed", kExitFailed));
     return;
   }
   for (const auto& service : pending->next.services) {

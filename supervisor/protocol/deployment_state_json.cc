@@ -93,6 +93,7 @@ json::Value service_json(const ServiceState& service) {
   out["policy"] = policy_json(settings.policy);
   out["ready_when_running"] = settings.ready_when_running;
   out["listen"] = strings(settings.listen);
+  out["exec_probe"] = settings.exec_probe;
   out["removed"] = service.removed;
   out["desired"] = service.desired;
   out["generation"] = service.generation;
@@ -260,6 +261,7 @@ struct Reader {
     settings.policy = policy(get(in, "policy"));
     settings.ready_when_running = boolean(in, "ready_when_running");
     settings.listen = strings(in, "listen");
+    settings.exec_probe = boolean(in, "exec_probe");
     service.removed = boolean(in, "removed");
     service.desired = static_cast<int>(integer(in, "desired"));
     service.generation = unsigned_integer(in, "generation");

@@ -31,6 +31,7 @@ TEST_CASE("deployment state: a busy state is written out and read back unchanged
   sim.behaviour["web"].becomes_ready = false;
   sim.restart({"web"});  // a restart waiter, a rollout
   sim.feed({.kind = Event::Kind::memory_high, .replica = sim.serials("web")[0], .bytes = 1});
+  sim.behaviour["web"].obeys_stop = false;   // still stopping: a stop timer
   sim.request({.kind = Event::Kind::down});  // a down waiter, stopping
 
   const DeploymentState& state = sim.core.state();
