@@ -151,6 +151,8 @@ class Supervisor {
   void queue_reload(std::uint64_t request);
   void adopt_reload(std::uint64_t request);
   void drop_reload(std::uint64_t request);
+  std::optional<ListenSocket> take_released_socket(const ListenAddress& address);
+  bool holds_socket(const ListenAddress& address) const;
   std::uint64_t add_request(std::string command, ManagementServer::Reply reply);
   json::Value status_json() const;
   json::Value replica_json(const ReplicaRecord& record, const ServiceState& service,

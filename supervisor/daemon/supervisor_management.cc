@@ -107,6 +107,7 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
     const ServiceSpec* old = spec_.find_service(service.name);
     for (const auto& address : service.listen) {
       if (old && std::count(old->listen.begin(), old->listen.end(), address)) continue;
+      if (holds_socket(address)) continue;  // handed over by adopt_reload
       std::string error;
       auto bound = bind_listen_sockets({address}, &error);
       if (!error.empty()) {
@@ -174,32 +175,60 @@ void Supervisor::adopt_reload(std::uint64_t request) {
   auto listed = [](const std::vector<std::string>& names, const std::string& name) {
     return std::count(names.begin(), names.end(), name) > 0;
   };
+  // Each changed service's sockets: its own that it still lists, else the one a service that
+  // no longer lists the address hands over (a rename), else the one bound for this reload.
+  std::map<std::string, std::vector<ListenSocket>> adopted;
   for (const auto& service_spec : spec_.services) {
     const auto& name = service_spec.name;
     if (!listed(diff.added, name) && !listed(diff.rolled, name) && !listed(diff.rescaled, name)) {
       continue;
     }
+    auto& sockets = adopted[name];
+    for (const auto& address : service_spec.listen) {
+      std::optional<ListenSocket> socket;
+      if (auto own = services_.find(name); own != services_.end()) {
+        socket = take_listen_socket(own->second->sockets, address);
+      }
+      if (!socket) socket = take_released_socket(address);
+      if (!socket) socket = take_listen_socket(pending.bound[name], address);
+      if (socket) sockets.push_back(*socket);
+    }
+  }
+  for (auto& [name, sockets] : adopted) {
     auto& service = services_[name];
     if (!service) service = std::make_unique<Service>();
-    service->spec = std::make_shared<const ServiceSpec>(service_spec);
-    // Sockets still listed keep their fds (and their queued connections); new ones were bound.
-    std::vector<ListenSocket> sockets;
-    auto& fresh = pending.bound[name];
-    for (const auto& address : service_spec.listen) {
-      auto same = [&](const ListenSocket& s) { return s.address == address && s.fd >= 0; };
-      auto kept = std::find_if(service->sockets.begin(), service->sockets.end(), same);
-      auto bound = std::find_if(fresh.begin(), fresh.end(), same);
-      ListenSocket* from = kept != service->sockets.end() ? &*kept
-                           : bound != fresh.end()        ? &*bound
-                                                         : nullptr;
-      if (!from) continue;
-      sockets.push_back(*from);
-      from->fd = -1;
-    }
+    service->spec = std::make_shared<const ServiceSpec>(*spec_.find_service(name));
     close_listen_sockets(service->sockets);  // replicas keep their inherited copies
     service->sockets = std::move(sockets);
   }
+  // A removed service stops accepting now; its draining replicas keep their inherited copies,
+  // so the port is refused once the last of them is gone.
+  for (auto& [name, service] : services_) {
+    if (!spec_.find_service(name)) close_listen_sockets(service->sockets);
+  }
   for (auto& [name, sockets] : pending.bound) close_listen_sockets(sockets);  // not adopted
+}
+
+// The supervisor's socket on `address` held by a service whose spec (already the new one) no
+// longer lists it, taken out of that service; nullopt if none.
+std::optional<ListenSocket> Supervisor::take_released_socket(const ListenAddress& address) {
+  for (auto& [name, service] : services_) {
+    const ServiceSpec* now = spec_.find_service(name);
+    if (now && std::count(now->listen.begin(), now->listen.end(), address)) continue;
+    if (auto socket = take_listen_socket(service->sockets, address)) return socket;
+  }
+  return std::nullopt;
+}
+
+// True if a service of the running spec holds a socket on `address` (a reload that gives it to
+// another service hands it over instead of binding it again).
+bool Supervisor::holds_socket(const ListenAddress& address) const {
+  for (const auto& [name, service] : services_) {
+    for (const auto& socket : service->sockets) {
+      if (socket.fd >= 0 && socket.address == address) return true;
+    }
+  }
+  return false;
 }
 
 void Supervisor::drop_reload(std::uint64_t request) {

@@ -121,3 +121,54 @@ def test_scale_and_reload_past_the_fd_limit_are_refused_and_change_nothing(deplo
     assert dep.scale(web=20).returncode == 0  # what fits still works
 
 
+# --- finding 3 ---------------------------------------------------------------------------------
+
+LISTENING = """
+name = "@NAME@"
+
+[services.SERVICE]
+command = ["@PYTHON@", "@WORKER@", "ok"]
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+
+[services.jobs]
+command = ["/bin/sleep", "600"]
+health = { kind = "none" }
+"""
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as client:
+        client.settimeout(2)
+        return client.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
+
+
+def reload(dep, name: str | None):
+    text = LISTENING.replace("SERVICE", name) if name else LISTENING.split("[services.SERVICE]")[0] \
+        + "[services.jobs]" + LISTENING.split("[services.jobs]")[1]
+    dep.write_spec(text)
+    return dep.deployctl("reload", str(dep.spec_path), timeout=30)
+
+
+def test_reload_closes_a_removed_services_socket_and_hands_an_address_over(deployment):
+    dep = deployment(LISTENING.replace("SERVICE", "web"))
+    assert dep.up().returncode == 0
+    assert http_get(dep.port).body.startswith("web.")
+
+    run = reload(dep, "api")  # renamed, same address
+    assert run.returncode == 0, run.describe()
+    dep.wait_for(lambda s: all_ready(s, 3) and [x["name"] for x in s["services"]] == ["api", "jobs"],
+                 timeout=20, what="api ready, web gone")
+    assert http_get(dep.port).body.startswith("api.")
+
+    run = reload(dep, "web")  # and back
+    assert run.returncode == 0, run.describe()
+    dep.wait_for(lambda s: all_ready(s, 3) and s["services"][0]["name"] == "web", timeout=20,
+                 what="web back")
+    assert http_get(dep.port).body.startswith("web.")
+
+    run = reload(dep, None)  # removed: its port is refused once its replicas are gone
+    assert run.returncode == 0, run.describe()
+    assert refused(dep.port), "the removed service's port still accepts connections"
+
+
