@@ -110,6 +110,7 @@ class Supervisor {
                                                            std::string* error) const;
   int open_notify_socket(const Replica& replica, std::string* name) const;
   void read_notify(const ReplicaPtr& replica);
+  void read_on(const ReplicaPtr& replica, std::function<void()> next);
   ReplicaState state_of(const Replica& replica) const;
 
   // After each event: what systemd and D-Bus see; the end of the loop once finished.

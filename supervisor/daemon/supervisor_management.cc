@@ -292,6 +292,7 @@ json::Value Supervisor::replica_json(const ReplicaRecord& record, const ServiceS
   r["health"] = health_name(health);
   r["uptime_ms"] = alive ? json::Value(ms_between(runtime->spawned_at, now)) : json::Value();
   r["restarts"] = record.machine.restarts;
+  r["dropped_messages"] = runtime ? runtime->messages.dropped() : 0;
   auto rss = alive ? resident_bytes(runtime->pid) : std::nullopt;
   r["rss_bytes"] = rss ? json::Value(*rss) : json::Value();
   r["memory"] = memory_json(record, runtime);

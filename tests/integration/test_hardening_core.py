@@ -172,3 +172,31 @@ def test_reload_closes_a_removed_services_socket_and_hands_an_address_over(deplo
     assert refused(dep.port), "the removed service's port still accepts connections"
 
 
+# --- finding 7 ---------------------------------------------------------------------------------
+
+FLOODER = """
+name = "@NAME@"
+
+[services.flood]
+command = ["@PYTHON@", "@WORKER@", "flood-watchdog"]
+health = { kind = "control", interval = "30s" }
+"""
+
+
+def test_a_replica_flooding_watchdog_messages_costs_a_bounded_share_of_a_core(deployment, measure):
+    dep = deployment(FLOODER)
+    assert dep.up().returncode == 0
+    pid = dep.status()["pid"]
+    before, started = cpu_seconds(pid), time.monotonic()
+    time.sleep(2.0)  # measuring CPU use over a fixed window: nothing to wait for
+    used = (cpu_seconds(pid) - before) / (time.monotonic() - started)
+    run, status = dep.try_status()
+    measure(f"flooding replica: supervisor CPU {used:.1%} of a core; status took "
+            f"{run.seconds * 1000:.0f} ms (CLI start included)")
+    assert status is not None, run.describe()
+    assert used < 0.25, f"the supervisor used {used:.0%} of a core"
+    assert run.seconds < 0.3, run.describe()
+    flooder = replica_by_id(status, "flood.0")
+    assert flooder["state"] == "ready" and flooder["dropped_messages"] > 0, flooder
+
+
