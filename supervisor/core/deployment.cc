@@ -266,12 +266,12 @@ void Deployment::memory_high(const Event& event) {
 void Deployment::check_started() {
   if (s_.phase != Phase::starting) return;
   std::string summary;
-  for (const auto& [name, service] : s_.services) {
-    const int ready = ready_count(service);
-    if (ready < service.desired) return;
-    summary += (summary.empty() ? "" : ", ") + name + " " + std::to_string(ready) + "/" +
-               std::to_string(service.desired);
-    for (const auto& address : service.settings.listen) summary += " on " + address;
+  for (const ServiceState* service : in_file_order(s_)) {
+    const int ready = ready_count(*service);
+    if (ready < service->desired) return;
+    summary += (summary.empty() ? "" : ", ") + service->settings.name + " " +
+               std::to_string(ready) + "/" + std::to_string(service->desired);
+    for (const auto& address : service->settings.listen) summary += " on " + address;
   }
   s_.phase = Phase::running;
   for (auto& [name, service] : s_.services) {

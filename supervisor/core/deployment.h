@@ -120,6 +120,7 @@ class Deployment {
   std::optional<std::string> fd_error(const Event& event) const;
   void restart(const Event& event);
   void reload(const Event& event);
+  void reorder(const std::vector<ServiceSettings>& next);
   void down(const Event& event);
   std::optional<Action> answer(const Waiter& waiter) const;
   std::optional<Action> settled(const ServiceState& service, std::uint64_t request) const;

@@ -157,6 +157,17 @@ void Deployment::reload(const Event& event) {
   }
   out_.push_back({.kind = Action::Kind::persist_scale});
   s_.waiters.push_back(std::move(waiter));
+  reorder(event.next);
+}
+
+// The new spec's file order, then the removed services that still drain.
+void Deployment::reorder(const std::vector<ServiceSettings>& next) {
+  std::vector<std::string> order;
+  for (const auto& settings : next) order.push_back(settings.name);
+  for (const auto& name : s_.order) {
+    if (s_.services.count(name) && !contains(order, name)) order.push_back(name);
+  }
+  s_.order = std::move(order);
 }
 
 void Deployment::down(const Event& event) {

@@ -247,7 +247,9 @@ json::Value Supervisor::status_json() const {
   status["uptime_ms"] = ms_between(state.started_at, now);
   status["memory_mode"] = mode_name(memory_setup_.mode);
   json::Array services;
-  for (const auto& [name, service] : state.services) {
+  for (const ServiceState* in_order : in_file_order(state)) {
+    const ServiceState& service = *in_order;
+    const std::string& name = service.settings.name;
     if (service.removed && service.replicas.empty()) continue;
     json::Value entry;
     entry["name"] = name;
@@ -285,10 +287,10 @@ json::Value Supervisor::replica_json(const ReplicaRecord& record, const ServiceS
   const bool alive = runtime && runtime->pid > 0;
   r["pid"] = alive ? json::Value(static_cast<long long>(runtime->pid)) : json::Value();
   r["state"] = state_name(state);
-  Health health = service.settings.ready_when_running ? Health::none
-                  : runtime && runtime->health && state != ReplicaState::starting
-                      ? runtime->health->health()
-                      : Health::unknown;
+  const bool checked = runtime && runtime->health;
+  const Health health =
+      shown_health(state, alive, !service.settings.ready_when_running,
+                   checked ? std::optional(runtime->health->health()) : std::nullopt);
   r["health"] = health_name(health);
   r["uptime_ms"] = alive ? json::Value(ms_between(runtime->spawned_at, now)) : json::Value();
   r["restarts"] = record.machine.restarts;

@@ -200,3 +200,27 @@ def test_a_replica_flooding_watchdog_messages_costs_a_bounded_share_of_a_core(de
     assert flooder["state"] == "ready" and flooder["dropped_messages"] > 0, flooder
 
 
+# --- finding 9 ---------------------------------------------------------------------------------
+
+CRASHER = """
+name = "@NAME@"
+
+[services.zeta]
+command = ["@PYTHON@", "@WORKER@", "ok"]
+
+[services.alpha]
+command = ["@PYTHON@", "@WORKER@", "crash-after-ready", "2"]
+restart = { backoff = { initial = "60s", max = "60s", jitter = 0.0 } }
+"""
+
+
+def test_a_replica_in_backoff_has_no_health_verdict_and_services_keep_file_order(deployment):
+    dep = deployment(CRASHER)
+    assert dep.up().returncode == 0
+    status = dep.wait_for(lambda s: replica_by_id(s, "alpha.0")["state"] == "backoff",
+                          timeout=20, what="alpha.0 in backoff after its second crash")
+    alpha = replica_by_id(status, "alpha.0")
+    assert alpha["pid"] is None and alpha["health"] == "unknown", alpha
+    assert [service["name"] for service in status["services"]] == ["zeta", "alpha"]
+    table = dep.deployctl("status", str(dep.spec_path))
+    assert table.stdout.index("zeta.0") < table.stdout.index("alpha.0"), table.stdout

@@ -502,4 +502,27 @@ TEST_SUITE("deployment scenarios") {
     CHECK(sim.service("web").desired == 100);
   }
 
+  // ---- issue 11 finding 9: services in file order --------------------------------------------
+
+  TEST_CASE("services keep the spec's file order, through reloads") {
+    const Spec before = spec_of({service_spec("zeta", 1), service_spec("alpha", 1)});
+    SimDaemon sim(before);
+    sim.start();
+    CHECK(sim.started->message == "demo is up in 0ms: zeta 1/1, alpha 1/1");
+    auto names = [&] {
+      Strings out;
+      for (const auto* service : in_file_order(sim.core.state())) {
+        out.push_back(service->settings.name);
+      }
+      return out;
+    };
+    CHECK(names() == Strings{"zeta", "alpha"});
+    sim.behaviour["zeta"].obeys_stop = false;
+    const Spec after = spec_of({service_spec("mid", 1), service_spec("alpha", 1)});
+    sim.request(reload_event(before, after));
+    CHECK(names() == Strings{"mid", "alpha", "zeta"});  // zeta drains, listed last
+    sim.advance(5s);
+    sim.request(reload_event(after, after));
+    CHECK(names() == Strings{"mid", "alpha"});
+  }
 }  // TEST_SUITE

@@ -40,6 +40,14 @@ TEST_CASE("deployment state: a busy state is written out and read back unchanged
   CHECK(read_back(state) == state);
 }
 
+TEST_CASE("deployment state: the services' file order survives the round trip") {
+  SimDaemon sim(spec_of({service_spec("zeta", 1), service_spec("alpha", 1)}));
+  sim.start();
+  const DeploymentState back = read_back(sim.core.state());
+  CHECK(back == sim.core.state());
+  CHECK(back.order == std::vector<std::string>{"zeta", "alpha"});
+}
+
 TEST_CASE("deployment state: a failed rollout survives the round trip") {
   auto sim = SimDaemon(spec_of({service_spec("web", 2)}));
   sim.start();
