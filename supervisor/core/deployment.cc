@@ -135,7 +135,10 @@ ReplicaRecord& Deployment::add_replica(ServiceState& service, int index) {
   return service.replicas[index] = std::move(replica);
 }
 
+// Nothing is started once the deployment stops: a scale or rollout decided before the stop
+// (or queued behind it) only drains.
 void Deployment::apply_scale(ServiceState& service) {
+  if (s_.phase == Phase::stopping) return;
   std::vector<SlotView> slots;
   for (const auto& [index, replica] : service.replicas) {
     slots.push_back({index, is_retiring(replica.machine.state)});
@@ -169,6 +172,11 @@ void Deployment::after_event() {
 bool Deployment::advance_rollout(const std::string& name, ServiceState& service) {
   auto& rollout = service.rollout;
   if (!rollout || rollout->status != RolloutState::Status::running) return false;
+  if (s_.phase == Phase::stopping) {  // never starts a replica while stopping
+    rollout->status = RolloutState::Status::failed;
+    rollout->error = "the deployment stopped during the rollout of " + name;
+    return false;
+  }
   std::vector<RolloutSlot> slots;
   const ReplicaRecord* failed = nullptr;
   for (const auto& [index, replica] : service.replicas) {
@@ -259,12 +267,12 @@ void Deployment::memory_high(const Event& event) {
 void Deployment::check_started() {
   if (s_.phase != Phase::starting) return;
   std::string summary;
-  for (const auto& [name, service] : s_.services) {
-    const int ready = ready_count(service);
-    if (ready < service.desired) return;
-    summary += (summary.empty() ? "" : ", ") + name + " " + std::to_string(ready) + "/" +
-               std::to_string(service.desired);
-    for (const auto& address : service.settings.listen) summary += " on " + address;
+  for (const ServiceState* service : in_file_order(s_)) {
+    const int ready = ready_count(*service);
+    if (ready < service->desired) return;
+    summary += (summary.empty() ? "" : ", ") + service->settings.name + " " +
+               std::to_string(ready) + "/" + std::to_string(service->desired);
+    for (const auto& address : service->settings.listen) summary += " on " + address;
   }
   s_.phase = Phase::running;
   for (auto& [name, service] : s_.services) {
@@ -318,13 +326,27 @@ void Deployment::interrupt(const Event& event) {
 }
 
 void Deployment::begin_shutdown() {
-  if (s_.phase == Phase::stopping || s_.phase == Phase::finished) return;
+  if (s_.phase == Phase::stopping) return resend_stop();
   s_.phase = Phase::stopping;
   out_.push_back({.kind = Action::Kind::stopping});
   for (auto& [name, service] : s_.services) {
     for (auto it = service.replicas.begin(); it != service.replicas.end();) {
       auto& replica = (it++)->second;  // stopping may retire (erase) it
       replica_event(service, replica, {Kind::stop});
+    }
+  }
+}
+
+// A second `down` (or a stop after a failed start) while stopping: every replica that still
+// has a process gets its stop.signal again (its process group, as the first time); the
+// stop.timeout armed the first time still ends in SIGKILL.
+void Deployment::resend_stop() {
+  for (const auto& [name, service] : s_.services) {
+    for (const auto& [index, replica] : service.replicas) {
+      if (!ReplicaMachine(replica.policy, replica.machine).running()) continue;
+      const ReplicaAction again{.kind = ReplicaAction::Kind::signal,
+                                .signal = replica.policy.stop.signal};
+      out_.push_back({.kind = Action::Kind::replica, .replica = replica.serial, .step = again});
     }
   }
 }

@@ -46,6 +46,7 @@ struct Event {
   SpecDiff diff;
   std::vector<ServiceSettings> next;
   std::uint64_t bytes = 0;
+  std::uint64_t fd_limit = 0;  // scale: the supervisor's RLIMIT_NOFILE (0: not checked)
 };
 
 enum class LogLevel { info, warn, error };
@@ -109,6 +110,7 @@ class Deployment {
   void check_started();
   void fail_start(std::uint64_t serial);
   void begin_shutdown();
+  void resend_stop();
   void check_finished();
   void check_waiters();
   void memory_high(const Event& event);
@@ -118,8 +120,10 @@ class Deployment {
 
   // Management requests (deployment_requests.cc).
   void scale(const Event& event);
+  std::optional<std::string> fd_error(const Event& event) const;
   void restart(const Event& event);
   void reload(const Event& event);
+  void reorder(const std::vector<ServiceSettings>& next);
   void down(const Event& event);
   std::optional<Action> answer(const Waiter& waiter) const;
   std::optional<Action> settled(const ServiceState& service, std::uint64_t request) const;

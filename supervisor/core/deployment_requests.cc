@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "deployment.h"
+#include "fd_budget.h"
 
 namespace deployctl {
 
@@ -39,6 +40,10 @@ void Deployment::scale(const Event& event) {
       return;
     }
   }
+  if (auto error = fd_error(event)) {
+    reply(event.request, ReplyCode::failed, *error);
+    return;
+  }
   Duration longest{0};
   Waiter waiter{.request = event.request, .kind = Waiter::Kind::scale};
   for (const auto& [name, count] : event.counts) {
@@ -55,6 +60,25 @@ void Deployment::scale(const Event& event) {
   waiter.deadline = now_ + longest + std::chrono::seconds(5);
   out_.push_back({.kind = Action::Kind::arm_deadline, .at = *waiter.deadline});
   s_.waiters.push_back(std::move(waiter));
+}
+
+// Why the counts of a scale `event` do not fit its fd_limit (0: not checked), else nullopt.
+// Services not named keep their desired count; one still draining after a reload counts what
+// it still runs.
+std::optional<std::string> Deployment::fd_error(const Event& event) const {
+  if (event.fd_limit == 0) return std::nullopt;
+  std::uint64_t needed = kFdsFixed + 1;  // + pre_start.log, as fds_needed()
+  std::string what;
+  for (const auto& [name, service] : s_.services) {
+    int count = service.removed ? static_cast<int>(service.replicas.size()) : service.desired;
+    for (const auto& [scaled, to] : event.counts) {
+      if (scaled != name) continue;
+      count = static_cast<int>(to);
+      what += (what.empty() ? "" : " ") + name + "=" + std::to_string(to);
+    }
+    needed += service_fds(service.settings.listen.size(), service.settings.exec_probe, count);
+  }
+  return fd_limit_error("scale " + what, needed, event.fd_limit);
 }
 
 void Deployment::restart(const Event& event) {
@@ -152,10 +176,23 @@ void Deployment::reload(const Event& event) {
   }
   out_.push_back({.kind = Action::Kind::persist_scale});
   s_.waiters.push_back(std::move(waiter));
+  reorder(event.next);
+}
+
+// The new spec's file order, then the removed services that still drain.
+void Deployment::reorder(const std::vector<ServiceSettings>& next) {
+  std::vector<std::string> order;
+  for (const auto& settings : next) order.push_back(settings.name);
+  for (const auto& name : s_.order) {
+    if (s_.services.count(name) && !contains(order, name)) order.push_back(name);
+  }
+  s_.order = std::move(order);
 }
 
 void Deployment::down(const Event& event) {
-  log(LogLevel::info, "down requested; stopping " + s_.name);
+  log(LogLevel::info, s_.phase == Phase::stopping
+                          ? "down requested again; sending the stop signal again"
+                          : "down requested; stopping " + s_.name);
   s_.stopped_by_request = true;
   s_.waiters.push_back({.request = event.request, .kind = Waiter::Kind::down});
   begin_shutdown();

@@ -9,6 +9,7 @@ ServiceSettings ServiceSettings::from(const ServiceSpec& spec) {
   settings.rollout = spec.rollout;
   settings.policy = ReplicaPolicy::from(spec);
   settings.ready_when_running = spec.health.kind == HealthKind::none;
+  settings.exec_probe = spec.health.kind == HealthKind::exec;
   for (const auto& address : spec.listen) settings.listen.push_back(address.text);
   return settings;
 }
@@ -35,6 +36,16 @@ int ready_count(const ServiceState& service) {
   return ready;
 }
 
+std::vector<const ServiceState*> in_file_order(const DeploymentState& state) {
+  std::vector<const ServiceState*> ordered;
+  for (const auto& name : state.order) {
+    if (auto it = state.services.find(name); it != state.services.end()) {
+      ordered.push_back(&it->second);
+    }
+  }
+  return ordered;
+}
+
 DeploymentState initial_state(const Spec& spec, const std::map<std::string, int>& saved) {
   DeploymentState state;
   state.name = spec.name;
@@ -44,6 +55,7 @@ DeploymentState initial_state(const Spec& spec, const std::map<std::string, int>
     auto it = saved.find(service_spec.name);
     service.desired = it != saved.end() ? it->second : service_spec.replicas;
     state.services[service_spec.name] = std::move(service);
+    state.order.push_back(service_spec.name);
   }
   return state;
 }

@@ -22,6 +22,7 @@ struct ServiceSettings {
   ReplicaPolicy policy;             // restart, stop, start_period
   bool ready_when_running = false;  // health.kind = none: running is ready
   std::vector<std::string> listen;  // addresses as written, for the start-up summary
+  bool exec_probe = false;          // health.kind = exec (its fds count for scale)
   static ServiceSettings from(const ServiceSpec& spec);
   bool operator==(const ServiceSettings&) const = default;
 };
@@ -95,6 +96,7 @@ struct DeploymentState {
   int interrupts = 0;  // SIGINT/SIGTERM received
   std::uint64_t next_serial = 1;
   std::map<std::string, ServiceState> services;
+  std::vector<std::string> order;  // the names of `services` in spec file order (removed last)
   std::vector<Waiter> waiters;
   std::optional<std::uint64_t> failed_start;  // serial of a replica that failed the start
   bool operator==(const DeploymentState&) const = default;
@@ -102,6 +104,10 @@ struct DeploymentState {
 
 // The replicas of `service` that are ready: the one definition of "ready count".
 int ready_count(const ServiceState& service);
+
+// The services in spec file order (docs/spec.md: services keep the order of the file); those a
+// reload removed that still drain come last. For status, STATUS=, D-Bus and summaries.
+std::vector<const ServiceState*> in_file_order(const DeploymentState& state);
 
 // A spec's starting state: every service at its `replicas`, or at `saved` (the persisted scale)
 // where it has an entry.

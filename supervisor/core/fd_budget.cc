@@ -7,12 +7,14 @@ std::uint64_t fds_needed(const Spec& spec, const std::map<std::string, int>& rep
   for (const ServiceSpec& service : spec.services) {
     auto given = replicas.find(service.name);
     const int count = given != replicas.end() ? given->second : service.replicas;
-    const std::uint64_t per_replica =
-        kFdsPerReplica + (service.health.kind == HealthKind::exec ? kFdsPerExecProbe : 0);
-    needed += service.listen.size() + 1;  // + the service's log file
-    needed += static_cast<std::uint64_t>(count > 0 ? count : 0) * per_replica;
+    needed += service_fds(service.listen.size(), service.health.kind == HealthKind::exec, count);
   }
   return needed;
+}
+
+std::uint64_t service_fds(std::size_t listen_sockets, bool exec_probe, int replicas) {
+  const std::uint64_t per_replica = kFdsPerReplica + (exec_probe ? kFdsPerExecProbe : 0);
+  return listen_sockets + 1 + static_cast<std::uint64_t>(replicas > 0 ? replicas : 0) * per_replica;
 }
 
 std::optional<std::string> fd_limit_error(const std::string& what, std::uint64_t needed,

@@ -28,6 +28,10 @@ inline constexpr std::uint64_t kFdsFixed = 64;
 // each service's listen sockets and log file, and each replica's share.
 std::uint64_t fds_needed(const Spec& spec, const std::map<std::string, int>& replicas = {});
 
+// One service's share: its listen sockets, its log file and `replicas` replicas (with an exec
+// health check when `exec_probe`).
+std::uint64_t service_fds(std::size_t listen_sockets, bool exec_probe, int replicas);
+
 // nullopt if `needed` fits `limit`; else what to tell the operator, naming both numbers and
 // what to change, e.g. "web=1000 needs about 5,100 file descriptors but the limit (ulimit -n,
 // RLIMIT_NOFILE) is 1024: raise it (ulimit -n, LimitNOFILE= in the unit) or run fewer

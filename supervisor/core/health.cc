@@ -55,4 +55,13 @@ TimePoint HealthChecker::next_deadline() const {
   return next_ping_;
 }
 
+Health shown_health(ReplicaState state, bool has_process, bool checks,
+                    std::optional<Health> checker) {
+  if (!checks) return Health::none;
+  const bool checked =
+      state == ReplicaState::ready || state == ReplicaState::unhealthy || is_retiring(state);
+  if (!has_process || !checked || !checker) return Health::unknown;
+  return *checker;
+}
+
 }  // namespace deployctl

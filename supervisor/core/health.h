@@ -8,12 +8,19 @@
 #include <optional>
 
 #include "clock.h"
+#include "replica_machine.h"
 
 namespace deployctl {
 
 enum class Health { unknown, healthy, failing, unhealthy, none };
 
 const char* health_name(Health health);
+
+// The health `status` shows for a replica (docs/cli.md): `none` for a service without health
+// checks; what its checker says (`checker`) only while a process that passed its start runs;
+// else `unknown`, so a replica in backoff or crash-loop (no pid) never shows an old verdict.
+Health shown_health(ReplicaState state, bool has_process, bool checks,
+                    std::optional<Health> checker);
 
 class HealthChecker {
  public:

@@ -35,10 +35,11 @@ void Supervisor::publish_dbus() {
   DbusSnapshot snapshot;
   const DeploymentState& state = core_.state();
   snapshot.state = state.phase == Phase::finished ? "stopping" : phase_name(state.phase);
-  for (const auto& [name, service] : state.services) {
-    if (service.removed && service.replicas.empty()) continue;
-    snapshot.services.push_back({name, static_cast<std::uint32_t>(service.desired),
-                                 static_cast<std::uint32_t>(ready_count(service))});
+  for (const ServiceState* service : in_file_order(state)) {
+    if (service->removed && service->replicas.empty()) continue;
+    snapshot.services.push_back({service->settings.name,
+                                 static_cast<std::uint32_t>(service->desired),
+                                 static_cast<std::uint32_t>(ready_count(*service))});
   }
   dbus_->publish(snapshot);
 }

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 namespace deployctl {
 namespace {
@@ -67,6 +68,15 @@ void close_listen_sockets(std::vector<ListenSocket>& sockets) {
     if (socket.fd >= 0) close(socket.fd);
   }
   sockets.clear();
+}
+
+std::optional<ListenSocket> take_listen_socket(std::vector<ListenSocket>& sockets,
+                                               const ListenAddress& address) {
+  for (auto& socket : sockets) {
+    if (socket.fd < 0 || !(socket.address == address)) continue;
+    return ListenSocket{socket.address, std::exchange(socket.fd, -1)};
+  }
+  return std::nullopt;
 }
 
 }  // namespace deployctl

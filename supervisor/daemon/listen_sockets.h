@@ -1,6 +1,7 @@
 // Binding the spec's `listen` addresses once, in the supervisor (edge).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,5 +22,9 @@ std::vector<ListenSocket> bind_listen_sockets(const std::vector<ListenAddress>& 
                                               std::string* error);
 
 void close_listen_sockets(std::vector<ListenSocket>& sockets);
+
+// Takes the open socket bound to `address` out of `sockets` (there its fd becomes -1).
+std::optional<ListenSocket> take_listen_socket(std::vector<ListenSocket>& sockets,
+                                               const ListenAddress& address);
 
 }  // namespace deployctl

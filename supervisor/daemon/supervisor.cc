@@ -286,10 +286,11 @@ void Supervisor::after_event() {
 // STATUS= for systemd (`systemctl status` shows it): ready/desired per service, sent on change.
 void Supervisor::notify_status() {
   std::string status;
-  for (const auto& [name, service] : core_.state().services) {
-    if (service.removed && service.replicas.empty()) continue;
-    status += (status.empty() ? "" : ", ") + name + " " + std::to_string(ready_count(service)) +
-              "/" + std::to_string(service.desired) + " ready";
+  for (const ServiceState* service : in_file_order(core_.state())) {
+    if (service->removed && service->replicas.empty()) continue;
+    status += (status.empty() ? "" : ", ") + service->settings.name + " " +
+              std::to_string(ready_count(*service)) + "/" + std::to_string(service->desired) +
+              " ready";
   }
   if (status == last_status_) return;
   last_status_ = status;

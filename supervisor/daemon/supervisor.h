@@ -135,6 +135,7 @@ class Supervisor {
                                                            std::string* error) const;
   int open_notify_socket(const Replica& replica, std::string* name) const;
   void read_notify(const ReplicaPtr& replica);
+  void read_on(const ReplicaPtr& replica, std::function<void()> next);
   ReplicaState state_of(const Replica& replica) const;
 
   // After each event: what systemd and D-Bus see; the end of the loop once finished.
@@ -177,6 +178,8 @@ class Supervisor {
   void queue_reload(std::uint64_t request);
   void adopt_reload(std::uint64_t request);
   void drop_reload(std::uint64_t request);
+  std::optional<ListenSocket> take_released_socket(const ListenAddress& address);
+  bool holds_socket(const ListenAddress& address) const;
   std::uint64_t add_request(std::string command, ManagementServer::Reply reply);
   json::Value status_json() const;
   json::Value replica_json(const ReplicaRecord& record, const ServiceState& service,

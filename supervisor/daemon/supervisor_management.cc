@@ -1,13 +1,15 @@
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
-#include <spdlog/spdlog.h>
-#include <systemd/sd-daemon.h>
 #include <sstream>
 
 #include "asio.h"
 #include "commands.h"
+#include "fd_budget.h"
+#include "fd_limit.h"
 #include "load.h"
 #include "log_writer.h"
 #include "pre_start.h"
@@ -69,6 +71,7 @@ void Supervisor::handle_request(const json::Value& request, ManagementServer::Re
 // Counts that are not whole numbers become -1, which the core rejects as out of range.
 void Supervisor::handle_scale(const json::Value& request, ManagementServer::Reply reply) {
   Event scale{.kind = Event::Kind::scale, .request = add_request("scale", std::move(reply))};
+  scale.fd_limit = fd_limit();
   if (const auto* counts = json::find(request, "counts"); counts && counts->is_object()) {
     for (const auto& [name, value] : json::as_object(*counts)) {
       scale.counts.emplace_back(name, json::as_int(value, -1));
@@ -107,10 +110,16 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
                                spec_.name + "')", kExitUsage));
     return;
   }
+  // A reload that adds replicas must fit the fd limit as `up` and `scale` must (fd_budget.h).
+  if (auto error = fd_limit_error("reload: " + path, fds_needed(pending->next), fd_limit())) {
+    reply(management_error(*error + "; nothing was changed", kExitFailed));
+    return;
+  }
   for (const auto& service : pending->next.services) {
     const ServiceSpec* old = spec_.find_service(service.name);
     for (const auto& address : service.listen) {
       if (old && std::count(old->listen.begin(), old->listen.end(), address)) continue;
+      if (holds_socket(address)) continue;  // handed over by adopt_reload
       std::string error;
       auto bound = bind_listen_sockets({address}, &error);
       if (!error.empty()) {
@@ -186,33 +195,61 @@ void Supervisor::adopt_reload(std::uint64_t request) {
   auto listed = [](const std::vector<std::string>& names, const std::string& name) {
     return std::count(names.begin(), names.end(), name) > 0;
   };
+  // Each changed service's sockets: its own that it still lists, else the one a service that
+  // no longer lists the address hands over (a rename), else the one bound for this reload.
+  std::map<std::string, std::vector<ListenSocket>> adopted;
   for (const auto& service_spec : spec_.services) {
     const auto& name = service_spec.name;
     if (!listed(diff.added, name) && !listed(diff.rolled, name) && !listed(diff.rescaled, name)) {
       continue;
     }
+    auto& sockets = adopted[name];
+    for (const auto& address : service_spec.listen) {
+      std::optional<ListenSocket> socket;
+      if (auto own = services_.find(name); own != services_.end()) {
+        socket = take_listen_socket(own->second->sockets, address);
+      }
+      if (!socket) socket = take_released_socket(address);
+      if (!socket) socket = take_listen_socket(pending.bound[name], address);
+      if (socket) sockets.push_back(*socket);
+    }
+  }
+  for (auto& [name, sockets] : adopted) {
     auto& service = services_[name];
     if (!service) service = std::make_unique<Service>();
-    service->spec = std::make_shared<const ServiceSpec>(service_spec);
-    // Sockets still listed keep their fds (and their queued connections); new ones were bound.
-    std::vector<ListenSocket> sockets;
-    auto& fresh = pending.bound[name];
-    for (const auto& address : service_spec.listen) {
-      auto same = [&](const ListenSocket& s) { return s.address == address && s.fd >= 0; };
-      auto kept = std::find_if(service->sockets.begin(), service->sockets.end(), same);
-      auto bound = std::find_if(fresh.begin(), fresh.end(), same);
-      ListenSocket* from = kept != service->sockets.end() ? &*kept
-                           : bound != fresh.end()        ? &*bound
-                                                         : nullptr;
-      if (!from) continue;
-      sockets.push_back(*from);
-      from->fd = -1;
-    }
+    service->spec = std::make_shared<const ServiceSpec>(*spec_.find_service(name));
     close_listen_sockets(service->sockets);  // replicas keep their inherited copies
     service->sockets = std::move(sockets);
   }
+  // A removed service stops accepting now; its draining replicas keep their inherited copies,
+  // so the port is refused once the last of them is gone.
+  for (auto& [name, service] : services_) {
+    if (!spec_.find_service(name)) close_listen_sockets(service->sockets);
+  }
   for (auto& [name, sockets] : pending.bound) close_listen_sockets(sockets);  // not adopted
   watch_tls();
+}
+
+// The supervisor's socket on `address` held by a service whose spec (already the new one) no
+// longer lists it, taken out of that service; nullopt if none.
+std::optional<ListenSocket> Supervisor::take_released_socket(const ListenAddress& address) {
+  for (auto& [name, service] : services_) {
+    const ServiceSpec* now = spec_.find_service(name);
+    if (now && std::count(now->listen.begin(), now->listen.end(), address)) continue;
+    if (auto socket = take_listen_socket(service->sockets, address)) return socket;
+  }
+  return std::nullopt;
+}
+
+// True if a service of the running spec holds a socket on `address` (a reload that gives it to
+// another service hands it over instead of binding it again).
+bool Supervisor::holds_socket(const ListenAddress& address) const {
+  for (const auto& [name, service] : services_) {
+    for (const auto& socket : service->sockets) {
+      if (socket.fd >= 0 && socket.address == address) return true;
+    }
+  }
+  return false;
 }
 
 void Supervisor::drop_reload(std::uint64_t request) {
@@ -232,7 +269,9 @@ json::Value Supervisor::status_json() const {
   status["memory_mode"] = mode_name(memory_setup_.mode);
   status["supervisor"] = supervisor_json();
   json::Array services;
-  for (const auto& [name, service] : state.services) {
+  for (const ServiceState* in_order : in_file_order(state)) {
+    const ServiceState& service = *in_order;
+    const std::string& name = service.settings.name;
     if (service.removed && service.replicas.empty()) continue;
     json::Value entry;
     entry["name"] = name;
@@ -271,13 +310,14 @@ json::Value Supervisor::replica_json(const ReplicaRecord& record, const ServiceS
   const bool alive = runtime && runtime->pid > 0;
   r["pid"] = alive ? json::Value(static_cast<long long>(runtime->pid)) : json::Value();
   r["state"] = state_name(state);
-  Health health = service.settings.ready_when_running ? Health::none
-                  : runtime && runtime->health && state != ReplicaState::starting
-                      ? runtime->health->health()
-                      : Health::unknown;
+  const bool checked = runtime && runtime->health;
+  const Health health =
+      shown_health(state, alive, !service.settings.ready_when_running,
+                   checked ? std::optional(runtime->health->health()) : std::nullopt);
   r["health"] = health_name(health);
   r["uptime_ms"] = alive ? json::Value(ms_between(runtime->spawned_at, now)) : json::Value();
   r["restarts"] = record.machine.restarts;
+  r["dropped_messages"] = runtime ? runtime->messages.dropped() : 0;
   auto rss = alive ? resident_bytes(runtime->pid) : std::nullopt;
   r["rss_bytes"] = rss ? json::Value(*rss) : json::Value();
   r["memory"] = memory_json(record, runtime);

@@ -26,8 +26,10 @@ void Supervisor::read_control(const ReplicaPtr& replica) {
       [this, replica, run](boost::system::error_code ec) {
         if (ec || replica->run != run || !replica->control) return;
         char buffer[control::kMaxMessage + 1];
-        // At most 64 messages per wake-up, so one chatty replica cannot starve the others.
-        for (int i = 0; i < 64; ++i) {
+        // At most a batch per wake-up, so one chatty replica cannot starve the others, and only
+        // what its message budget admits is handled.
+        const auto now = time_.now();
+        for (int i = 0; i < MessageBudget::kBatch; ++i) {
           ssize_t n = recv(replica->control->native_handle(), buffer, sizeof buffer,
                            MSG_DONTWAIT | MSG_TRUNC);
           if (n < 0 && errno == EINTR) continue;
@@ -36,6 +38,7 @@ void Supervisor::read_control(const ReplicaPtr& replica) {
             replica->control.reset();
             return;
           }
+          if (!replica->messages.admit(now)) continue;
           control::DecodeResult decoded;
           if (static_cast<std::size_t>(n) > control::kMaxMessage) {
             decoded.error = "message of " + std::to_string(n) + " bytes exceeds the limit of " +
@@ -54,7 +57,19 @@ void Supervisor::read_control(const ReplicaPtr& replica) {
           on_control_message(replica, *decoded.message);
           if (replica->run != run || !replica->control) return;
         }
-        read_control(replica);
+        read_on(replica, [this, replica] { read_control(replica); });
+      });
+}
+
+// Calls `next` (which reads the replica's messages again) now, or once the pause its message
+// budget asks for has passed.
+void Supervisor::read_on(const ReplicaPtr& replica, std::function<void()> next) {
+  const auto pause = replica->messages.pause(time_.now());
+  if (pause.count() <= 0) return next();
+  auto timer = std::make_shared<asio::steady_timer>(io_, pause);
+  timer->async_wait(
+      [replica, run = replica->run, timer, next = std::move(next)](boost::system::error_code ec) {
+        if (!ec && replica->run == run && !replica->removed) next();
       });
 }
 
@@ -93,9 +108,11 @@ void Supervisor::read_notify(const ReplicaPtr& replica) {
       [this, replica, run](boost::system::error_code ec) {
         if (ec || replica->run != run || !replica->notify) return;
         char buffer[control::kMaxMessage + 1];
-        for (int i = 0; i < 64; ++i) {
+        const auto now = time_.now();
+        for (int i = 0; i < MessageBudget::kBatch; ++i) {
           ssize_t n = recv(replica->notify->native_handle(), buffer, sizeof buffer, MSG_DONTWAIT);
           if (n < 0) break;
+          if (!replica->messages.admit(now)) continue;
           auto decoded = control::decode(std::string_view(buffer, static_cast<std::size_t>(n)));
           if (!decoded.message) {
             spdlog::warn("{}: ignoring an sd_notify message ({})", replica->id, decoded.error);
@@ -104,7 +121,7 @@ void Supervisor::read_notify(const ReplicaPtr& replica) {
           on_control_message(replica, *decoded.message);
           if (replica->run != run || !replica->notify) return;
         }
-        read_notify(replica);
+        read_on(replica, [this, replica] { read_notify(replica); });
       });
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "memory_state.h"
+#include "message_budget.h"
 #include "supervisor.h"
 
 namespace deployctl {
@@ -68,6 +69,7 @@ struct Supervisor::Replica {
         out(io, false),
         err(io, true),
         budget(kOutputRate, kOutputBurst, now),
+        messages(now),
         timer(io),
         health_timer(io) {}
 
@@ -86,6 +88,7 @@ struct Supervisor::Replica {
   std::unique_ptr<boost::asio::posix::stream_descriptor> notify;  // its NOTIFY_SOCKET (sd_notify)
   OutputPipe out, err;
   ReadBudget budget;
+  MessageBudget messages;  // control + notify messages, across the slot's runs
   boost::asio::steady_timer timer, health_timer;
   std::uint64_t timer_generation = 0;
   std::deque<std::string> stderr_tail;

@@ -93,6 +93,7 @@ json::Value service_json(const ServiceState& service) {
   out["policy"] = policy_json(settings.policy);
   out["ready_when_running"] = settings.ready_when_running;
   out["listen"] = strings(settings.listen);
+  out["exec_probe"] = settings.exec_probe;
   out["removed"] = service.removed;
   out["desired"] = service.desired;
   out["generation"] = service.generation;
@@ -260,6 +261,7 @@ struct Reader {
     settings.policy = policy(get(in, "policy"));
     settings.ready_when_running = boolean(in, "ready_when_running");
     settings.listen = strings(in, "listen");
+    settings.exec_probe = boolean(in, "exec_probe");
     service.removed = boolean(in, "removed");
     service.desired = static_cast<int>(integer(in, "desired"));
     service.generation = unsigned_integer(in, "generation");
@@ -305,7 +307,9 @@ json::Value to_json(const DeploymentState& state) {
   out["interrupts"] = state.interrupts;
   out["next_serial"] = state.next_serial;
   json::Array services;
-  for (const auto& [name, service] : state.services) services.push_back(service_json(service));
+  for (const ServiceState* service : in_file_order(state)) {  // the array keeps the order
+    services.push_back(service_json(*service));
+  }
   out["services"] = std::move(services);
   json::Array waiters;
   for (const auto& waiter : state.waiters) waiters.push_back(waiter_json(waiter));
@@ -328,7 +332,9 @@ std::optional<DeploymentState> deployment_state_from_json(const json::Value& in)
   state.next_serial = read.unsigned_integer(in, "next_serial");
   for (const auto& item : read.array(in, "services")) {
     ServiceState service = read.service(item);
-    state.services[service.settings.name] = std::move(service);
+    const std::string name = service.settings.name;
+    if (!state.services.emplace(name, std::move(service)).second) read.ok = false;  // twice
+    state.order.push_back(name);
   }
   for (const auto& item : read.array(in, "waiters")) state.waiters.push_back(read.waiter(item));
   if (const auto& failed = read.get(in, "failed_start"); !failed.is_null()) {

@@ -415,4 +415,114 @@ TEST_SUITE("deployment scenarios") {
     CHECK(sim.states("web") == Strings{"ready"});
   }
 
+  // ---- issue 11 finding 1: a stop always finishes; nothing is spawned while stopping ----------
+
+  TEST_CASE("scale, restart and down queued together: nothing starts after the stop, it ends") {
+    auto sim = running(2);
+    sim.behaviour["web"].becomes_ready = false;  // the new replicas are still starting
+    const auto ids = sim.queued({{.kind = Event::Kind::scale, .counts = {{"web", 4}}},
+                                 {.kind = Event::Kind::restart},
+                                 {.kind = Event::Kind::down}});
+    std::size_t stopping_at = 0;
+    for (std::size_t i = 0; i < sim.performed.size(); ++i) {
+      if (sim.performed[i].kind == Action::Kind::stopping) stopping_at = i;
+    }
+    REQUIRE(stopping_at > 0);
+    for (std::size_t i = stopping_at; i < sim.performed.size(); ++i) {
+      const auto& action = sim.performed[i];
+      CHECK_FALSE(
+          (action.kind == Action::Kind::replica && action.step.kind == ReplicaAction::Kind::spawn));
+    }
+    CHECK(sim.finished);
+    CHECK(sim.live_processes() == 0);
+    CHECK(sim.replies[ids[2]].ok);
+    CHECK(sim.replies[ids[1]].message == "the deployment stopped during the rollout of web");
+  }
+
+  TEST_CASE("a replica in backoff when the stop comes is never spawned again") {
+    auto sim = running(1);
+    const auto serial = sim.serials("web")[0];
+    sim.exit(serial, {.code = 1});
+    sim.exit(serial, {.code = 1});
+    REQUIRE(sim.states("web") == Strings{"backoff"});
+    const int before = sim.spawns();
+    sim.down();
+    sim.advance(10s);
+    CHECK(sim.spawns() == before);
+    CHECK(sim.finished);
+  }
+
+  TEST_CASE("spawn failures during a stop end those replicas; none is started again") {
+    auto sim = running(1);
+    sim.launcher.failing = true;  // EMFILE before fork, say
+    sim.behaviour["web"].obeys_stop = false;
+    const auto ids = sim.queued(
+        {{.kind = Event::Kind::scale, .counts = {{"web", 3}}}, {.kind = Event::Kind::down}});
+    const int spawns = sim.spawns();
+    sim.advance(5s);  // stop.timeout: SIGKILL for web.0
+    CHECK(sim.spawns() == spawns);
+    CHECK(sim.finished);
+    CHECK(sim.replies[ids[1]].ok);
+  }
+
+  TEST_CASE("a second down re-sends the stop signal; a second interrupt still kills") {
+    auto sim = running(2);
+    sim.behaviour["web"].obeys_stop = false;
+    sim.down();
+    CHECK(sim.processes.begin()->second.signals == std::vector<int>{SIGTERM});
+    sim.down();
+    CHECK(sim.logged("down requested again; sending the stop signal again"));
+    for (const auto& [serial, process] : sim.processes) {
+      CHECK(process.signals == std::vector<int>{SIGTERM, SIGTERM});
+    }
+    sim.interrupt();  // the supervisor's first SIGTERM: the stop once more
+    for (const auto& [serial, process] : sim.processes) CHECK(process.signals.size() == 3);
+    CHECK(sim.kills == 0);
+    sim.interrupt();  // the second: SIGKILL, as documented
+    CHECK(sim.kills == 2);
+    CHECK(sim.finished);
+  }
+
+  TEST_CASE("scale past the fd limit is refused naming the limit; the desired count stays") {
+    auto sim = running(2);
+    Event scale{.kind = Event::Kind::scale, .counts = {{"web", 1000}}};
+    scale.fd_limit = 1024;
+    const auto request = sim.request(scale);
+    REQUIRE(sim.replies.count(request));
+    CHECK(sim.replies[request].code == ReplyCode::failed);
+    CHECK(sim.replies[request].message ==
+          "scale web=1000 needs about 5066 file descriptors, but the supervisor's limit "
+          "(RLIMIT_NOFILE) is 1024: raise the limit (ulimit -n as root, LimitNOFILE= in the "
+          "systemd unit) or run fewer replicas");
+    CHECK(sim.service("web").desired == 2);
+    CHECK(sim.count(Action::Kind::persist_scale) == 0);
+    scale.counts = {{"web", 100}};  // 65 + 1 + 100 * 5 fits
+    const auto fits = sim.request(scale);
+    CHECK(sim.replies[fits].ok);
+    CHECK(sim.service("web").desired == 100);
+  }
+
+  // ---- issue 11 finding 9: services in file order --------------------------------------------
+
+  TEST_CASE("services keep the spec's file order, through reloads") {
+    const Spec before = spec_of({service_spec("zeta", 1), service_spec("alpha", 1)});
+    SimDaemon sim(before);
+    sim.start();
+    CHECK(sim.started->message == "demo is up in 0ms: zeta 1/1, alpha 1/1");
+    auto names = [&] {
+      Strings out;
+      for (const auto* service : in_file_order(sim.core.state())) {
+        out.push_back(service->settings.name);
+      }
+      return out;
+    };
+    CHECK(names() == Strings{"zeta", "alpha"});
+    sim.behaviour["zeta"].obeys_stop = false;
+    const Spec after = spec_of({service_spec("mid", 1), service_spec("alpha", 1)});
+    sim.request(reload_event(before, after));
+    CHECK(names() == Strings{"mid", "alpha", "zeta"});  // zeta drains, listed last
+    sim.advance(5s);
+    sim.request(reload_event(after, after));
+    CHECK(names() == Strings{"mid", "alpha"});
+  }
 }  // TEST_SUITE

@@ -99,6 +99,25 @@ class SimDaemon {
     feed(std::move(event));
     return event.request;
   }
+  // Queues every request before any is handled (as while the supervisor was SIGSTOPped), then
+  // runs the queue; returns their request ids in order.
+  std::vector<std::uint64_t> queued(std::vector<Event> events) {
+    std::vector<std::uint64_t> ids;
+    for (auto& event : events) {
+      event.request = next_request_++;
+      ids.push_back(event.request);
+      queue_.push_back(std::move(event));
+    }
+    run();
+    return ids;
+  }
+  int spawns() const {
+    int n = 0;
+    for (const auto& action : performed) {
+      n += action.kind == Action::Kind::replica && action.step.kind == ReplicaAction::Kind::spawn;
+    }
+    return n;
+  }
   std::uint64_t scale(const std::string& service, long long count) {
     return request({.kind = Event::Kind::scale, .counts = {{service, count}}});
   }

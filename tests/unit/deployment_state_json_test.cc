@@ -31,12 +31,21 @@ TEST_CASE("deployment state: a busy state is written out and read back unchanged
   sim.behaviour["web"].becomes_ready = false;
   sim.restart({"web"});  // a restart waiter, a rollout
   sim.feed({.kind = Event::Kind::memory_high, .replica = sim.serials("web")[0], .bytes = 1});
+  sim.behaviour["web"].obeys_stop = false;   // still stopping: a stop timer
   sim.request({.kind = Event::Kind::down});  // a down waiter, stopping
 
   const DeploymentState& state = sim.core.state();
   CHECK(state.phase == Phase::stopping);
   CHECK_FALSE(state.waiters.empty());
   CHECK(read_back(state) == state);
+}
+
+TEST_CASE("deployment state: the services' file order survives the round trip") {
+  SimDaemon sim(spec_of({service_spec("zeta", 1), service_spec("alpha", 1)}));
+  sim.start();
+  const DeploymentState back = read_back(sim.core.state());
+  CHECK(back == sim.core.state());
+  CHECK(back.order == std::vector<std::string>{"zeta", "alpha"});
 }
 
 TEST_CASE("deployment state: a failed rollout survives the round trip") {

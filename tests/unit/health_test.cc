@@ -68,3 +68,17 @@ TEST_CASE("health: wrong or late pongs do not count") {
   checker.on_pong(*seq, t + 1s + 250ms);  // after the timeout
   CHECK(checker.check(t + 1s + 250ms) == Health::unhealthy);
 }
+
+TEST_CASE("health shown in status: only a running process that passed its start has a verdict") {
+  using S = ReplicaState;
+  CHECK(shown_health(S::ready, true, true, Health::healthy) == Health::healthy);
+  CHECK(shown_health(S::unhealthy, true, true, Health::unhealthy) == Health::unhealthy);
+  CHECK(shown_health(S::draining, true, true, Health::failing) == Health::failing);
+  // No process: the checker's verdict is of an earlier run (issue 11 finding 9).
+  CHECK(shown_health(S::backoff, false, true, Health::healthy) == Health::unknown);
+  CHECK(shown_health(S::crash_loop, false, true, Health::failing) == Health::unknown);
+  CHECK(shown_health(S::failed, false, true, Health::healthy) == Health::unknown);
+  CHECK(shown_health(S::starting, true, true, Health::healthy) == Health::unknown);
+  CHECK(shown_health(S::ready, true, true, std::nullopt) == Health::unknown);
+  CHECK(shown_health(S::backoff, false, false, std::nullopt) == Health::none);
+}

@@ -13,6 +13,8 @@ which it never sets itself). The mode, chosen by argv, says how it behaves or mi
   garbage                 like ok, then send a datagram that is not KEY=VALUE lines
   oversized               like ok, then send an 8 KiB datagram (the limit is 4 KiB)
   flood-stdout            like ok, and write "flood N" lines to stdout as fast as it can
+  flood-watchdog          READY=1, then WATCHDOG=1 on the control socket as fast as it can,
+                          never reading it (so never answering a PING); SIGTERM ends it
   grandchild PIDFILE      like ok, plus two `sleep 300` children: one in its process group,
                           one escaped by setsid(); writes both pids (one a line) to PIDFILE
   ignore-term             READY=1 and PONGs, but ignores SIGTERM, DRAIN=1 and EOF: only
@@ -37,7 +39,7 @@ import threading
 import time
 
 MODES = ("ok", "exit-at-once", "crash-after-ready", "garbage", "oversized", "flood-stdout",
-         "grandchild", "ignore-term", "count")
+         "grandchild", "ignore-term", "count", "flood-watchdog")
 FIRST_LISTEN_FD = 3
 
 
@@ -207,6 +209,15 @@ def flood_stdout():
             view = view[os.write(1, view):]
 
 
+def flood_watchdog(sock):
+    """Sends WATCHDOG=1 until the socket fails (the supervisor closed it): then exits 0."""
+    try:
+        while True:
+            sock.send(b"WATCHDOG=1\n")
+    except OSError:
+        finish(0)
+
+
 def write_count(count, pause):
     """Numbered stdout lines, one write(2) each, so the supervisor sees them as they come."""
     for number in range(count):
@@ -258,6 +269,8 @@ def run(args):
     control.ready()
     if args.mode == "flood-stdout":
         start_background(flood_stdout)
+    if args.mode == "flood-watchdog":
+        flood_watchdog(control.sock)
 
     if args.mode == "count" and misbehaviour_allowed(args.once):
         if args.crash:
