@@ -260,8 +260,11 @@ def test_journal_gets_each_line_with_fields_when_stderr_is_the_journal(deploymen
         dep.wait_for(lambda s: all_ready(s, 1), timeout=20, what="web.0 ready")
         received = []
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(
-                f.get("MESSAGE") == "count web.0 done" for f in received):
+        # stdout and stderr are separate pipes: wait for the last stdout line and for a
+        # stderr line, in whichever order they come.
+        while time.monotonic() < deadline and not (
+                any(f.get("MESSAGE") == "count web.0 done" for f in received)
+                and any(f.get("DEPLOYCTL_STREAM") == "stderr" for f in received)):
             try:
                 received.append(parse_journal_datagram(journal.recv(65536)))
             except (TimeoutError, socket.timeout):

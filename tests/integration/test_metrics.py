@@ -294,7 +294,10 @@ def test_misbehaving_scrapers_do_not_stall_the_supervisor(deployment, measure):
     wait_until(lambda: scrape(metrics_port)[0] == 200, 10, "scrapes served again")
     growth = rss_bytes(pid) - rss_before
     measure(f"supervisor RSS growth after the bad scrapers: {growth / 1024:.0f} KiB")
-    assert growth < 16 * 1024 * 1024
+    # Under ASan freed memory waits in its quarantine (up to 256 MiB) before reuse, so the
+    # sanitized build's RSS grows further while staying bounded.
+    sanitized = os.environ.get("DEPLOYCTL_SANITIZED") == "1"
+    assert growth < (300 if sanitized else 16) * 1024 * 1024
 
 
 def test_a_scrape_of_100_replicas_is_cheap(deployment, measure):
