@@ -228,8 +228,10 @@ def test_systemd_units_run_the_replicas_on_one_shared_socket():
                    "the socket answers after the restart")
         # Stopping the target stops the replicas and closes the socket.
         ns.systemctl("stop", "nsdemo.target", timeout=30)
-        states = ns.systemctl("is-active", *replicas, "nsdemo-web.socket", check=False).stdout
-        assert states.split() == ["inactive"] * 3
+        # The target's stop job can finish while its PartOf= units are still deactivating.
+        wait_until(lambda: ns.systemctl("is-active", *replicas, "nsdemo-web.socket",
+                                        check=False).stdout.split() == ["inactive"] * 3,
+                   20, "every replica and the socket inactive")
         assert ns.main_pid(replicas[0]) == 0
         assert http_get(port, "/index.html", timeout=1).failure == "refused"
     assert host_mounts() == mounts_before  # nothing left mounted on the host
