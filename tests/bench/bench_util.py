@@ -11,8 +11,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 TAG_VARIABLE = "DEPLOYCTL_BENCH_TAG"  # in the env of every process a bench supervisor starts
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -264,3 +266,24 @@ def run_wrk(url: str, seconds: float, connections: int = 32, latency: bool = Fal
     if run.returncode:
         raise BenchError(f"wrk exited {run.returncode}: {run.stderr.decode(errors='replace')}")
     return parse_wrk(run.stdout.decode(errors="replace"))
+
+
+def probe_gaps(answers: Callable[[], bool], stop: threading.Event, out: dict) -> None:
+    """Calls `answers` (a probe on a new connection) every ~2 ms until `stop`: out["gap_ms"] is
+    the longest time from a first unanswered probe to the next answered one, out["failures"] the
+    unanswered probes, out["probes"] all; out["unanswered_at_end"] if the last ones failed."""
+    failed_since, out["gap_ms"], out["failures"], out["probes"] = None, 0.0, 0, 0
+    while not stop.is_set():
+        answered = answers()
+        now = time.monotonic()
+        out["probes"] += 1
+        if not answered:
+            out["failures"] += 1
+            failed_since = failed_since or now
+        elif failed_since is not None:
+            out["gap_ms"] = max(out["gap_ms"], (now - failed_since) * 1000)
+            failed_since = None
+        time.sleep(0.002)
+    if failed_since is not None:
+        out["gap_ms"] = max(out["gap_ms"], (time.monotonic() - failed_since) * 1000)
+        out["unanswered_at_end"] = True

@@ -41,7 +41,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench_util import (TAG_VARIABLE, BenchError, comm, free_base_port, is_alive,
+from bench_util import (TAG_VARIABLE, BenchError, comm, free_base_port, is_alive, probe_gaps,
                         kill_tree_and_tag, memory_kib, parse_wrk, reap_orphans, tagged_pids,
                         tree, wait_until)
 
@@ -271,25 +271,6 @@ def run_wrk(port: int, seconds: float, close: bool) -> dict:
     return parse_wrk_latency(run.stdout.decode(errors="replace"))
 
 
-def probe_gaps(port: int, stop: threading.Event, out: dict) -> None:
-    """A new connection with GET / every ~2 ms until `stop`: out["gap_ms"] is the longest time
-    from a first unanswered probe to the next answered one, out["failures"] the unanswered."""
-    failed_since, out["gap_ms"], out["failures"], out["probes"] = None, 0.0, 0, 0
-    while not stop.is_set():
-        answered = app_pids_answering(port, timeout=1.0) is not None
-        now = time.monotonic()
-        out["probes"] += 1
-        if not answered:
-            out["failures"] += 1
-            failed_since = failed_since or now
-        elif failed_since is not None:
-            out["gap_ms"] = max(out["gap_ms"], (now - failed_since) * 1000)
-            failed_since = None
-        time.sleep(0.002)
-    if failed_since is not None:
-        out["gap_ms"] = max(out["gap_ms"], (time.monotonic() - failed_since) * 1000)
-
-
 class Load:
     """wrk (up to 120 s) in the background until stop(), which interrupts it (wrk prints its
     totals on SIGINT); with probes, fresh connections every ~2 ms record the longest gap."""
@@ -299,8 +280,9 @@ class Load:
         self.process = subprocess.Popen(wrk_command(port, 120, close), stdout=self.output,
                                         stderr=subprocess.STDOUT)
         self.stop_probes, self.gaps = threading.Event(), {}
-        self.prober = threading.Thread(target=probe_gaps, args=(port, self.stop_probes,
-                                                                self.gaps))
+        self.prober = threading.Thread(target=probe_gaps, args=(
+            lambda: app_pids_answering(port, timeout=1.0) is not None, self.stop_probes,
+            self.gaps))
         if probes:
             self.prober.start()
 

@@ -11,8 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from bench_util import (BenchError, age_s, answering_pid, has_tag, parse_wrk, summary,
-                        wait_all_answer)
+from bench_util import (BenchError, age_s, answering_pid, has_tag, parse_wrk, probe_gaps,
+                        summary, wait_all_answer)
 from peer_supervisors import STABLE_AGE_S, Supervisor
 
 
@@ -69,31 +69,12 @@ def measure_startup(kind, worker: Path, config: dict, log_dir: Path) -> dict:
     return {"ms": summary(samples), "samples_ms": samples, "cleanup": cleanup}
 
 
-def probe_gaps(port: int, stop: threading.Event, out: dict) -> None:
-    """New connections every ~2 ms until `stop`; out["gap_ms"]: the longest time from a first
-    failed answer to the next good one, out["failures"]: failed probes."""
-    failed_since, out["gap_ms"], out["failures"], out["probes"] = None, 0.0, 0, 0
-    while not stop.is_set():
-        answered = answering_pid(port, timeout=1.0) is not None
-        now = time.monotonic()
-        out["probes"] += 1
-        if not answered:
-            out["failures"] += 1
-            failed_since = failed_since or now
-        elif failed_since is not None:
-            out["gap_ms"] = max(out["gap_ms"], (now - failed_since) * 1000)
-            failed_since = None
-        time.sleep(0.002)
-    if failed_since is not None:
-        out["gap_ms"] = max(out["gap_ms"], (time.monotonic() - failed_since) * 1000)
-        out["unanswered_at_end"] = True
-
-
 def measure_rolling(kind, worker: Path, config: dict, log_dir: Path) -> dict:
     supervisor = kind(worker, 4, log_dir, shared_port=True)
     seconds = config["wrk_seconds"]
     stop, gaps = threading.Event(), {}
-    prober = threading.Thread(target=probe_gaps, args=(supervisor.base, stop, gaps))
+    prober = threading.Thread(target=probe_gaps, args=(
+        lambda: answering_pid(supervisor.base, timeout=1.0) is not None, stop, gaps))
     try:
         supervisor.start()
         supervisor.wait_settled()
