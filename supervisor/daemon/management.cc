@@ -290,6 +290,10 @@ void ManagementServer::serve(local::socket socket) {
 
 namespace {
 
+// The longest answer line the CLI accepts (a status of thousands of replicas is a few MiB): a
+// peer that never ends its line cannot grow the CLI without bound.
+constexpr std::size_t kMaxReplyLine = 64 * 1024 * 1024;
+
 // What is left of `timeout` since `start`, for poll() and SO_*TIMEO: -1 for no limit, else at
 // least 1 ms (0 would mean "no limit" to SO_*TIMEO).
 int remaining_ms(std::chrono::steady_clock::time_point start, std::chrono::milliseconds timeout) {
@@ -311,18 +315,21 @@ void set_socket_timeouts(int fd, int ms) {
 }
 
 // Passes each further line on `fd` (after `pending`, already read) to `on_line` until EOF or
-// `on_line` returns false. A line that is not JSON ends it too.
+// `on_line` returns false. A line that is not JSON, or longer than kMaxReplyLine, ends it too.
 void follow_lines(int fd, std::string pending, const std::function<bool(const json::Value&)>& on_line) {
   char buffer[8192];
+  std::size_t scanned = 0;  // bytes of `pending` known to hold no newline
   while (true) {
-    for (auto end = pending.find('\n'); end != std::string::npos; end = pending.find('\n')) {
+    for (auto end = pending.find('\n', scanned); end != std::string::npos;
+         end = pending.find('\n')) {
       auto line = json::parse(std::string_view(pending).substr(0, end));
       pending.erase(0, end + 1);
       if (!line || !on_line(*line)) return;
     }
+    scanned = pending.size();
     ssize_t n = ::read(fd, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
+    if (n <= 0 || pending.size() > kMaxReplyLine) return;
     pending.append(buffer, static_cast<std::size_t>(n));
   }
 }
@@ -378,7 +385,7 @@ ClientResult call_supervisor(const std::string& socket_path, const json::Value& 
   }
   std::string reply;
   char buffer[8192];
-  while (reply.find('\n') == std::string::npos) {
+  for (bool line_ended = false; !line_ended;) {
     pollfd wait{fd, POLLIN, 0};
     int ready = ::poll(&wait, 1, remaining_ms(start, timeout));
     if (ready < 0 && errno == EINTR) continue;
@@ -389,7 +396,16 @@ ClientResult call_supervisor(const std::string& socket_path, const json::Value& 
     ssize_t n = ::read(fd, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
+    line_ended = std::memchr(buffer, '\n', static_cast<std::size_t>(n)) != nullptr;
     reply.append(buffer, static_cast<std::size_t>(n));
+    if (!line_ended && reply.size() > kMaxReplyLine) {
+      ::close(fd);
+      result.exit_code = kExitFailed;
+      result.error = "the answer on " + socket_path + " exceeds " +
+                     std::to_string(kMaxReplyLine >> 20) + " MiB without ending its line: " +
+                     "not a deployctl supervisor, or a broken one";
+      return result;
+    }
   }
   json::ParseError error;
   auto response = json::parse(reply.substr(0, reply.find('\n')), &error);

@@ -2,6 +2,8 @@
 against a real supervisor stopped with SIGSTOP."""
 import os
 import signal
+import socket
+import threading
 
 from harness import is_alive, sleepers, wait_until
 
@@ -32,3 +34,38 @@ def test_every_request_times_out_against_a_stopped_supervisor(deployment):
     assert dep.down().returncode == 3
 
 
+
+
+def test_an_answer_that_never_ends_its_line_is_refused_not_buffered(deployment):
+    """A peer on the management socket that streams bytes without a newline (not a deployctl
+    supervisor, or a broken one) gets a clear error once the CLI's line cap (64 MiB) is passed,
+    long before the request's timeout; the CLI does not grow with what it is sent."""
+    dep = deployment(sleepers(1))
+    dep.state_dir.mkdir(parents=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(dep.socket_path))
+    server.listen(1)
+    sent = []
+
+    def flood():
+        connection, _ = server.accept()
+        chunk = b"x" * 65536
+        with connection:
+            try:
+                for _ in range(2048):  # 128 MiB at most: twice the cap
+                    connection.sendall(chunk)
+                    sent.append(len(chunk))
+            except OSError:
+                pass  # the CLI gave up and closed: what the test wants
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    try:
+        run = dep.deployctl("status", "--timeout", "60s", str(dep.spec_path), timeout=70)
+        thread.join(30)
+    finally:
+        server.close()
+    assert run.returncode == 1, run.describe()
+    assert "exceeds 64 MiB without ending its line" in run.stderr, run.describe()
+    assert run.seconds < 30, run.describe()
+    assert 64 << 20 <= sum(sent) < 128 << 20, sum(sent)
