@@ -17,10 +17,7 @@
 #include "read_file.h"
 #include "supervisor_state.h"
 #include "upgrade.h"
-
-#ifndef DEPLOYCTL_VERSION
-#define DEPLOYCTL_VERSION "0.0.0"
-#endif
+#include "version.h"
 
 namespace deployctl {
 
@@ -105,7 +102,7 @@ std::optional<json::Value> Supervisor::upgrade_state(const std::string& binary,
   }
   json::Value doc;
   doc["format"] = kUpgradeStateFormat;
-  doc["from_version"] = DEPLOYCTL_VERSION;
+  doc["from_version"] = deployctl_version();
   doc["executable"] = binary;
   doc["spec_path"] = spec_.path;
   doc["spec_text"] = file.text;
@@ -348,13 +345,13 @@ void Supervisor::note_resumed(const std::string& rolled_back) {
     return;
   }
   ++upgrade_.upgrades;
-  spdlog::info("upgrade: deployctl {} resumed {} (pid {}, {} replicas)", DEPLOYCTL_VERSION,
+  spdlog::info("upgrade: deployctl {} resumed {} (pid {}, {} replicas)", deployctl_version(),
                spec_.name, getpid(), replicas_.size());
 }
 
 json::Value Supervisor::supervisor_json() const {
   json::Value s;
-  s["version"] = DEPLOYCTL_VERSION;
+  s["version"] = deployctl_version();
   s["executable"] = upgrade_.executable;
   s["upgrades"] = upgrade_.upgrades;
   s["upgrade_failures"] = upgrade_.upgrade_failures;
