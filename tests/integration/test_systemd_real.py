@@ -254,8 +254,26 @@ def test_dbus_api_on_the_system_bus_root_allowed_another_user_refused(system):
 
 # --- dpkg -i of a newer package ----------------------------------------------------------
 
+def start_by_hand(system: System, name: str, binary: str) -> None:
+    """A supervisor started by hand (`up -d`, as root: state in /run/deployctl/NAME)."""
+    spec = system.ns.shared_dir / f"{name}.toml"
+    spec.write_text(f'name = "{name}"\n[services.web]\ncommand = ["/usr/bin/deploy-server"]\n'
+                    f'listen = ["127.0.0.1:{free_port()}"]\n')
+    up = system.ns.run([binary, "up", "-d", "--no-dbus", str(spec)], check=False, timeout=60)
+    assert up.returncode == 0, describe(up)
+
+
+def version_of(system: System, name: str, cli: str = "deployctl") -> dict:
+    result = system.ns.run([cli, "status", "--json", "--name", name])
+    return json.loads(result.stdout)["supervisor"]
+
+
 def test_dpkg_upgrade_moves_the_running_supervisor_in_place_under_load(system, packages):
     wait_until(lambda: system.all_ready(4), 20, "4 ready")
+    # Also upgraded: one started by hand from the package's binary. Left alone: one running
+    # another deployctl (the build tree's), though its state is in the same directory.
+    start_by_hand(system, "byhand", "/usr/bin/deployctl")
+    start_by_hand(system, "notours", deployctl_bin())
     main = system.show("MainPID")
     before = system.status()
     pids = system.replica_pids()
@@ -280,6 +298,14 @@ def test_dpkg_upgrade_moves_the_running_supervisor_in_place_under_load(system, p
     assert system.show("ActiveState") == "active"
     cli = system.ns.run(["deployctl", "--version"]).stdout.strip()
     assert cli == f"deployctl {packages.new_version}"
+    assert "byhand: upgraded in place" in upgraded.stdout, describe(upgraded)
+    assert version_of(system, "byhand")["version"] == packages.new_version
+    assert "notours" not in upgraded.stdout + upgraded.stderr, describe(upgraded)
+    other = version_of(system, "notours", deployctl_bin())
+    assert other["upgrades"] == 0 and other["executable"] == deployctl_bin(), other
+    for name in ("byhand", "notours"):
+        system.ns.run(["deployctl", "down", "--name", name], timeout=60)
+    print(upgraded.stdout)
     print(f"dpkg -i upgrade: {fresh.successes} + {kept.successes} requests, 0 failed")
 
 
