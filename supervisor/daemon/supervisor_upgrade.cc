@@ -81,6 +81,10 @@ std::string Supervisor::upgrade_refusal() const {
       }
     }
   }
+  return "";
+}
+
+std::string Supervisor::upgrade_unsupported() const {
   for (const auto& service : spec_.services) {
     if (service.memory.max || service.memory.restart_above) {
       return "service " + service.name +
@@ -169,6 +173,9 @@ void Supervisor::handle_upgrade(std::string binary, ManagementServer::Reply repl
     upgrade_failed(message);
     reply(management_error("upgrade refused: " + message, code));
   };
+  if (auto unsupported = upgrade_unsupported(); !unsupported.empty()) {
+    return refuse(unsupported, kExitFailed);  // no retry would help
+  }
   if (auto refusal = upgrade_refusal(); !refusal.empty()) return refuse(refusal, kExitBusy);
   if (binary.empty()) binary = upgrade_.executable;
   if (binary.empty() || binary[0] != '/' || access(binary.c_str(), X_OK) != 0) {

@@ -254,11 +254,11 @@ def test_dbus_api_on_the_system_bus_root_allowed_another_user_refused(system):
 
 # --- dpkg -i of a newer package ----------------------------------------------------------
 
-def start_by_hand(system: System, name: str, binary: str) -> None:
+def start_by_hand(system: System, name: str, binary: str, extra: str = "") -> None:
     """A supervisor started by hand (`up -d`, as root: state in /run/deployctl/NAME)."""
     spec = system.ns.shared_dir / f"{name}.toml"
     spec.write_text(f'name = "{name}"\n[services.web]\ncommand = ["/usr/bin/deploy-server"]\n'
-                    f'listen = ["127.0.0.1:{free_port()}"]\n')
+                    f'listen = ["127.0.0.1:{free_port()}"]\n{extra}')
     up = system.ns.run([binary, "up", "-d", "--no-dbus", str(spec)], check=False, timeout=60)
     assert up.returncode == 0, describe(up)
 
@@ -271,9 +271,12 @@ def version_of(system: System, name: str, cli: str = "deployctl") -> dict:
 def test_dpkg_upgrade_moves_the_running_supervisor_in_place_under_load(system, packages):
     wait_until(lambda: system.all_ready(4), 20, "4 ready")
     # Also upgraded: one started by hand from the package's binary. Left alone: one running
-    # another deployctl (the build tree's), though its state is in the same directory.
+    # another deployctl (the build tree's), though its state is in the same directory. Not
+    # upgradable (memory limits are not carried): reported, keeps the old binary, and the
+    # package upgrade still succeeds.
     start_by_hand(system, "byhand", "/usr/bin/deployctl")
     start_by_hand(system, "notours", deployctl_bin())
+    start_by_hand(system, "limited", "/usr/bin/deployctl", '[services.web.memory]\nmax = "1GiB"\n')
     main = system.show("MainPID")
     before = system.status()
     pids = system.replica_pids()
@@ -303,7 +306,12 @@ def test_dpkg_upgrade_moves_the_running_supervisor_in_place_under_load(system, p
     assert "notours" not in upgraded.stdout + upgraded.stderr, describe(upgraded)
     other = version_of(system, "notours", deployctl_bin())
     assert other["upgrades"] == 0 and other["executable"] == deployctl_bin(), other
-    for name in ("byhand", "notours"):
+    assert re.search(r"supervisor \d+ \(/run/deployctl/limited\) was not upgraded in place and "
+                     r"keeps running the previous binary \(exit 1\): .*memory limits",
+                     upgraded.stderr), describe(upgraded)
+    limited = version_of(system, "limited")
+    assert limited["version"] == packages.old_version and limited["upgrade_failures"] == 1
+    for name in ("byhand", "notours", "limited"):
         system.ns.run(["deployctl", "down", "--name", name], timeout=60)
     print(upgraded.stdout)
     print(f"dpkg -i upgrade: {fresh.successes} + {kept.successes} requests, 0 failed")
