@@ -206,6 +206,7 @@ def test_journal_priority_without_our_timestamp_and_replica_fields(system):
     system.ns.run(["kill", "-9", str(victim)])
     wait_until(lambda: system.all_ready(4) and system.replica_pids()["web.1"] != victim, 20,
                "web.1 restarted after kill -9")
+
     def journal_with_the_exit():
         entries = system.journal()
         return entries if any(f"(pid {victim}) exited" in e.get("MESSAGE", "")
@@ -281,6 +282,7 @@ def test_dpkg_upgrade_moves_the_running_supervisor_in_place_under_load(system, p
     before = system.status()
     pids = system.replica_pids()
     restarts = {r["id"]: r["restarts"] for r in before["services"][0]["replicas"]}
+    uptimes = {r["id"]: r["uptime_ms"] for r in before["services"][0]["replicas"]}
     assert before["supervisor"]["version"] == packages.old_version
     with ClientLoop(system.port, max_requests=20_000, duration=120) as fresh, \
             KeepAliveLoop(system.port, max_requests=20_000, duration=120) as kept:
@@ -298,6 +300,8 @@ def test_dpkg_upgrade_moves_the_running_supervisor_in_place_under_load(system, p
     assert system.show("MainPID") == main and after["pid"] == before["pid"]
     assert system.replica_pids() == pids
     assert {r["id"]: r["restarts"] for r in after["services"][0]["replicas"]} == restarts
+    for replica in after["services"][0]["replicas"]:  # uptimes continue, not restarted at 0
+        assert replica["uptime_ms"] > uptimes[replica["id"]], (replica, uptimes)
     assert system.show("ActiveState") == "active"
     cli = system.ns.run(["deployctl", "--version"]).stdout.strip()
     assert cli == f"deployctl {packages.new_version}"
