@@ -5,10 +5,12 @@ this machine) and test_systemd_real.py (installs under a real systemd)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import grp
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,11 @@ FILES = [BIN, "/usr/bin/deploy-server", UNIT,
 # Nothing of these may exist before the install or remain after the purge.
 OURS = [*FILES, "/etc/deployctl", "/usr/share/doc/deployctl", GROUP_MARKER_DIR, LOG_DIR]
 CPACK_TIMEOUT = 300  # seconds: cpack and dpkg-shlibdeps on 2 loaded cores
+# Held while a test has the package installed: test runs of other build trees on the same
+# machine (which ctest's RESOURCE_LOCK does not see) wait instead of installing, purging and
+# moving LOG_DIR under each other's feet.
+MACHINE_LOCK = "/var/lock/deployctl-package-test.lock"
+MACHINE_LOCK_WAIT = 240  # seconds
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -80,6 +87,23 @@ def package_slot(what: str):
     if os.geteuid() != 0:
         pytest.fail(f"installing the package needs root (dpkg -i): run as root, or leave "
                     f"{what} out", pytrace=False)
+    with open(MACHINE_LOCK, "w") as lock:
+        deadline = time.monotonic() + MACHINE_LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another test held {MACHINE_LOCK} for {MACHINE_LOCK_WAIT}s "
+                                f"(it has the package installed)", pytrace=False)
+                time.sleep(0.5)
+        with _installable(what):
+            yield
+
+
+@contextlib.contextmanager
+def _installable(what: str):
     status = package_status()
     if status:
         pytest.fail(f"the package {PACKAGE} is already on this machine ({status}); {what} "
