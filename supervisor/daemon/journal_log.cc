@@ -35,11 +35,16 @@ class OneLineFlag final : public spdlog::custom_flag_formatter {
 
 int journal_priority(spdlog::level::level_enum level) {
   switch (level) {
-    case spdlog::level::critical: return 2;  // LOG_CRIT
-    case spdlog::level::err: return 3;       // LOG_ERR
-    case spdlog::level::warn: return 4;      // LOG_WARNING
-    case spdlog::level::info: return 6;      // LOG_INFO
-    default: return 7;                       // LOG_DEBUG: trace, debug
+    case spdlog::level::critical:
+      return 2;  // LOG_CRIT
+    case spdlog::level::err:
+      return 3;  // LOG_ERR
+    case spdlog::level::warn:
+      return 4;  // LOG_WARNING
+    case spdlog::level::info:
+      return 6;  // LOG_INFO
+    default:
+      return 7;  // LOG_DEBUG: trace, debug
   }
 }
 
