@@ -26,10 +26,7 @@
 #include "leftovers.h"
 #include "tls_check.h"
 #include "upgrade.h"
-
-#ifndef DEPLOYCTL_VERSION
-#define DEPLOYCTL_VERSION "0.0.0"
-#endif
+#include "version.h"
 
 namespace deployctl {
 namespace {
@@ -53,7 +50,7 @@ struct Options {
 
 void print_help() {
   std::printf("deployctl %s: run and supervise the replicas of a deployment\n\nusage:\n",
-              DEPLOYCTL_VERSION);
+              deployctl_version());
   for (const auto& command : commands()) {
     std::printf("  deployctl %-58s %s\n", std::string(command.usage).c_str(),
                 std::string(command.summary).c_str());
@@ -95,7 +92,7 @@ std::optional<int> parse_args(int argc, char** argv, Options* options) {
       print_help();
       return kExitOk;
     } else if (arg == "--version") {
-      std::printf("deployctl %s\n", DEPLOYCTL_VERSION);
+      std::printf("deployctl %s\n", deployctl_version());
       return kExitOk;
     } else if (options->command == "logs" && (arg == "-f" || arg == "--follow")) {
       options->logs.follow = true;

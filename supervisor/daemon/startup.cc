@@ -22,6 +22,7 @@
 #include "detached_log.h"
 #include "fd_budget.h"
 #include "fd_limit.h"
+#include "journal_log.h"
 #include "leftovers.h"
 #include "listen_sockets.h"
 #include "log_writer.h"
@@ -36,6 +37,7 @@ namespace {
 
 void setup_logging(std::shared_ptr<spdlog::logger> logger = spdlog::stderr_color_mt("deployctl")) {
   logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
+  if (stderr_is_journal()) use_journal_format(*logger);  // false once fd 2 is a detached log
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
 }

@@ -187,7 +187,8 @@ class Supervisor {
 
   // Upgrade in place (supervisor_upgrade.cc, docs/upgrade.md).
   void handle_upgrade(std::string binary, ManagementServer::Reply reply);
-  std::string upgrade_refusal() const;
+  std::string upgrade_refusal() const;      // passing: "try again" (exit 6); "" if none
+  std::string upgrade_unsupported() const;  // lasting: not carried yet (exit 1); "" if none
   std::optional<json::Value> upgrade_state(const std::string& binary, std::vector<int>* fds,
                                            std::string* error) const;
   void exec_when_replies_sent(const std::string& binary, int tries_left);

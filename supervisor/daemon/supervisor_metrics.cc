@@ -10,6 +10,7 @@
 #include "proc_stats.h"
 #include "process.h"
 #include "supervisor_state.h"
+#include "version.h"
 
 namespace deployctl {
 
@@ -60,7 +61,7 @@ ReplicaMetrics replica_metrics(const ReplicaRecord& record, const std::string& s
 MetricsSnapshot Supervisor::metrics_snapshot() const {
   MetricsSnapshot s;
   s.deployment = spec_.name;
-  s.version = DEPLOYCTL_VERSION;
+  s.version = deployctl_version();
   for (auto state : {ReplicaState::stopped, ReplicaState::starting, ReplicaState::ready,
                      ReplicaState::unhealthy, ReplicaState::draining, ReplicaState::stopping,
                      ReplicaState::backoff, ReplicaState::crash_loop, ReplicaState::failed}) {

@@ -17,10 +17,7 @@
 #include "read_file.h"
 #include "supervisor_state.h"
 #include "upgrade.h"
-
-#ifndef DEPLOYCTL_VERSION
-#define DEPLOYCTL_VERSION "0.0.0"
-#endif
+#include "version.h"
 
 namespace deployctl {
 
@@ -84,6 +81,10 @@ std::string Supervisor::upgrade_refusal() const {
       }
     }
   }
+  return "";
+}
+
+std::string Supervisor::upgrade_unsupported() const {
   for (const auto& service : spec_.services) {
     if (service.memory.max || service.memory.restart_above) {
       return "service " + service.name +
@@ -105,7 +106,7 @@ std::optional<json::Value> Supervisor::upgrade_state(const std::string& binary,
   }
   json::Value doc;
   doc["format"] = kUpgradeStateFormat;
-  doc["from_version"] = DEPLOYCTL_VERSION;
+  doc["from_version"] = deployctl_version();
   doc["executable"] = binary;
   doc["spec_path"] = spec_.path;
   doc["spec_text"] = file.text;
@@ -172,6 +173,9 @@ void Supervisor::handle_upgrade(std::string binary, ManagementServer::Reply repl
     upgrade_failed(message);
     reply(management_error("upgrade refused: " + message, code));
   };
+  if (auto unsupported = upgrade_unsupported(); !unsupported.empty()) {
+    return refuse(unsupported, kExitFailed);  // no retry would help
+  }
   if (auto refusal = upgrade_refusal(); !refusal.empty()) return refuse(refusal, kExitBusy);
   if (binary.empty()) binary = upgrade_.executable;
   if (binary.empty() || binary[0] != '/' || access(binary.c_str(), X_OK) != 0) {
@@ -348,13 +352,13 @@ void Supervisor::note_resumed(const std::string& rolled_back) {
     return;
   }
   ++upgrade_.upgrades;
-  spdlog::info("upgrade: deployctl {} resumed {} (pid {}, {} replicas)", DEPLOYCTL_VERSION,
+  spdlog::info("upgrade: deployctl {} resumed {} (pid {}, {} replicas)", deployctl_version(),
                spec_.name, getpid(), replicas_.size());
 }
 
 json::Value Supervisor::supervisor_json() const {
   json::Value s;
-  s["version"] = DEPLOYCTL_VERSION;
+  s["version"] = deployctl_version();
   s["executable"] = upgrade_.executable;
   s["upgrades"] = upgrade_.upgrades;
   s["upgrade_failures"] = upgrade_.upgrade_failures;

@@ -9,44 +9,18 @@ Needs root (dpkg -i). If deployctl is already installed here, as a package or as
 tests that install fail without touching anything. Whatever the tests installed is purged at
 the end, whatever happened. PID 1 here is not systemd: the unit is verified, not started.
 """
-import grp
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from harness import all_replicas, deployctl_bin, http_get, source_dir
 
-PACKAGE = "deployctl"
-BIN = "/usr/bin/deployctl"
-EXAMPLE = "/etc/deployctl/example.toml"
-MAN_PAGE = "/usr/share/man/man1/deployctl.1.gz"
-COMPLETION = "/usr/share/bash-completion/completions/deployctl"
-UNIT = "/lib/systemd/system/deployctl@.service"
-GROUP = "deployctl"
-GROUP_MARKER_DIR = "/var/lib/deployctl"  # postinst's record that it created the group
-LOG_DIR = "/var/log/deployctl"  # root supervisors' logs; purge removes them
-# Every file the package must hold.
-FILES = [BIN, "/usr/bin/deploy-server", UNIT,
-         "/usr/share/dbus-1/system.d/org.deployctl.Supervisor1.conf", EXAMPLE,
-         "/usr/share/doc/deployctl/README.md", "/usr/share/doc/deployctl/docs/cli.md",
-         "/usr/share/doc/deployctl/docs/spec.md", MAN_PAGE, COMPLETION]
-# Nothing of these may exist before the install or remain after the purge.
-OURS = [*FILES, "/etc/deployctl", "/usr/share/doc/deployctl", GROUP_MARKER_DIR, LOG_DIR]
-CPACK_TIMEOUT = 300  # seconds: cpack and dpkg-shlibdeps on 2 loaded cores
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def run(argv, timeout=120, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
-
-
-def describe(result: subprocess.CompletedProcess) -> str:
-    return (f"`{' '.join(map(str, result.args))}` exited {result.returncode}\n"
-            f"--- stdout\n{result.stdout}--- stderr\n{result.stderr}")
+from deb_package import (BIN, COMPLETION, EXAMPLE, FILES, LOG_DIR, MAN_PAGE, OURS, PACKAGE,
+                         SYSTEM_PATH, UNIT, cpack_tree, describe, group_exists, package_slot,
+                         package_status, run)
 
 
 def table_commands() -> list[str]:
@@ -62,21 +36,6 @@ def documented_commands(man_source: str) -> set[str]:
     """Commands with an entry of their own (.TP, then the command name) under .SH COMMANDS."""
     section = man_source.split(".SH COMMANDS", 1)[1].split("\n.SH ", 1)[0]
     return set(re.findall(r"^\.TP\n\.BR? (\S+)", section, re.MULTILINE))
-
-
-def package_status() -> str:
-    """dpkg's status of the package ("install ok installed", ...); "" if dpkg knows none."""
-    result = run(["dpkg-query", "-W", "-f=${Status}", PACKAGE])
-    status = result.stdout.strip() if result.returncode == 0 else ""
-    return "" if status.endswith(" not-installed") else status
-
-
-def group_exists() -> bool:
-    try:
-        grp.getgrnam(GROUP)
-        return True
-    except KeyError:
-        return False
 
 
 # --- without root: the sources agree with the command table --------------------------------
@@ -100,16 +59,8 @@ def test_help_lists_every_command_of_the_table():
 def deb(tmp_path_factory) -> Path:
     """The .deb of the build tree under test, packaged once per module into a temp dir."""
     tree = Path(deployctl_bin()).resolve().parent.parent  # binaries are in <tree>/bin
-    config = tree / "CPackConfig.cmake"
-    assert config.is_file(), f"{config} is missing: DEPLOYCTL_BIN must be in a CMake build tree"
     out = tmp_path_factory.mktemp("deb")
-    result = run(["cpack", "--config", str(config), "-G", "DEB", "-B", str(out)],
-                 timeout=CPACK_TIMEOUT)
-    if result.returncode != 0:
-        pytest.fail(describe(result), pytrace=False)
-    debs = list(out.glob("deployctl_*.deb"))
-    assert len(debs) == 1, f"cpack made {debs} in {out}"
-    yield debs[0]
+    yield cpack_tree(tree, out)
     shutil.rmtree(out, ignore_errors=True)
 
 
@@ -156,35 +107,11 @@ def test_package_holds_every_file_owned_by_root(deb):
 def installed(deb):
     """Installs the .deb with dpkg -i; at the end purges it if it is still there. Fails, and
     touches nothing, if deployctl is installed already."""
-    if os.geteuid() != 0:
-        pytest.fail("installing the package needs root (dpkg -i): run as root, or leave this "
-                    "file out (ctest -E test_package)", pytrace=False)
-    status = package_status()
-    if status:
-        pytest.fail(f"the package {PACKAGE} is already on this machine ({status}); this test "
-                    f"installs and removes it, so it leaves it alone: remove it first "
-                    f"(dpkg -P {PACKAGE})", pytrace=False)
-    present = [path for path in OURS if path != LOG_DIR and os.path.lexists(path)]
-    if present:
-        pytest.fail(f"files of deployctl already exist outside a package: {present}; dpkg -i "
-                    f"would overwrite them and the purge delete them: move them away first",
-                    pytrace=False)
     state = {"group_before": group_exists()}
-    # Logs of an earlier supervisor run as root (say `packaging/dev.sh up`) are set aside, as
-    # the purge would delete them, and put back at the end.
-    kept_logs = Path(f"{LOG_DIR}.kept-by-test-{os.getpid()}")
-    if os.path.lexists(LOG_DIR):
-        os.rename(LOG_DIR, kept_logs)
-    try:
+    with package_slot("this file (ctest -E test_package)"):
         result = run(["dpkg", "-i", str(deb)], timeout=300)
         assert result.returncode == 0, describe(result)
         yield state
-    finally:
-        if package_status():
-            run(["dpkg", "-P", PACKAGE], timeout=300)
-        shutil.rmtree(LOG_DIR, ignore_errors=True)
-        if os.path.lexists(kept_logs):
-            os.rename(kept_logs, LOG_DIR)
 
 
 def installed_env(**extra) -> dict:

@@ -19,7 +19,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-fs::path specs_dir() { return fs::path(__FILE__).parent_path().parent_path() / "specs"; }
+fs::path specs_dir() { return fs::path(DEPLOYCTL_SOURCE_DIR) / "tests" / "specs"; }
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

@@ -20,7 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kSource = fs::path(__FILE__).parent_path().parent_path().parent_path();
+const fs::path kSource = fs::path(DEPLOYCTL_SOURCE_DIR);
 // Specs are loaded as if they lived under this directory, so paths in the output are stable.
 const fs::path kVirtualRoot = "/srv/deploy";
 

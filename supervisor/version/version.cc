@@ -1,0 +1,7 @@
+#include "version.h"
+
+namespace deployctl {
+
+const char* deployctl_version() { return DEPLOYCTL_VERSION; }
+
+}  // namespace deployctl
