@@ -164,3 +164,16 @@ def test_down_without_a_supervisor_stops_the_keeper_too(deployment):
     assert run.returncode == 0, run.describe()
     assert "fd-keeper (pid" in run.stdout, run.describe()
     assert wait_gone([keeper, *pids.values()], 10) == []
+
+
+def test_the_keeper_survives_an_upgrade_in_place(deployment):
+    dep = deployment(SERVERS, name="upkeeper")
+    assert dep.up().returncode == 0
+    keeper = keeper_pid(dep)
+    run = dep.deployctl("upgrade", "--name", dep.name, timeout=40)
+    assert run.returncode == 0, run.describe()
+    assert keeper_pid(dep) == keeper and is_alive(keeper)  # carried across the exec
+    pids, _ = kill_supervisor(dep)
+    run = dep.up()
+    assert run.returncode == 0 and "adopted" in run.stdout, run.describe()
+    dep.wait_for(lambda s: fully_supervised(s, pids), 10, "every replica adopted and ready")
