@@ -9,8 +9,10 @@ import re
 import signal
 import time
 
-from harness import (all_replicas, client_loops, deploy_example, failures_by_kind, is_alive,
-                     replaced, summaries, wait_gone, wait_until)
+from harness import (all_replicas, client_loops, deploy_example, deployctl_bin, failures_by_kind,
+                     free_port, is_alive, replaced, server_bin, source_dir, summaries, toml_array,
+                     wait_gone, wait_until)
+from systemd_ns import SystemdNamespace
 
 SERVERS = """
 name = "@NAME@"
@@ -177,3 +179,70 @@ def test_the_keeper_survives_an_upgrade_in_place(deployment):
     run = dep.up()
     assert run.returncode == 0 and "adopted" in run.stdout, run.describe()
     dep.wait_for(lambda s: fully_supervised(s, pids), 10, "every replica adopted and ready")
+
+
+# --- under a real systemd (systemd_ns.py): the shipped unit, its paths pointed at this build ---
+
+SYSTEMD_SPEC = """
+name = "crashsd"
+
+[services.web]
+command = @COMMAND@
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+"""
+
+
+def shipped_unit(work) -> str:
+    text = (source_dir() / "systemd" / "deployctl@.service").read_text()
+    assert "KillMode=process" in text
+    return (text.replace("/usr/bin/deployctl", deployctl_bin())
+            .replace("/etc/deployctl/%i.toml", f"{work}/%i.toml"))
+
+
+def test_kill_9_of_the_main_pid_under_systemd_is_adopted(measure):
+    port = free_port()
+    unit = "deployctl@crashsd.service"
+    with SystemdNamespace() as ns:
+        work = ns.shared_dir
+        (work / "crashsd.toml").write_text(SYSTEMD_SPEC.replace("@PORT@", str(port)).replace(
+            "@COMMAND@", toml_array([server_bin()])))
+        ns.install_unit("deployctl@.service", shipped_unit(work))
+        ns.daemon_reload()
+        ns.systemctl("start", unit, timeout=60)
+
+        def status():
+            run = ns.run([deployctl_bin(), "status", "--json", "--name", "crashsd"], check=False)
+            return json.loads(run.stdout) if run.returncode == 0 else None
+
+        before = {r["id"]: r["pid"] for r in all_replicas(status())}
+        assert len(before) == 2
+        main = ns.main_pid(unit)
+        keeper = json.loads(ns.run(["cat", "/run/deployctl/crashsd/replicas.json"]).stdout)
+        assert any(entry["id"] == "fd-keeper" for entry in keeper)
+        with client_loops(port, [("/",)] * CLIENTS) as loops:
+            os.kill(main, signal.SIGKILL)
+            killed = time.monotonic()
+            wait_until(lambda: ns.main_pid(unit) not in (0, main), 15, "systemd's restart")
+            restarted = time.monotonic()
+            wait_until(lambda: (s := status()) and fully_supervised(s, before), 15,
+                       "every replica adopted and ready")
+            supervised = time.monotonic()
+            for loop in loops:
+                loop.wait_for_successes(loop.successes + 10, 10)
+        assert failures_by_kind(loops) == {}, summaries(loops)
+        measure(f"systemd: kill -9 of MainPID -> full supervision {(supervised - killed) * 1000:.0f}"
+                f" ms (RestartSec=1s included; {(supervised - restarted) * 1000:.0f} ms after the "
+                f"new MainPID appeared)")
+        # Supervised again: a replica killed now is restarted by the new supervisor.
+        victim = before["web.0"]
+        ns.run(["kill", "-9", str(victim)])
+        wait_until(lambda: (s := status()) and replaced(s, "web.0", victim), 15, "web.0 restarted")
+        record = json.loads(ns.run(["cat", "/run/deployctl/crashsd/replicas.json"]).stdout)
+        pids = [entry["pid"] for entry in record]  # the live replicas and the new keeper
+        assert any(entry["id"] == "fd-keeper" for entry in record)
+        ns.systemctl("stop", unit, timeout=60)
+        assert ns.systemctl("is-active", unit, check=False).stdout.strip() == "inactive"
+        left = [pid for pid in pids if ns.run(["test", "-d", f"/proc/{pid}"],
+                                              check=False).returncode == 0]
+        assert left == [], f"left running after systemctl stop: {left}"
