@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -295,6 +296,13 @@ void FdKeeper::quit() {
   send("Q");
   held_.clear();
   watched_.clear();
+  // Our child (also after an upgrade in place): reaped here, bounded, so that it is not taken
+  // for a leftover of the deployment.
+  for (int tries = 0; tries < 200; ++tries) {
+    const pid_t reaped = waitpid(pid_, nullptr, WNOHANG);
+    if (reaped == pid_ || (reaped < 0 && errno != EINTR)) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 // ---- a new supervisor's side -----------------------------------------------------------------

@@ -46,7 +46,7 @@ class FdKeeper {
   // sends what is new or now refers to another file (by device and inode), drops what is gone.
   // False once the keeper is unreachable (it died): the supervisor runs on, unprotected.
   bool sync(const std::map<std::string, int>& fds, const std::map<std::string, pid_t>& pids);
-  // The deployment stopped: the keeper drops everything and exits.
+  // The deployment stopped: the keeper drops everything and exits (waited for, at most 1 s).
   void quit();
 
   int fd() const { return fd_; }
