@@ -23,7 +23,9 @@ void Supervisor::record_replicas() {
     }
     live.push_back(std::move(entry));
   }
-  record_adoption(live);  // before the keeper gets the new fds: it names only what it holds
+  // A crash between these two writes leaves a record naming a replica whose channels the
+  // keeper may lack: take_over() then does not adopt that replica (it stops it).
+  record_adoption(live);
   sync_keeper();
   if (keeper_) {  // recorded too: `down` or a refused adoption stops it like a replica
     RecordedReplica entry{kKeeperId, keeper_->pid(), 0, SIGTERM};
