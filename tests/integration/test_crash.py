@@ -96,6 +96,9 @@ def test_kill_9_of_the_supervisor_under_load_is_adopted(deployment, measure):
         for loop in loops:
             loop.wait_for_successes(loop.successes + 20, 10)
         assert all(is_alive(pid) for pid in pids.values())
+        sock = dep.state_dir / "keeper.sock"  # where the keeper waits for a successor
+        wait_until(sock.exists, 5, "the keeper's socket")
+        assert sock.stat().st_mode & 0o777 == 0o600
         seconds = adopt(dep, pids, measure, "deploy-server x4")
         for loop in loops:
             loop.wait_for_successes(loop.successes + 20, 10)
@@ -156,6 +159,19 @@ def test_without_the_keeper_the_leftovers_are_stopped(deployment):
     assert "a previous supervisor died and left" in run.stderr, run.describe()
     assert wait_gone(list(pids.values()), 10) == []
     assert set(dep.replica_pids().values()).isdisjoint(pids.values())
+
+
+def test_another_spec_is_not_adopted_the_leftovers_are_stopped(deployment):
+    dep = deployment(SLEEPERS, name="otherspec")
+    assert dep.up().returncode == 0
+    pids, keeper = kill_supervisor(dep)
+    dep.write_spec(SLEEPERS.replace("replicas = 2", "replicas = 3"))
+    run = dep.up()
+    assert run.returncode == 0, run.describe()
+    assert "cannot adopt the replicas of the crashed supervisor: the spec differs" in run.stderr, \
+        run.describe()
+    assert wait_gone([keeper, *pids.values()], 10) == []
+    assert len(dep.replica_pids()) == 3
 
 
 def test_down_without_a_supervisor_stops_the_keeper_too(deployment):
