@@ -15,8 +15,8 @@ namespace deployctl {
 
 struct AdoptionPlan {
   bool adopt = false;
-  std::string refusal;  // why not (then the leftovers are stopped as before adoption existed)
-  DeploymentState state;                // to resume from (when adopting)
+  std::string refusal;    // why not (then the leftovers are stopped as before adoption existed)
+  DeploymentState state;  // to resume from (when adopting)
   std::vector<std::uint64_t> adopted;   // serials whose live process is taken over
   std::vector<std::uint64_t> vanished;  // ready when recorded, gone now: reported as exited
                                         // with an unknown status, restarted by policy

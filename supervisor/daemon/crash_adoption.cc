@@ -89,8 +89,8 @@ std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std
       pids[serial] = pid;
     }
   }
-  const bool same_spec = adoption.record.spec.name == spec.name &&
-                         adoption.record.spec.services == spec.services;
+  const bool same_spec =
+      adoption.record.spec.name == spec.name && adoption.record.spec.services == spec.services;
   adoption.plan = plan_adoption(adoption.record.core, same_spec, alive);
   if (!adoption.plan.adopt) return give_up(adoption.plan.refusal);
   for (const auto& service : spec.services) {
@@ -105,8 +105,9 @@ std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std
   }
   std::vector<RecordedReplica> strays;  // running, recorded, but not taken over
   for (const auto& replica : replicas) {
-    const bool adopted = std::any_of(adoption.plan.adopted.begin(), adoption.plan.adopted.end(),
-                                     [&](std::uint64_t serial) { return pids[serial] == replica.pid; });
+    const bool adopted =
+        std::any_of(adoption.plan.adopted.begin(), adoption.plan.adopted.end(),
+                    [&](std::uint64_t serial) { return pids[serial] == replica.pid; });
     if (!adopted) strays.push_back(replica);
   }
   if (!strays.empty()) stop_leftovers(record_path, strays, longest_stop(spec));

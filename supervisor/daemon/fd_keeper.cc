@@ -65,8 +65,7 @@ std::optional<std::string> receive_message(int socket, int* fd) {
   do {
     n = recvmsg(socket, &message, MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
-  for (cmsghdr* header = CMSG_FIRSTHDR(&message); header;
-       header = CMSG_NXTHDR(&message, header)) {
+  for (cmsghdr* header = CMSG_FIRSTHDR(&message); header; header = CMSG_NXTHDR(&message, header)) {
     if (header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS) {
       std::memcpy(fd, CMSG_DATA(header), sizeof(int));
     }
@@ -125,7 +124,8 @@ bool hold(int supervisor, Held& held) {
       const auto space = name.rfind(' ');
       const std::string key = name.substr(0, space);
       held.drop(key);
-      const int pidfd = space == std::string::npos ? -1 : open_pidfd(std::atoi(name.c_str() + space + 1));
+      const int pidfd =
+          space == std::string::npos ? -1 : open_pidfd(std::atoi(name.c_str() + space + 1));
       if (pidfd >= 0) held.pidfds[key] = pidfd;
     } else {
       if (fd >= 0) close(fd);
@@ -222,8 +222,8 @@ std::unique_ptr<FdKeeper> FdKeeper::start(const std::string& executable,
     *error = std::string("socketpair: ") + std::strerror(errno);
     return nullptr;
   }
-  const char* argv[] = {"deployctl", "__keeper", "--fd", "3", "--socket", socket_path.c_str(),
-                        nullptr};
+  const char* argv[] = {"deployctl", "__keeper",          "--fd", "3",
+                        "--socket",  socket_path.c_str(), nullptr};
   pid_t pid = fork();
   if (pid < 0) {
     *error = std::string("fork: ") + std::strerror(errno);
@@ -320,7 +320,8 @@ std::optional<HandedFds> take_from_keeper(const std::string& socket_path, pid_t 
   int socket = -1;
   for (;;) {
     socket = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    if (socket >= 0 && connect(socket, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
+    if (socket >= 0 &&
+        connect(socket, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
       break;
     }
     const int failure = errno;

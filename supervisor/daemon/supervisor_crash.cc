@@ -1,12 +1,12 @@
 // Surviving a crash of the supervisor (docs/upgrade.md, "Crash of the supervisor"): the fd
 // keeper is kept in step with the fds that matter, STATE/adopt.json with what a successor needs,
 // and a successor adopts the replicas (adopt()) and watches their exit by pidfd.
+#include <spdlog/spdlog.h>
 #include <sys/syscall.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <fstream>
-#include <spdlog/spdlog.h>
 
 #include "crash_adoption.h"
 #include "deployment_state_json.h"
@@ -76,9 +76,10 @@ void Supervisor::sync_keeper() {
     pids[channel_fd_name(serial, "pid")] = replica->pid;
   }
   if (!keeper_->sync(fds, pids)) {
-    spdlog::warn("the fd keeper (pid {}) is gone: the replicas will not survive a crash of the "
-                 "supervisor until its next start",
-                 keeper_->pid());
+    spdlog::warn(
+        "the fd keeper (pid {}) is gone: the replicas will not survive a crash of the "
+        "supervisor until its next start",
+        keeper_->pid());
     keeper_.reset();
   }
 }
@@ -90,13 +91,14 @@ const std::string& Supervisor::applied_spec_text() {
   spec_text_.services = spec_.services;
   FileRead file = read_file(spec_.path, kMaxSpecBytes);
   LoadResult parsed = file.ok() ? parse_spec(file.text, spec_.path) : LoadResult{};
-  const bool same = parsed.spec && parsed.spec->name == spec_.name &&
-                    parsed.spec->services == spec_.services;
+  const bool same =
+      parsed.spec && parsed.spec->name == spec_.name && parsed.spec->services == spec_.services;
   spec_text_.text = same ? file.text : "";
   if (!same) {
-    spdlog::warn("{} no longer holds the spec that runs: a crash of this supervisor will stop "
-                 "the replicas (reload to fix)",
-                 spec_.path);
+    spdlog::warn(
+        "{} no longer holds the spec that runs: a crash of this supervisor will stop "
+        "the replicas (reload to fix)",
+        spec_.path);
   }
   return spec_text_.text;
 }
@@ -194,10 +196,13 @@ bool Supervisor::adopt(Adoption adoption, std::string* error) {
     read_output(replica, replica->out);
     read_output(replica, replica->err);
     spdlog::info("{} (pid {}) adopted from a crashed supervisor", replica->id, replica->pid);
-    publish_event({.time_ms = unix_time_ms(), .kind = "adopted", .service = replica->service,
+    publish_event({.time_ms = unix_time_ms(),
+                   .kind = "adopted",
+                   .service = replica->service,
                    .replica = replica->id,
                    .message = "pid " + std::to_string(replica->pid) + " taken over"});
-    pids += (pids.empty() ? "" : ", ") + replica->id + " (pid " + std::to_string(replica->pid) + ")";
+    pids +=
+        (pids.empty() ? "" : ", ") + replica->id + " (pid " + std::to_string(replica->pid) + ")";
   }
   for (auto& [name, fd] : adoption.fds) close(fd);  // channels of replicas not adopted
   for (std::uint64_t serial : adoption.plan.vanished) {

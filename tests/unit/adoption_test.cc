@@ -1,8 +1,9 @@
 // Adopting the replicas of a crashed supervisor (core/adoption.h): which are taken over, and
 // how the resumed core treats those that vanished (exit status unknown, restarted by policy).
+#include "adoption.h"
+
 #include <doctest/doctest.h>
 
-#include "adoption.h"
 #include "deployment_sim.h"
 
 using namespace deployctl;
