@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "events_command.h"
 #include "export_command.h"
+#include "fd_keeper.h"
 #include "load.h"
 #include "log_command.h"
 #include "management.h"
@@ -415,6 +416,7 @@ int run_cli(int argc, char** argv) {
   if (argc > 1 && std::string_view(argv[1]) == "upgrade-check") {
     return run_upgrade_check(argc - 1, argv + 1);
   }
+  if (argc > 1 && std::string_view(argv[1]) == "__keeper") return run_keeper(argc - 1, argv + 1);
   if (argc > 1 && std::string_view(argv[1]) == "resume") {
     ResumeArguments resume;
     for (int i = 2; i + 1 < argc; i += 2) {

@@ -222,7 +222,7 @@ void Deployment::fail_rollout(const std::string& name, ServiceState& service,
   auto& rollout = *service.rollout;
   rollout.status = RolloutState::Status::failed;
   rollout.error = failed.id + " did not become ready (" +
-                  describe_exit(exit.status.code, exit.status.signal) + ", " +
+                  describe_exit(exit.status) + ", " +
                   reason_name(exit.reason) + "); the rollout of " + name +
                   " stopped and the old replicas keep serving";
   log(LogLevel::error, rollout.error);
@@ -293,7 +293,7 @@ void Deployment::fail_start(std::uint64_t serial) {
   if (!replica->spawn_error.empty()) {
     message += replica->spawn_error;
   } else if (exit) {
-    message += std::string("exited with ") + describe_exit(exit->status.code, exit->status.signal) +
+    message += std::string("exited with ") + describe_exit(exit->status) +
                " before it became ready";
     if (exit->reason == ExitReason::start_timeout) {
       message += " (not ready within health.start_period)";

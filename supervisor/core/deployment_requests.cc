@@ -263,7 +263,7 @@ std::optional<Action> Deployment::settled(const ServiceState& service,
       const auto& exit = *replica.last_exit;
       return reply_action(request, ReplyCode::failed,
                           replica.id + " exited before it became ready (" +
-                              describe_exit(exit.status.code, exit.status.signal) +
+                              describe_exit(exit.status) +
                               "); see deployctl status");
     }
   }

@@ -32,6 +32,7 @@ const char* reason_name(ExitReason reason) {
     case ExitReason::exec: return "exec";
     case ExitReason::stop: return "stop";
     case ExitReason::oom: return "oom";
+    case ExitReason::adopted: return "adopted: exit status unknown";
   }
   return "?";
 }
@@ -89,6 +90,7 @@ ReplicaMachine::Actions ReplicaMachine::on_exit(ExitStatus status, bool out_of_m
                       : out_of_memory ? ExitReason::oom
                       : status.signal ? ExitReason::signal
                       : status.code   ? ExitReason::exit
+                      : status.unknown ? ExitReason::adopted
                                       : ExitReason::exec;
   Actions actions{{Act::cancel_timer}, {.kind = Act::record_exit, .reason = reason, .status = status}};
 
@@ -185,6 +187,11 @@ std::string describe_exit(std::optional<int> code, std::optional<int> signal) {
   if (code) return "code " + std::to_string(*code);
   if (signal) return "signal " + std::to_string(*signal) + " (" + signal_name(*signal) + ")";
   return "not started";
+}
+
+std::string describe_exit(const ExitStatus& status) {
+  if (status.unknown && !status.code && !status.signal) return "exit status unknown";
+  return describe_exit(status.code, status.signal);
 }
 
 }  // namespace deployctl

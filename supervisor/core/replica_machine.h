@@ -35,7 +35,9 @@ enum class ReplicaState {
   stopped, starting, ready, unhealthy, draining, stopping, backoff, crash_loop, failed
 };
 
-enum class ExitReason { exit, signal, health, start_timeout, protocol, exec, stop, oom };
+// adopted: a replica adopted after a crash of its supervisor exited; it was not the new
+// supervisor's child, so its exit code or signal cannot be known (docs/upgrade.md).
+enum class ExitReason { exit, signal, health, start_timeout, protocol, exec, stop, oom, adopted };
 
 const char* state_name(ReplicaState state);
 // Draining or stopping: on its way out.
@@ -48,11 +50,14 @@ const char* reason_name(ExitReason reason);
 struct ExitStatus {
   std::optional<int> code;
   std::optional<int> signal;
+  bool unknown = false;  // neither can be known: the process was adopted, not our child
   bool operator==(const ExitStatus&) const = default;
 };
 
 // "code 3", "signal 9 (SIGKILL)", or "not started" when neither is set.
 std::string describe_exit(std::optional<int> code, std::optional<int> signal);
+// The same, and "exit status unknown" for an adopted replica's exit.
+std::string describe_exit(const ExitStatus& status);
 
 struct ReplicaEvent {
   enum class Kind { start, spawned, spawn_failed, ready, unhealthy, protocol_error, timer, drain,

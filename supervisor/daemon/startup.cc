@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "crash_adoption.h"
 #include "detached_log.h"
 #include "fd_budget.h"
 #include "fd_limit.h"
@@ -192,9 +193,16 @@ int run_up(const Spec& loaded, const UpOptions& options) {
     unlink(paths.pid.c_str());
     return kExitFailed;
   };
-  if (!stop_leftovers_of(*spec, paths)) return failed();
+  std::string why_not;
+  std::optional<Adoption> adoption = take_over(*spec, paths, &why_not);
+  if (!adoption && !why_not.empty()) {
+    std::fprintf(stderr, "deployctl: %s: cannot adopt the replicas of the crashed supervisor: %s\n",
+                 spec->name.c_str(), why_not.c_str());
+  }
+  if (!adoption && !stop_leftovers_of(*spec, paths)) return failed();
   std::map<std::string, std::vector<ListenSocket>> listen;
-  for (const auto& service : spec->services) {
+  if (adoption) listen = std::move(adoption->listen);
+  for (const auto& service : adoption ? std::vector<ServiceSpec>{} : spec->services) {
     std::string error;
     listen[service.name] = bind_listen_sockets(service.listen, &error);
     if (!error.empty()) {
@@ -204,7 +212,7 @@ int run_up(const Spec& loaded, const UpOptions& options) {
     }
   }
   setup_logging();
-  if (!run_pre_start(spec->pre_start,
+  if (!adoption && !run_pre_start(spec->pre_start,
                      {paths.logs, {spec->logs.max_size, spec->logs.keep}, false})) {
     for (auto& [name, sockets] : listen) close_listen_sockets(sockets);
     return failed();
@@ -232,7 +240,7 @@ int run_up(const Spec& loaded, const UpOptions& options) {
   supervisor.set_upgrade_context({.executable = current_executable(), .lock_fd = lock,
                                   .detached = options.detach});
   std::string error;
-  if (!supervisor.start(&error)) {
+  if (adoption ? !supervisor.adopt(std::move(*adoption), &error) : !supervisor.start(&error)) {
     spdlog::error("{}", error);
     on_started(false, error);
     return failed();

@@ -97,6 +97,7 @@ bool Supervisor::start(std::string* error) {
   start_memory();
   start_dbus();
   start_tls();
+  start_keeper();
   enqueue({Event{.kind = Event::Kind::start}});
   return true;
 }
@@ -454,7 +455,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
 }
 
 void Supervisor::log_exit(const ReplicaPtr& replica, const ReplicaAction& step) {
-  std::string what = describe_exit(step.status.code, step.status.signal);
+  std::string what = describe_exit(step.status);
   if (step.reason != ExitReason::exit && step.reason != ExitReason::signal &&
       step.reason != ExitReason::exec) {
     what += std::string(" [") + reason_name(step.reason) + "]";
@@ -507,14 +508,20 @@ void Supervisor::watch_signals() {
 }
 
 void Supervisor::on_replica_exit(const ReplicaPtr& replica, int wait_status) {
+  ExitStatus status;
+  if (WIFEXITED(wait_status)) status.code = WEXITSTATUS(wait_status);
+  if (WIFSIGNALED(wait_status)) status.signal = WTERMSIG(wait_status);
+  replica_exited(replica, status);
+}
+
+// `status.unknown` for an adopted replica (supervisor_crash.cc): not our child.
+void Supervisor::replica_exited(const ReplicaPtr& replica, ExitStatus status) {
   replica->exited_pid = replica->pid;
   replica->pid = -1;
   drain_output(replica, replica->out);
   drain_output(replica, replica->err);
   close_channels(*replica);
-  Event exited{.kind = Event::Kind::exited, .replica = replica->serial};
-  if (WIFEXITED(wait_status)) exited.status.code = WEXITSTATUS(wait_status);
-  if (WIFSIGNALED(wait_status)) exited.status.signal = WTERMSIG(wait_status);
+  Event exited{.kind = Event::Kind::exited, .replica = replica->serial, .status = status};
   exited.out_of_memory = memory_exit(replica, exited.status);
   exited.stderr_tail.assign(replica->stderr_tail.begin(), replica->stderr_tail.end());
   enqueue({std::move(exited), replica->run});
@@ -528,12 +535,14 @@ void Supervisor::close_channels(Replica& replica) {
   replica.out.pause.cancel();
   replica.err.pause.cancel();
   replica.health_timer.cancel();
+  replica.pidfd.reset();
 }
 
 // ---- the end -------------------------------------------------------------------------------
 
 // The core has finished: every replica is gone.
 void Supervisor::finish() {
+  if (keeper_) keeper_->quit();  // nothing of the deployment is kept any longer
   // Orphans reparented to us (we are a subreaper) are what is left of replica process trees.
   const auto deadline = time_.now() + std::chrono::seconds(2);
   for (;;) {

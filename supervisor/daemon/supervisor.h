@@ -19,6 +19,7 @@
 #include "control_protocol.h"
 #include "deployment.h"
 #include "events.h"
+#include "fd_keeper.h"
 #include "health.h"
 #include "load.h"
 #include "json.h"
@@ -44,6 +45,7 @@ class DbusApi;
 class TlsFiles;
 class TlsWatch;
 class MetricsHttpServer;
+struct Adoption;
 
 class Supervisor {
  public:
@@ -67,6 +69,10 @@ class Supervisor {
   // Instead of start(), in a re-executed supervisor (supervisor_upgrade.cc): rebuilds the
   // daemon around the carried replicas and fds. False (with *error) if the state is unusable.
   bool resume(const CarriedState& carried, std::string* error);
+  // Instead of start(), in an `up` that found the replicas of a crashed supervisor and got
+  // their fds from its keeper (supervisor_crash.cc): takes them over and resumes supervision.
+  bool adopt(Adoption adoption, std::string* error);
+
   // After resume(): counts the upgrade, or, if this is the previous binary taken back because
   // the new one could not resume (`rolled_back` says why), the failure.
   void note_resumed(const std::string& rolled_back);
@@ -109,6 +115,7 @@ class Supervisor {
   // Edges.
   void watch_signals();
   void on_replica_exit(const ReplicaPtr& replica, int wait_status);
+  void replica_exited(const ReplicaPtr& replica, ExitStatus status);
   void replica_event(const ReplicaPtr& replica, Event::Kind kind);
   void read_control(const ReplicaPtr& replica);
   void on_control_message(const ReplicaPtr& replica, const control::Message& message);
@@ -141,6 +148,13 @@ class Supervisor {
   // After each event: what systemd and D-Bus see; the end of the loop once finished.
   void after_event();
   void record_replicas();  // supervisor_record.cc
+
+  // Crash survival (supervisor_crash.cc, docs/upgrade.md): the fd keeper, the adoption record.
+  void start_keeper();
+  void sync_keeper();
+  void record_adoption(const std::vector<RecordedReplica>& live);
+  const std::string& applied_spec_text();
+  void watch_adopted(const ReplicaPtr& replica);
   void notify_status();
   void watchdog_ping();
   void finish();
@@ -271,6 +285,12 @@ class Supervisor {
 
   UpgradeContext upgrade_;
   std::vector<RecordedReplica> recorded_;  // as last written to STATE/replicas.json
+  std::unique_ptr<FdKeeper> keeper_;       // null if it could not start (or died)
+  struct SpecText {
+    std::vector<ServiceSpec> services;  // what `text` was read for
+    std::string text;                   // the spec file as applied; "" if unknown
+  } spec_text_;
+  std::string adoption_written_;  // as last written to STATE/adopt.json
 
   MemorySetup memory_setup_;
   bool memory_cgroup2_ready_ = false;  // prepare_cgroup2 done

@@ -52,7 +52,7 @@ void Supervisor::record_events(const Event& event, const std::vector<Action>& ac
                action.step.kind == ReplicaAction::Kind::record_exit) {
       const auto& step = action.step;
       out.kind = step.reason == ExitReason::oom ? "oom" : "exit";
-      out.message = describe_exit(step.status.code, step.status.signal) + ", reason " +
+      out.message = describe_exit(step.status) + ", reason " +
                     reason_name(step.reason);
       if (event.kind == Event::Kind::exited && event.replica == action.replica) {
         out.lines = event.stderr_tail;

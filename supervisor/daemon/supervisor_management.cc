@@ -309,6 +309,7 @@ json::Value Supervisor::replica_json(const ReplicaRecord& record, const ServiceS
   r["index"] = record.index;
   const bool alive = runtime && runtime->pid > 0;
   r["pid"] = alive ? json::Value(static_cast<long long>(runtime->pid)) : json::Value();
+  r["adopted"] = alive && runtime->pidfd != nullptr;  // from a crashed supervisor: not our child
   r["state"] = state_name(state);
   const bool checked = runtime && runtime->health;
   const Health health =

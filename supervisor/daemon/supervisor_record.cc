@@ -1,5 +1,7 @@
 // The record of live replicas in STATE/replicas.json (leftovers.h): what a later `up` or
-// `down` stops if this supervisor dies without stopping them.
+// `down` stops if this supervisor dies without stopping them, or adopts (supervisor_crash.cc).
+#include <signal.h>
+
 #include "leftovers.h"
 #include "supervisor_state.h"
 
@@ -20,6 +22,18 @@ void Supervisor::record_replicas() {
       entry.start_time = *start;
     }
     live.push_back(std::move(entry));
+  }
+  // A crash between these two writes leaves a record naming a replica whose channels the
+  // keeper may lack: take_over() then does not adopt that replica (it stops it).
+  record_adoption(live);
+  sync_keeper();
+  if (keeper_) {  // recorded too: `down` or a refused adoption stops it like a replica
+    RecordedReplica entry{kKeeperId, keeper_->pid(), 0, SIGTERM};
+    for (const auto& known : recorded_) {
+      if (known.pid == entry.pid && known.id == entry.id) entry.start_time = known.start_time;
+    }
+    if (entry.start_time == 0) entry.start_time = process_start_time(entry.pid).value_or(0);
+    if (entry.start_time != 0 && !live.empty()) live.push_back(std::move(entry));
   }
   if (live == recorded_) return;
   recorded_ = std::move(live);

@@ -97,6 +97,9 @@ struct Supervisor::Replica {
   std::optional<std::uint64_t> requests;
   bool removed = false;
   ReplicaMemory memory;
+  // Adopted after a crash of the previous supervisor (supervisor_crash.cc): not our child, so
+  // its exit is seen on this pidfd and its exit status is unknown.
+  std::unique_ptr<boost::asio::posix::stream_descriptor> pidfd;
 };
 
 struct Supervisor::PendingReload {

@@ -123,7 +123,9 @@ std::optional<json::Value> Supervisor::upgrade_state(const std::string& binary,
   doc["upgrade_failures"] = upgrade_.upgrade_failures;
   doc["upgrade_error"] = upgrade_.upgrade_error;
   doc["core"] = to_json(core_.state());
-  fds->assign({upgrade_.lock_fd, management_->native_fd()});
+  doc["keeper_fd"] = keeper_ ? keeper_->fd() : -1;
+  doc["keeper_pid"] = keeper_ ? keeper_->pid() : -1;
+  fds->assign({upgrade_.lock_fd, management_->native_fd(), keeper_ ? keeper_->fd() : -1});
   json::Value services = json::Value::object();
   for (const auto& [name, service] : services_) {
     json::Array sockets;
@@ -146,8 +148,9 @@ std::optional<json::Value> Supervisor::upgrade_state(const std::string& binary,
     r["notify_fd"] = fd_of(replica->notify);
     r["out_fd"] = fd_of(replica->out.fd);
     r["err_fd"] = fd_of(replica->err.fd);
+    r["pidfd"] = fd_of(replica->pidfd);  // adopted after a crash: not our child
     for (int fd : {fd_of(replica->control), fd_of(replica->notify), fd_of(replica->out.fd),
-                   fd_of(replica->err.fd)}) {
+                   fd_of(replica->err.fd), fd_of(replica->pidfd)}) {
       fds->push_back(fd);
     }
     r["speaks_control"] = replica->speaks_control;
@@ -324,13 +327,24 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
       replica->health->start(time_.now());
       schedule_health(replica);
     }
-    children_.watch(
-        replica->pid, [this, replica](int wait_status) { on_replica_exit(replica, wait_status); },
-        /*kill_group=*/true);
+    replica->pidfd = adopt_fd(io_, json::as_int(json::get(r, "pidfd"), -1));
+    if (replica->pidfd) {
+      watch_adopted(replica);
+    } else {
+      children_.watch(
+          replica->pid, [this, replica](int wait_status) { on_replica_exit(replica, wait_status); },
+          /*kill_group=*/true);
+    }
     read_control(replica);
     read_notify(replica);
     read_output(replica, replica->out);
     read_output(replica, replica->err);
+  }
+  if (const auto keeper = json::as_int(json::get(doc, "keeper_fd"), -1); keeper >= 0) {
+    keeper_ = FdKeeper::adopt(static_cast<int>(keeper),
+                              static_cast<pid_t>(json::as_int(json::get(doc, "keeper_pid"))));
+  } else {
+    start_keeper();  // the previous binary had none
   }
   watch_signals();
   unblock_exec_signals();

@@ -174,12 +174,12 @@ std::vector<int> carried_fds(const json::Value& doc) {
   auto add = [&fds](const json::Value& value) {
     if (value.is_number_integer()) fds.push_back(static_cast<int>(json::as_int(value, -1)));
   };
-  for (const char* key : {"lock_fd", "management_fd"}) add(json::get(doc, key));
+  for (const char* key : {"lock_fd", "management_fd", "keeper_fd"}) add(json::get(doc, key));
   for (const auto& [name, sockets] : json::as_object(json::get(doc, "services"))) {
     for (const auto& fd : json::as_array(sockets)) add(fd);
   }
   for (const auto& replica : json::as_array(json::get(doc, "replicas"))) {
-    for (const char* key : {"control_fd", "notify_fd", "out_fd", "err_fd"})
+    for (const char* key : {"control_fd", "notify_fd", "out_fd", "err_fd", "pidfd"})
       add(json::get(replica, key));
   }
   return fds;

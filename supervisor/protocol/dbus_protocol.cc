@@ -93,7 +93,7 @@ std::string transition_reason(ReplicaState before, const ReplicaEvent& event,
   using Kind = ReplicaEvent::Kind;
   for (const auto& action : actions) {
     if (action.kind != ReplicaAction::Kind::record_exit) continue;
-    std::string text = "exited: " + describe_exit(action.status.code, action.status.signal);
+    std::string text = "exited: " + describe_exit(action.status);
     if (action.reason != ExitReason::exit && action.reason != ExitReason::signal) {
       text += std::string(" [") + reason_name(action.reason) + "]";
     }

@@ -61,6 +61,7 @@ json::Value exit_json(const std::optional<ExitRecord>& exit) {
   json::Value out;
   out["code"] = optional_int(exit->status.code);
   out["signal"] = optional_int(exit->status.signal);
+  if (exit->status.unknown) out["unknown"] = true;
   out["reason"] = static_cast<int>(exit->reason);
   out["at"] = time_value(exit->at);
   out["stderr_tail"] = strings(exit->stderr_tail);
@@ -212,7 +213,7 @@ struct Reader {
     ReplicaMachineState machine;
     machine.state = enumeration(in, "state", ReplicaState::failed);
     if (auto reason = optional_int(in, "pending_reason")) {
-      if (*reason < 0 || *reason > static_cast<int>(ExitReason::oom)) ok = false;
+      if (*reason < 0 || *reason > static_cast<int>(ExitReason::adopted)) ok = false;
       machine.pending_reason = static_cast<ExitReason>(*reason);
     }
     machine.started_at = time(in, "started_at");
@@ -229,7 +230,8 @@ struct Reader {
     ExitRecord exit;
     exit.status.code = optional_int(in, "code");
     exit.status.signal = optional_int(in, "signal");
-    exit.reason = enumeration(in, "reason", ExitReason::oom);
+    exit.status.unknown = json::as_bool(json::get(in, "unknown"));
+    exit.reason = enumeration(in, "reason", ExitReason::adopted);
     exit.at = time(in, "at");
     exit.stderr_tail = strings(in, "stderr_tail");
     return exit;

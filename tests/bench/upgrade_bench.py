@@ -2,14 +2,18 @@
 many requests fail while the supervisor re-executes itself; beside it, systemd's own
 `daemon-reexec` with a plain service under the same client loops.
 
-Run (stdlib only): /usr/bin/python3 tests/bench/upgrade_bench.py [--upgrades N] [--reexecs N]
-                   [--bin DIR] [--no-systemd]
+Run (stdlib only): /usr/bin/python3 tests/bench/upgrade_bench.py [--upgrades N] [--crashes N]
+                   [--reexecs N] [--bin DIR] [--no-systemd]
 
 4 deploy-server replicas on one 127.0.0.1 port; two client threads run for the whole bench
 (one opens a new connection per request, one keeps a connection alive). N upgrades alternate
 between two copies of deployctl. Per upgrade: the CLI round trip (request, checks, exec, the
 new binary's first status) and the supervisor's own exec gap (its log: "re-executing" line ->
-"resumed" line). Everything is brought down at the end; every wait is bounded.
+"resumed" line). Then N crashes (--crashes): kill -9 of the supervisor, at once `up -d` of the
+same spec, which adopts the replicas (docs/upgrade.md, "Crash of the supervisor"); per crash the
+time from the new `up`'s start to full supervision (every replica adopted and ready in
+`status`), and the failed requests of that phase. Everything is brought down at the end; every
+wait is bounded.
 
 systemd (as root): a real systemd, PID 1 of a private namespace (tests/integration/systemd_ns.py),
 runs deploy-server as a plain Type=simple service on another port; under the same two client
@@ -31,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from harness import (ClientLoop, Deployment, deployctl_bin, free_port, http_get,  # noqa: E402
                      server_bin, service_by_name, wait_until)
+from test_crash import fully_supervised, kill_supervisor  # noqa: E402
 from test_upgrade import SPEC, KeepAliveLoop  # noqa: E402
 
 STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\]")
@@ -94,8 +99,9 @@ def systemd_reexec_bench(reexecs: int) -> bool:
         return same and not fresh.failures and not kept.failures
 
 
-def deployctl_upgrade_bench(upgrades: int) -> bool:
-    """deployctl upgrade under the client loops; False if a request failed."""
+def deployctl_upgrade_bench(upgrades: int, crash_count: int) -> bool:
+    """deployctl upgrade, then kill -9 of the supervisor and adoption, under the client loops;
+    False if a request failed."""
     dep = Deployment(SPEC, name="upgbench")
     try:
         assert dep.up().returncode == 0, "up failed"
@@ -130,15 +136,45 @@ def deployctl_upgrade_bench(upgrades: int) -> bool:
                   f"{statistics.median(gaps):.1f}, max {max(gaps):.1f}")
         print(f"requests: {fresh.successes} new-connection, {kept.successes} keep-alive; "
               f"failed: {len(fresh.failures)} + {len(kept.failures)}")
-        return not fresh.failures and not kept.failures
+        crash_failures = crashes(dep, crash_count) if crash_count else 0
+        return not fresh.failures and not kept.failures and not crash_failures
     finally:
         for problem in dep.close():
             print("cleanup:", problem)
 
 
+def crashes(dep: Deployment, count: int) -> int:
+    """kill -9 of the supervisor and `up -d` again, `count` times, under both client loops;
+    returns the failed requests."""
+    adopt_ms, total_ms = [], []
+    with ClientLoop(dep.port, max_requests=10**6, duration=300) as fresh, \
+            KeepAliveLoop(dep.port, max_requests=10**6, duration=300) as kept:
+        fresh.wait_for_successes(20, 10)
+        for _ in range(count):
+            pids, _keeper = kill_supervisor(dep)
+            killed = started = time.monotonic()
+            run = dep.up()
+            assert run.returncode == 0 and "adopted" in run.stdout, run.describe()
+            dep.wait_for(lambda s: fully_supervised(s, pids), 10, "every replica adopted")
+            done = time.monotonic()
+            adopt_ms.append((done - started) * 1000)
+            total_ms.append((done - killed) * 1000)
+            count_before = fresh.successes
+            wait_until(lambda: fresh.successes > count_before + 10, 10, "requests after")
+    print(f"kill -9 of the supervisor x{count}, then `up -d` at once: full supervision ms "
+          f"(from the new up's start) median {statistics.median(adopt_ms):.0f}, "
+          f"max {max(adopt_ms):.0f}")
+    print(f"requests during the crashes: {fresh.successes} new-connection, {kept.successes} "
+          f"keep-alive; failed: {len(fresh.failures)} + {len(kept.failures)} "
+          f"{(fresh.failures + kept.failures)[:3]}")
+    return len(fresh.failures) + len(kept.failures)
+
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--upgrades", type=int, default=10)
+    parser.add_argument("--crashes", type=int, default=5)
     parser.add_argument("--reexecs", type=int, default=3)
     parser.add_argument("--bin", default=None)
     parser.add_argument("--no-systemd", action="store_true", help="skip systemd's daemon-reexec")
@@ -146,7 +182,7 @@ def main() -> int:
     bin_dir = Path(args.bin or Path(__file__).resolve().parents[2] / "build" / "bin").resolve()
     os.environ.setdefault("DEPLOYCTL_BIN", str(bin_dir / "deployctl"))
     os.environ.setdefault("DEPLOY_SERVER_BIN", str(bin_dir / "deploy-server"))
-    ok = deployctl_upgrade_bench(args.upgrades)
+    ok = deployctl_upgrade_bench(args.upgrades, args.crashes)
     if args.no_systemd:
         return 0 if ok else 1
     if os.geteuid() != 0:

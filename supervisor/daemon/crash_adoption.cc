@@ -1,0 +1,117 @@
+#include "crash_adoption.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+
+#include "deployment_state_json.h"
+#include "leftovers.h"
+#include "read_file.h"
+
+namespace deployctl {
+
+namespace {
+
+// How long a new `up` waits for the keeper to hand the fds over.
+constexpr std::chrono::milliseconds kTakeOverLimit{3000};
+
+bool holds(const HandedFds& fds, std::uint64_t serial) {
+  for (const char* channel : {"control", "out", "err"}) {
+    if (!fds.count(channel_fd_name(serial, channel))) return false;
+  }
+  return true;
+}
+
+std::chrono::milliseconds longest_stop(const Spec& spec) {
+  Duration grace{0};
+  for (const auto& service : spec.services) grace = std::max(grace, service.stop.timeout);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(grace);
+}
+
+}  // namespace
+
+std::string adoption_record_path(const std::string& state_dir) { return state_dir + "/adopt.json"; }
+
+std::string listen_fd_name(const std::string& service, std::size_t index) {
+  return "listen " + service + " " + std::to_string(index);
+}
+
+std::string channel_fd_name(std::uint64_t serial, const char* channel) {
+  return std::to_string(serial) + " " + channel;
+}
+
+std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std::string* why_not) {
+  why_not->clear();
+  const std::string record_path = replica_record_path(paths.dir);
+  std::optional<RecordedReplica> keeper;
+  std::vector<RecordedReplica> replicas;
+  for (auto& leftover : find_leftovers(record_path)) {
+    if (leftover.id == kKeeperId) {
+      keeper = leftover;
+    } else {
+      replicas.push_back(leftover);
+    }
+  }
+  if (replicas.empty()) return std::nullopt;
+  if (!keeper) {
+    *why_not = "its fd keeper is gone too";
+    return std::nullopt;
+  }
+  std::string error;
+  FileRead file = read_file(adoption_record_path(paths.dir), kMaxStateBytes);
+  auto record = file.ok() ? decode_state(file.text, &error) : std::nullopt;
+  if (!record) {
+    *why_not = "no usable adoption record" + (error.empty() ? "" : ": " + error);
+    return std::nullopt;
+  }
+  auto fds = take_from_keeper(keeper_socket_path(paths.dir), keeper->pid, kTakeOverLimit, &error);
+  if (!fds) {
+    *why_not = error;
+    return std::nullopt;
+  }
+  Adoption adoption{std::move(*record), {}, {}, std::move(*fds)};
+  auto give_up = [&adoption, why_not](std::string why) -> std::optional<Adoption> {
+    for (auto& [name, fd] : adoption.fds) close(fd);
+    for (auto& [name, sockets] : adoption.listen) close_listen_sockets(sockets);
+    *why_not = std::move(why);
+    return std::nullopt;
+  };
+  std::set<std::uint64_t> alive;
+  std::map<std::uint64_t, pid_t> pids;
+  for (const auto& r : json::as_array(json::get(adoption.record.doc, "replicas"))) {
+    const auto serial = static_cast<std::uint64_t>(json::as_int(json::get(r, "serial")));
+    const auto pid = static_cast<pid_t>(json::as_int(json::get(r, "pid"), -1));
+    const auto start = static_cast<unsigned long long>(json::as_int(json::get(r, "start_time")));
+    if (pid > 1 && process_start_time(pid) == start && holds(adoption.fds, serial)) {
+      alive.insert(serial);
+      pids[serial] = pid;
+    }
+  }
+  const bool same_spec =
+      adoption.record.spec.name == spec.name && adoption.record.spec.services == spec.services;
+  adoption.plan = plan_adoption(adoption.record.core, same_spec, alive);
+  if (!adoption.plan.adopt) return give_up(adoption.plan.refusal);
+  for (const auto& service : spec.services) {
+    for (std::size_t i = 0; i < service.listen.size(); ++i) {
+      auto it = adoption.fds.find(listen_fd_name(service.name, i));
+      if (it == adoption.fds.end()) {
+        return give_up("the fd keeper had no socket for " + service.listen[i].text);
+      }
+      adoption.listen[service.name].push_back({service.listen[i], it->second});
+      adoption.fds.erase(it);
+    }
+  }
+  std::vector<RecordedReplica> strays;  // running, recorded, but not taken over
+  for (const auto& replica : replicas) {
+    const bool adopted =
+        std::any_of(adoption.plan.adopted.begin(), adoption.plan.adopted.end(),
+                    [&](std::uint64_t serial) { return pids[serial] == replica.pid; });
+    if (!adopted) strays.push_back(replica);
+  }
+  if (!strays.empty()) stop_leftovers(record_path, strays, longest_stop(spec));
+  return adoption;
+}
+
+}  // namespace deployctl
