@@ -109,6 +109,33 @@ TEST_SUITE("metrics") {
     CHECK(web.rollout_seconds[0] == doctest::Approx(2.0).epsilon(0.05));
   }
 
+  TEST_CASE("counters: a rollout that starts and ends within one event is counted") {
+    auto sim = running_web(2);
+    sim.scale("web", 0);
+    REQUIRE(sim.service("web").replicas.empty());
+    sim.restart({"web"});  // nothing to replace: the rollout is done as it begins
+    REQUIRE(sim.service("web").rollout->status == RolloutState::Status::done);
+    const auto& web = sim.counters.services().at("web");
+    CHECK(web.rollouts.at("done") == 1);
+    REQUIRE(web.rollout_seconds.size() == 1);
+    CHECK(web.rollout_seconds[0] == 0.0);
+    CHECK(sim.count(Action::Kind::rollout_started) == 1);
+    CHECK(sim.count(Action::Kind::rollout_ended) == 1);
+  }
+
+  TEST_CASE("counters: a rollout restarted by a new certificate counts once") {
+    auto sim = running_web(2);
+    sim.behaviour["web"].becomes_ready = false;
+    sim.restart();
+    sim.feed({.kind = Event::Kind::cert_changed, .services = {"web"}});
+    sim.behaviour["web"].becomes_ready = true;
+    sim.advance(3s);
+    const auto& web = sim.counters.services().at("web");
+    std::uint64_t total = 0;
+    for (const auto& [result, count] : web.rollouts) total += count;
+    CHECK(total == 1);
+  }
+
   TEST_CASE("counters: a memory recycle counts as a restart for memory") {
     auto sim = running_web(2);
     sim.feed(
