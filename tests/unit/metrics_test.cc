@@ -143,6 +143,26 @@ TEST_SUITE("metrics") {
     CHECK(restarts(sim, "memory-recycle") == 1);
   }
 
+  TEST_CASE("format: pre-start steps by result (every result, zeros too) and their duration") {
+    MetricsSnapshot snapshot = sample_snapshot();
+    PreStartMetrics migrate{.step = "migrate", .seconds = HistogramSnapshot(pre_start_buckets())};
+    migrate.results = {{"ok", 2}, {"timeout", 1}};
+    for (double seconds : {0.3, 0.4, 700.0}) migrate.seconds.observe(seconds);
+    snapshot.pre_start.push_back(migrate);
+    const std::string text = format_metrics(snapshot);
+    CHECK(has_line(text, "# TYPE deployctl_prestart_steps_total counter"));
+    CHECK(has_line(text, "deployctl_prestart_steps_total{step=\"migrate\",result=\"ok\"} 2"));
+    CHECK(has_line(text, "deployctl_prestart_steps_total{step=\"migrate\",result=\"failed\"} 0"));
+    CHECK(has_line(text, "deployctl_prestart_steps_total{step=\"migrate\",result=\"timeout\"} 1"));
+    CHECK(has_line(text, "deployctl_prestart_steps_total{step=\"migrate\",result=\"cancelled\"} 0"));
+    CHECK(has_line(text, "# TYPE deployctl_prestart_step_duration_seconds histogram"));
+    CHECK(has_line(text,
+                   "deployctl_prestart_step_duration_seconds_bucket{step=\"migrate\",le=\"0.5\"} 2"));
+    CHECK(has_line(text,
+                   "deployctl_prestart_step_duration_seconds_bucket{step=\"migrate\",le=\"600\"} 2"));
+    CHECK(has_line(text, "deployctl_prestart_step_duration_seconds_count{step=\"migrate\"} 3"));
+  }
+
   TEST_CASE("format: families with HELP and TYPE, labels, cumulative buckets") {
     const std::string text = format_metrics(sample_snapshot());
     CHECK(has_line(text, "# TYPE deployctl_build_info gauge"));
