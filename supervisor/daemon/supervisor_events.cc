@@ -1,6 +1,7 @@
 // The event stream (protocol/events.h): events derived from each handled event and the core's
 // actions, kept in a bounded history and sent to `events -f` followers as they happen.
 #include "commands.h"
+#include "dbus_api.h"
 #include "dbus_protocol.h"
 #include "supervisor_state.h"
 
@@ -82,6 +83,8 @@ void Supervisor::record_events(const Event& event, const std::vector<Action>& ac
 
 void Supervisor::publish_event(DeploymentEvent event) {
   const DeploymentEvent& kept = events_.add(std::move(event));
+  // State changes already have their signal, ReplicaStateChanged (docs/dbus.md).
+  if (dbus_ && kept.kind != "state") dbus_->event(kept);
   if (followers_.empty()) return;
   json::Value line;
   line["event"] = event_json(kept);
