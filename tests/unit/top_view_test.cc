@@ -129,6 +129,24 @@ TEST_SUITE("top") {
     CHECK(find_line(tiny, "> web.20") >= 0);
   }
 
+  TEST_CASE("any size down to 1x1 fits, table and log view, with or without replicas") {
+    TopData data{.status = two_replicas(), .log_lines = {"a line\n"}};
+    for (int i = 1; i <= 8; ++i) data.events.push_back(event(i));
+    TopData empty{.status = status_of({}, 0)};
+    for (int width : {1, 2, 10, 79, 200}) {
+      for (int height : {1, 2, 3, 5, 24}) {
+        for (bool log : {false, true}) {
+          const TopScreen screen{.width = width, .height = height, .log = log};
+          for (TopData* input : {&data, &empty}) {
+            const auto lines = render_top(*input, screen);
+            CHECK(static_cast<int>(lines.size()) <= height);
+            for (const auto& line : lines) CHECK(static_cast<int>(line.text.size()) <= width);
+          }
+        }
+      }
+    }
+  }
+
   TEST_CASE("sort cycles name, cpu, memory, restarts; ties keep file order") {
     const json::Value status = two_replicas();
     const std::map<std::string, double> cpu{{"web.0", 50}, {"web.1", 5}};
