@@ -72,7 +72,8 @@ class Supervisor {
   // the new one could not resume (`rolled_back` says why), the failure.
   void note_resumed(const std::string& rolled_back);
 
-  // Counts the runs of pre-start steps for the metrics (`up` runs them before start()).
+  // Counts the runs of pre-start steps for the metrics and shows each as an event (`up` runs
+  // them before start()).
   void record_pre_start(const std::vector<PreStartOutcome>& steps);
 
   // Before start(): false keeps the D-Bus API off (`up --no-dbus`).

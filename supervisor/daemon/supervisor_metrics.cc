@@ -47,6 +47,10 @@ void Supervisor::record_pre_start(const std::vector<PreStartOutcome>& steps) {
     PreStartStats& stats = pre_start_stats_[step.step];
     ++stats.results[step.result];
     stats.seconds.observe(step.seconds);
+    publish_event({.time_ms = unix_time_ms(),
+                   .kind = "pre_start",
+                   .message = "step " + step.step + ": " + step.result + " in " +
+                              std::to_string(static_cast<long long>(step.seconds * 1000)) + "ms"});
   }
 }
 
