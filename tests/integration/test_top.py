@@ -7,6 +7,7 @@ import shlex
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +39,7 @@ class Tmux:
         shell_command = " ".join(shlex.quote(part) for part in command)
         self.tmux("new-session", "-d", "-s", "top", "-x", str(width), "-y", str(height),
                   shell_command)
+        self.socket_path = self.tmux("display-message", "-p", "#{socket_path}").stdout.strip()
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([TMUX, "-L", self.socket, "-f", "/dev/null", *args], env=self.env,
@@ -61,7 +63,10 @@ class Tmux:
             raise AssertionError(f"{failure}; the screen:\n{self.screen()}") from None
 
     def close(self) -> None:
+        """Stops the server (and top with it) and removes its socket file."""
         self.tmux("kill-server")
+        if self.socket_path:
+            Path(self.socket_path).unlink(missing_ok=True)
 
 
 @pytest.fixture
