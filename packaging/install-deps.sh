@@ -9,6 +9,10 @@ packages=(
   libboost-dev libtomlplusplus-dev libspdlog-dev libsdbus-c++-dev libsystemd-dev doctest-dev
   nlohmann-json3-dev
   libssl-dev
+  # `deployctl top` draws with curses
+  libncurses-dev
+  # tests/integration/test_top.py drives `deployctl top` in a detached tmux session
+  tmux
   # sanitizer build and libFuzzer targets
   clang libclang-rt-14-dev
   # tests: Debian's interpreter with pytest; setpriv (util-linux), ps (procps), HTTP load

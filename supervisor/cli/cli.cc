@@ -23,6 +23,7 @@
 #include "read_file.h"
 #include "startup.h"
 #include "status_table.h"
+#include "top_command.h"
 #include "timeouts.h"
 #include "leftovers.h"
 #include "tls_check.h"
@@ -303,6 +304,16 @@ int wait_for_upgrade(const std::string& name, const StatePaths& paths, const jso
   return kExitTimeout;
 }
 
+// `logs` (or top's log view) of the deployment the options name.
+LogsRequest logs_request(const Options& options) {
+  LogsRequest logs = options.logs;
+  logs.file = options.file;
+  logs.name = options.name;
+  logs.log_dir_flag = options.log_dir;
+  logs.runtime_dir_flag = options.runtime_dir;
+  return logs;
+}
+
 int run_client(const Options& options) {
   std::string name = options.name;
   std::string spec_path;
@@ -324,6 +335,7 @@ int run_client(const Options& options) {
     spec_path = spec->path;
   }
   const StatePaths paths = state_paths(runtime_base(options.runtime_dir), name);
+  if (options.command == "top") return run_top({name, paths.socket, logs_request(options)});
   json::Value request;
   request["command"] = options.command;
   if (options.command == "scale") {
@@ -435,13 +447,7 @@ int run_cli(int argc, char** argv) {
     return run_up(*spec, {options.runtime_dir, options.log_dir, options.detach, options.dbus});
   }
   if (options.command == "validate") return run_validate(options);
-  if (options.command == "logs") {
-    options.logs.file = options.file;
-    options.logs.name = options.name;
-    options.logs.log_dir_flag = options.log_dir;
-    options.logs.runtime_dir_flag = options.runtime_dir;
-    return run_logs(options.logs);
-  }
+  if (options.command == "logs") return run_logs(logs_request(options));
   return run_client(options);
 }
 

@@ -39,7 +39,8 @@ struct Target {
   std::string what;  // for messages: "web.2", "every log"
 };
 
-int show_tail(const Target& target, std::size_t count) {
+// The last `count` lines of the target's logs in time order; nullopt if it has no log file.
+std::optional<std::vector<std::string>> tail_of(const Target& target, std::size_t count) {
   std::vector<std::string> bases =
       target.selector.base.empty() ? LogReader::bases_in(target.dir)
                                    : std::vector<std::string>{target.selector.base};
@@ -52,14 +53,23 @@ int show_tail(const Target& target, std::size_t count) {
     auto tail = reader.tail(count, target.selector);
     lines.insert(lines.end(), tail.begin(), tail.end());
   }
-  if (!found) {
-    std::fprintf(stderr, "deployctl: no log of %s in %s (see docs/logs.md for where logs go)\n",
-                 target.what.c_str(), target.dir.c_str());
-    return kExitFailed;
-  }
+  if (!found) return std::nullopt;
   sort_by_time(&lines);
   if (lines.size() > count) lines.erase(lines.begin(), lines.end() - static_cast<long>(count));
-  print(lines);
+  return lines;
+}
+
+std::string no_log_message(const Target& target) {
+  return "no log of " + target.what + " in " + target.dir + " (see docs/logs.md for where logs go)";
+}
+
+int show_tail(const Target& target, std::size_t count) {
+  auto lines = tail_of(target, count);
+  if (!lines) {
+    std::fprintf(stderr, "deployctl: %s\n", no_log_message(target).c_str());
+    return kExitFailed;
+  }
+  print(*lines);
   return kExitOk;
 }
 
@@ -97,30 +107,50 @@ int show_tail(const Target& target, std::size_t count) {
   }
 }
 
-}  // namespace
-
-int run_logs(const LogsRequest& request) {
-  std::string error;
-  auto selector = logs::parse_selector(request.selector, &error);
+// The target of `request`, or nullopt with *error: what to print, one line per problem (a
+// selector that names nothing, an invalid spec).
+std::optional<Target> target_of(const LogsRequest& request, std::string* error) {
+  auto selector = logs::parse_selector(request.selector, error);
   if (!selector) {
-    std::fprintf(stderr, "deployctl: %s\n", error.c_str());
-    return kExitUsage;
+    *error = "deployctl: " + *error + "\n";
+    return std::nullopt;
   }
   std::string name = request.name;
   std::optional<Spec> spec;
   if (name.empty()) {
     LoadResult loaded = load_spec_file(request.file);
-    for (const auto& problem : loaded.errors) std::fprintf(stderr, "%s\n", problem.to_string().c_str());
-    if (!loaded.spec) return kExitUsage;
+    if (!loaded.spec) {
+      for (const auto& problem : loaded.errors) *error += problem.to_string() + "\n";
+      return std::nullopt;
+    }
     spec = std::move(loaded.spec);
     name = spec->name;
   }
   const std::string state_dir = state_paths(runtime_base(request.runtime_dir_flag), name).dir;
-  Target target{log_dir_for(request.log_dir_flag, request.runtime_dir_flag,
+  return Target{log_dir_for(request.log_dir_flag, request.runtime_dir_flag,
                             spec ? &spec->logs : nullptr, name, state_dir),
                 *selector, request.selector.empty() ? "any service of " + name : request.selector};
-  if (request.follow) follow(target, request.lines);
-  return show_tail(target, request.lines);
+}
+
+}  // namespace
+
+std::vector<std::string> read_log_tail(const LogsRequest& request, std::string* error) {
+  auto target = target_of(request, error);
+  if (!target) return {};
+  auto lines = tail_of(*target, request.lines);
+  if (!lines) *error = no_log_message(*target);
+  return lines.value_or(std::vector<std::string>{});
+}
+
+int run_logs(const LogsRequest& request) {
+  std::string error;
+  auto target = target_of(request, &error);
+  if (!target) {
+    std::fputs(error.c_str(), stderr);
+    return kExitUsage;
+  }
+  if (request.follow) follow(*target, request.lines);
+  return show_tail(*target, request.lines);
 }
 
 }  // namespace deployctl

@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "spec.h"
 
@@ -21,5 +22,8 @@ struct LogsRequest {
 // Prints the last lines, then (follow) what is written next until killed. Exit code per
 // docs/cli.md: 0, 1 (no log file), 2 (usage or invalid spec).
 int run_logs(const LogsRequest& request);
+// The last request.lines lines (each ending in '\n') of the selected logs in time order, as
+// `logs` prints them; empty with *error if there is no such log or the request is invalid.
+std::vector<std::string> read_log_tail(const LogsRequest& request, std::string* error);
 
 }  // namespace deployctl

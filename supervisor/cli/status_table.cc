@@ -8,7 +8,6 @@
 #include "replica_machine.h"
 
 namespace deployctl {
-namespace {
 
 std::string human_duration(std::int64_t ms) {
   std::int64_t s = ms / 1000;
@@ -17,6 +16,8 @@ std::string human_duration(std::int64_t ms) {
   if (s < 86400) return std::to_string(s / 3600) + "h" + std::to_string(s % 3600 / 60) + "m";
   return std::to_string(s / 86400) + "d" + std::to_string(s % 86400 / 3600) + "h";
 }
+
+namespace {
 
 std::string human_bytes(const json::Value& value) {
   if (!value.is_number()) return "-";

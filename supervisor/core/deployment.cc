@@ -173,8 +173,7 @@ bool Deployment::advance_rollout(const std::string& name, ServiceState& service)
   auto& rollout = service.rollout;
   if (!rollout || rollout->status != RolloutState::Status::running) return false;
   if (s_.phase == Phase::stopping) {  // never starts a replica while stopping
-    rollout->status = RolloutState::Status::failed;
-    rollout->error = "the deployment stopped during the rollout of " + name;
+    close_rollout(name, service, "the deployment stopped during the rollout of " + name);
     return false;
   }
   std::vector<RolloutSlot> slots;
@@ -188,7 +187,7 @@ bool Deployment::advance_rollout(const std::string& name, ServiceState& service)
   }
   RolloutStep step = plan_rollout(slots, service.desired, service.settings.rollout);
   if (step.status == RolloutStep::Status::done) {
-    rollout->status = RolloutState::Status::done;
+    close_rollout(name, service);
     log(LogLevel::info, name + ": rollout complete");
     return false;
   }
@@ -219,13 +218,11 @@ bool Deployment::advance_rollout(const std::string& name, ServiceState& service)
 void Deployment::fail_rollout(const std::string& name, ServiceState& service,
                               const ReplicaRecord& failed) {
   const auto& exit = *failed.last_exit;
-  auto& rollout = *service.rollout;
-  rollout.status = RolloutState::Status::failed;
-  rollout.error = failed.id + " did not become ready (" +
-                  describe_exit(exit.status) + ", " +
-                  reason_name(exit.reason) + "); the rollout of " + name +
-                  " stopped and the old replicas keep serving";
-  log(LogLevel::error, rollout.error);
+  close_rollout(name, service,
+                failed.id + " did not become ready (" + describe_exit(exit.status) + ", " +
+                    reason_name(exit.reason) + "); the rollout of " + name +
+                    " stopped and the old replicas keep serving");
+  log(LogLevel::error, service.rollout->error);
   for (auto it = service.replicas.begin(); it != service.replicas.end();) {
     auto& replica = (it++)->second;  // stopping may retire (erase) it
     const bool old = replica.generation < service.generation;
@@ -259,9 +256,24 @@ void Deployment::memory_high(const Event& event) {
   Action started{.kind = Action::Kind::recycle_started, .replica = replica->serial};
   started.bytes = event.bytes;
   out_.push_back(std::move(started));
-  const bool rolling =
-      service->rollout && service->rollout->status == RolloutState::Status::running;
-  if (!rolling) service->rollout.emplace();
+  open_rollout(service->settings.name, *service);
+}
+
+void Deployment::open_rollout(const std::string& name, ServiceState& service) {
+  const bool rolling = service.rollout && service.rollout->status == RolloutState::Status::running;
+  service.rollout.emplace();
+  if (!rolling) out_.push_back({.kind = Action::Kind::rollout_started, .service = name});
+}
+
+void Deployment::close_rollout(const std::string& name, ServiceState& service,
+                               std::string error) {
+  auto& rollout = *service.rollout;
+  rollout.status = error.empty() ? RolloutState::Status::done : RolloutState::Status::failed;
+  rollout.error = std::move(error);
+  Action ended{.kind = Action::Kind::rollout_ended, .service = name};
+  ended.ok = rollout.error.empty();
+  ended.message = rollout.error;
+  out_.push_back(std::move(ended));
 }
 
 void Deployment::check_started() {

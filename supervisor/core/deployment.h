@@ -67,10 +67,13 @@ struct Action {
     recycle_started,  // `replica` is replaced for memory (`bytes`)
     recycle_gave_up,  // `replica`'s memory replacement failed; it keeps serving
     arm_deadline,     // feed a tick at `at`
+    rollout_started,  // `service`'s rollout began (a rollout restarted while running: none)
+    rollout_ended,    // `service`'s rollout ended: `ok` (done), or failed with `message`
     log,              // `level`, `message`
   };
   Kind kind = Kind::log;
   std::uint64_t replica = 0;
+  std::string service;  // rollout_started, rollout_ended
   ReplicaAction step{};
   ReplicaState before{}, after{};
   ReplicaEvent event{};
@@ -117,6 +120,9 @@ class Deployment {
   void interrupt(const Event& event);
   void certificate_changed(const Event& event);
   void begin_rollout(const std::string& name, ServiceState& service, const std::string& why);
+  // Every rollout begins and ends through these, so each start and end is one action.
+  void open_rollout(const std::string& name, ServiceState& service);
+  void close_rollout(const std::string& name, ServiceState& service, std::string error = "");
 
   // Management requests (deployment_requests.cc).
   void scale(const Event& event);

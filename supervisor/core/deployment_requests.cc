@@ -114,7 +114,7 @@ void Deployment::begin_rollout(const std::string& name, ServiceState& service,
                           " replicas (max_surge " + std::to_string(bounds.max_surge) +
                           ", max_unavailable " + std::to_string(bounds.max_unavailable) + ")");
   ++service.generation;
-  service.rollout.emplace();
+  open_rollout(name, service);
 }
 
 // The daemon saw new TLS files that load: every replica must serve them. Replicas started
@@ -167,7 +167,7 @@ void Deployment::reload(const Event& event) {
     } else if (rolled) {
       log(LogLevel::info, "reload: " + name + " changed; rolling its replicas");
       ++service.generation;
-      service.rollout.emplace();
+      open_rollout(name, service);
     } else {
       log(LogLevel::info,
           "reload: " + name + " scales to " + std::to_string(settings.spec_replicas));

@@ -22,20 +22,17 @@ void DeploymentCounters::observe_transition(const Action& action, const std::str
   if (again && restarting) ++counters.restarts[reason_name(exit->reason)];
 }
 
-void DeploymentCounters::observe_rollout(const std::string& name, const ServiceState& service,
-                                         TimePoint now) {
-  ServiceCounters& counters = services_[name];
-  const bool running = service.rollout && service.rollout->status == RolloutState::Status::running;
-  if (running) {
-    if (!counters.rollout_started) counters.rollout_started = now;
+void DeploymentCounters::observe_rollout(const Action& action, TimePoint now) {
+  ServiceCounters& counters = services_[action.service];
+  if (action.kind == Action::Kind::rollout_started) {
+    counters.rollout_started = now;
     return;
   }
-  if (!counters.rollout_started) return;
-  const bool failed = service.rollout && service.rollout->status == RolloutState::Status::failed;
-  ++counters.rollouts[failed ? "failed" : "done"];
+  ++counters.rollouts[action.ok ? "done" : "failed"];
   auto& durations = counters.rollout_seconds;
   if (durations.size() == kMaxDurations) durations.erase(durations.begin());
-  durations.push_back(std::chrono::duration<double>(now - *counters.rollout_started).count());
+  const TimePoint started = counters.rollout_started.value_or(now);
+  durations.push_back(std::chrono::duration<double>(now - started).count());
   counters.rollout_started.reset();
 }
 
@@ -50,9 +47,11 @@ void DeploymentCounters::observe(const std::vector<Action>& actions, const Deplo
       if (const ServiceState* service = core.service_of(action.replica)) {
         ++services_[service->settings.name].restarts["memory-recycle"];
       }
+    } else if (action.kind == Action::Kind::rollout_started ||
+               action.kind == Action::Kind::rollout_ended) {
+      observe_rollout(action, now);
     }
   }
-  for (const auto& [name, service] : core.state().services) observe_rollout(name, service, now);
 }
 
 }  // namespace deployctl

@@ -1,6 +1,8 @@
 // Cumulative counters for the metrics (docs/metrics.md) that the deployment core decides:
 // restarts by reason, OOM kills, rollouts by result and their durations. Pure: the daemon
-// passes every event's actions and the state after it, with the event's time.
+// passes every event's actions and the state after it, with the event's time. Rollouts are
+// counted from the core's rollout_started/rollout_ended actions, so one that begins and ends
+// within a single event counts too.
 #pragma once
 
 #include <cstdint>
@@ -23,7 +25,7 @@ struct ServiceCounters {
   std::uint64_t oom_kills = 0;
   std::map<std::string, std::uint64_t> rollouts;  // "done" | "failed"
   std::vector<double> rollout_seconds;       // durations of finished rollouts, newest last (capped)
-  std::optional<TimePoint> rollout_started;  // of the rollout seen running
+  std::optional<TimePoint> rollout_started;  // of the rollout under way
 };
 
 class DeploymentCounters {
@@ -36,7 +38,7 @@ class DeploymentCounters {
 
  private:
   void observe_transition(const Action& action, const std::string& service);
-  void observe_rollout(const std::string& name, const ServiceState& service, TimePoint now);
+  void observe_rollout(const Action& action, TimePoint now);
 
   std::map<std::string, ServiceCounters> services_;
 };

@@ -110,6 +110,10 @@ void DbusApi::export_object() {
   object_->registerSignal("ReplicaStateChanged").onInterface(kInterface)
       .withParameters<std::string, std::string, std::string, std::string>(
           "replica", "old_state", "new_state", "reason");
+  object_->registerSignal("Event").onInterface(kInterface)
+      .withParameters<std::uint64_t, std::int64_t, std::string, std::string, std::string,
+                      std::string, std::vector<std::string>>(
+          "seq", "time_ms", "kind", "service", "replica", "message", "lines");
   object_->registerProperty("Name").onInterface(kInterface)
       .withGetter([this] { return deployment_; })
       .withUpdateBehavior(sdbus::Flags::CONST_PROPERTY_VALUE);
@@ -153,6 +157,19 @@ void DbusApi::finish_call(std::uint64_t id, const json::Value& response) {
     answer(response);
   } catch (const sdbus::Error& failure) {
     spdlog::warn("D-Bus: cannot send a reply: {}", failure.getMessage());
+  }
+  pump_soon();
+}
+
+void DbusApi::event(const DeploymentEvent& event) {
+  if (failed_) return;
+  try {
+    object_->emitSignal("Event").onInterface(kInterface)
+        .withArguments(event.seq, event.time_ms, event.kind, event.service, event.replica,
+                       event.message, event.lines);
+  } catch (const sdbus::Error& failure) {
+    fail("cannot emit Event: " + failure.getMessage());
+    return;
   }
   pump_soon();
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "asio.h"
+#include "events.h"
 #include "json.h"
 #include "management.h"
 
@@ -57,6 +58,8 @@ class DbusApi {
   // Emits ReplicaStateChanged.
   void replica_state_changed(const std::string& replica, std::string_view old_state,
                              std::string_view new_state, const std::string& reason);
+  // Emits Event for one event of the event stream (events.h).
+  void event(const DeploymentEvent& event);
   // Updates the properties; emits PropertiesChanged for those that differ.
   void publish(const DbusSnapshot& snapshot);
 

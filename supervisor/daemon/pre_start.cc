@@ -95,7 +95,8 @@ class PreStartRunner::Impl : public std::enable_shared_from_this<Impl> {
   void on_kill_grace_over();
   void on_drain_grace_over();
   void finish_step();
-  void fail(const std::string& message);
+  void fail(const std::string& message, const char* result = "failed");
+  void record(const char* result);
   void finish(PreStartResult result);
 
   void read(Pipe& pipe);
@@ -127,6 +128,7 @@ class PreStartRunner::Impl : public std::enable_shared_from_this<Impl> {
   TimePoint deadline_{};
   Pipe out_{false}, err_{true};
   std::deque<std::string> tail_;
+  std::vector<PreStartOutcome> outcomes_;
 };
 
 // ---- lifecycle -------------------------------------------------------------------------------
@@ -144,7 +146,7 @@ void PreStartRunner::Impl::cancel() {
   cancelled_ = true;
   switch (phase_) {
     case Phase::idle:
-      finish({false, "", "pre_start was cancelled before its steps ran", {}});
+      finish({false, "", "pre_start was cancelled before its steps ran", {}, outcomes_});
       break;
     case Phase::running:
       spdlog::warn("{} cancelled; killing its process group", label());
@@ -170,7 +172,7 @@ void PreStartRunner::Impl::abandon() {
 void PreStartRunner::Impl::run_next() {
   if (phase_ != Phase::idle) return;
   if (index_ == steps_.size()) {
-    finish({});
+    finish({.steps = outcomes_});
     return;
   }
   start_step();
@@ -289,22 +291,30 @@ void PreStartRunner::Impl::finish_step() {
   phase_ = Phase::idle;
   const int status = wait_status_.value_or(0);
   if (cancelled_) {
-    fail(label() + " was cancelled; its process group was killed");
+    fail(label() + " was cancelled; its process group was killed", "cancelled");
   } else if (timed_out_) {
     fail(label() + " timed out after " + std::to_string(to_ms(step().timeout)) +
-         "ms; its process group was killed");
+             "ms; its process group was killed",
+         "timeout");
   } else if (!succeeded(status)) {
     fail(label() + " failed: " + describe_failure(status));
   } else {
     spdlog::info("{} succeeded in {}ms", label(), ms_since(started_at_));
+    record("ok");
     ++index_;
     run_next();
   }
 }
 
-void PreStartRunner::Impl::fail(const std::string& message) {
+void PreStartRunner::Impl::record(const char* result) {
+  outcomes_.push_back(
+      {step().name, result, std::chrono::duration<double>(Clock::now() - started_at_).count()});
+}
+
+void PreStartRunner::Impl::fail(const std::string& message, const char* result) {
   spdlog::error("{} (after {}ms)", message, ms_since(started_at_));
-  finish({false, step().name, message, {tail_.begin(), tail_.end()}});
+  record(result);
+  finish({false, step().name, message, {tail_.begin(), tail_.end()}, outcomes_});
 }
 
 void PreStartRunner::Impl::finish(PreStartResult result) {

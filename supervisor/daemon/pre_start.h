@@ -27,12 +27,21 @@ inline constexpr std::chrono::milliseconds kPreStartKillGrace{2000};
 inline constexpr std::chrono::milliseconds kPreStartDrainGrace{1000};
 inline constexpr std::size_t kPreStartTailLines = 20;
 
+// One step that ran: its `result` ("ok", "failed", "timeout" or "cancelled") and how long it
+// took, from its start to its end (or to the failure to start it).
+struct PreStartOutcome {
+  std::string step;
+  std::string result;
+  double seconds = 0;
+};
+
 struct PreStartResult {
   bool ok = true;
   std::string step;                     // failing step's name
   std::string message;                  // e.g. "pre_start step 'migrate' failed: exited with code 1"
   std::vector<std::string> last_lines;  // last 20 lines of the step's output (stdout and stderr
                                         // interleaved as read)
+  std::vector<PreStartOutcome> steps;   // every step that ran, in order
 };
 
 // Shows one line of a step's output as `pre_start.NAME | line` on stdout or stderr.

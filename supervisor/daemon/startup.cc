@@ -68,8 +68,10 @@ std::string read_pid_file(const std::string& path) {
 }
 
 // Runs the pre-start steps in order, in the foreground, before any replica starts. Ctrl+C
-// cancels the running step (its whole group is killed). False if a step failed.
-bool run_pre_start(const std::vector<PreStartStep>& steps, const LogSettings& log_settings) {
+// cancels the running step (its whole group is killed). False if a step failed. *outcomes: the
+// steps that ran (for the metrics).
+bool run_pre_start(const std::vector<PreStartStep>& steps, const LogSettings& log_settings,
+                   std::vector<PreStartOutcome>* outcomes) {
   if (steps.empty()) return true;
   LogWriter log(log_settings);  // joined before returning: `up -d` forks next
   auto on_line = [&log](const std::string& step, const std::string& line, bool is_stderr) {
@@ -89,6 +91,7 @@ bool run_pre_start(const std::vector<PreStartStep>& steps, const LogSettings& lo
   });
   runner.start();
   io.run();
+  *outcomes = result.steps;
   if (result.ok) return true;
   std::fprintf(stderr, "deployctl: %s; no replica was started\n", result.message.c_str());
   if (!result.last_lines.empty()) {
@@ -212,8 +215,10 @@ int run_up(const Spec& loaded, const UpOptions& options) {
     }
   }
   setup_logging();
-  if (!adoption && !run_pre_start(spec->pre_start,
-                     {paths.logs, {spec->logs.max_size, spec->logs.keep}, false})) {
+  std::vector<PreStartOutcome> pre_start;
+  if (!adoption &&
+      !run_pre_start(spec->pre_start, {paths.logs, {spec->logs.max_size, spec->logs.keep}, false},
+                     &pre_start)) {
     for (auto& [name, sockets] : listen) close_listen_sockets(sockets);
     return failed();
   }
@@ -237,6 +242,7 @@ int run_up(const Spec& loaded, const UpOptions& options) {
   boost::asio::io_context io;
   Supervisor supervisor(io, *spec, std::move(listen), paths, on_started);
   supervisor.set_dbus_enabled(options.dbus);
+  supervisor.record_pre_start(pre_start);
   supervisor.set_upgrade_context({.executable = current_executable(), .lock_fd = lock,
                                   .detached = options.detach});
   std::string error;

@@ -177,6 +177,8 @@ void Supervisor::perform(const Action& action) {
     case K::finished: finish(); break;
     case K::recycle_started:
     case K::recycle_gave_up: log_recycle(action); break;
+    case K::rollout_started:
+    case K::rollout_ended: break;  // counted and shown as events (record_events)
     case K::arm_deadline: {
       auto timer = std::make_shared<asio::steady_timer>(io_, action.at);
       timer->async_wait([this, timer](boost::system::error_code ec) {

@@ -40,6 +40,7 @@
 namespace deployctl {
 
 class PreStartRunner;
+struct PreStartOutcome;
 class LogWriter;
 class DbusApi;
 class TlsFiles;
@@ -76,6 +77,10 @@ class Supervisor {
   // After resume(): counts the upgrade, or, if this is the previous binary taken back because
   // the new one could not resume (`rolled_back` says why), the failure.
   void note_resumed(const std::string& rolled_back);
+
+  // Counts the runs of pre-start steps for the metrics and shows each as an event (`up` runs
+  // them before start()).
+  void record_pre_start(const std::vector<PreStartOutcome>& steps);
 
   // Before start(): false keeps the D-Bus API off (`up --no-dbus`).
   void set_dbus_enabled(bool enabled) { dbus_enabled_ = enabled; }
@@ -223,7 +228,6 @@ class Supervisor {
   // Events (supervisor_events.cc): a bounded history, streamed live to followers.
   struct ServiceMark {
     int desired = 0;
-    std::optional<RolloutState::Status> rollout;
   };
   std::map<std::string, ServiceMark> service_marks() const;
   // What `event` and its `actions` did; `before`: service_marks() before the event.
@@ -304,6 +308,11 @@ class Supervisor {
   };
   DeploymentCounters counters_;                   // the core's restarts, OOM kills, rollouts
   std::map<std::string, ProbeStats> probe_stats_;  // by service
+  struct PreStartStats {
+    std::map<std::string, std::uint64_t> results;  // kPreStartResults
+    HistogramSnapshot seconds{pre_start_buckets()};
+  };
+  std::map<std::string, PreStartStats> pre_start_stats_;  // by step
   std::unique_ptr<MetricsHttpServer> metrics_http_;  // null without [metrics]
   EventHistory events_;
   std::vector<std::shared_ptr<ManagementStream>> followers_;  // `events -f` clients

@@ -1,32 +1,16 @@
 // The event stream (protocol/events.h): events derived from each handled event and the core's
 // actions, kept in a bounded history and sent to `events -f` followers as they happen.
 #include "commands.h"
+#include "dbus_api.h"
 #include "dbus_protocol.h"
 #include "supervisor_state.h"
 
 namespace deployctl {
-namespace {
-
-const char* rollout_word(RolloutState::Status status) {
-  switch (status) {
-    case RolloutState::Status::running:
-      return "started";
-    case RolloutState::Status::done:
-      return "done";
-    case RolloutState::Status::failed:
-      return "failed";
-  }
-  return "?";
-}
-
-}  // namespace
 
 std::map<std::string, Supervisor::ServiceMark> Supervisor::service_marks() const {
   std::map<std::string, ServiceMark> marks;
   for (const auto& [name, service] : core_.state().services) {
-    ServiceMark& mark = marks[name];
-    mark.desired = service.desired;
-    if (service.rollout) mark.rollout = service.rollout->status;
+    marks[name].desired = service.desired;
   }
   return marks;
 }
@@ -67,6 +51,14 @@ void Supervisor::record_events(const Event& event, const std::vector<Action>& ac
     } else if (action.kind == Action::Kind::reload_applied) {
       out.kind = "reload";
       out.message = "applying the new spec";
+    } else if (action.kind == Action::Kind::rollout_started) {
+      out.kind = "rollout";
+      out.service = action.service;
+      out.message = "rollout started";
+    } else if (action.kind == Action::Kind::rollout_ended) {
+      out.kind = "rollout";
+      out.service = action.service;
+      out.message = action.ok ? "rollout done" : "rollout failed: " + action.message;
     } else if (action.kind == Action::Kind::log) {
       out.kind = "log";
       out.message = action.message;
@@ -86,19 +78,13 @@ void Supervisor::record_events(const Event& event, const std::vector<Action>& ac
                      .message = "desired replicas " + std::to_string(desired_before) + " -> " +
                                 std::to_string(mark.desired)});
     }
-    const bool changed =
-        mark.rollout && (was == before.end() || was->second.rollout != mark.rollout);
-    if (changed) {
-      publish_event({.time_ms = unix_time_ms(),
-                     .kind = "rollout",
-                     .service = name,
-                     .message = std::string("rollout ") + rollout_word(*mark.rollout)});
-    }
   }
 }
 
 void Supervisor::publish_event(DeploymentEvent event) {
   const DeploymentEvent& kept = events_.add(std::move(event));
+  // State changes already have their signal, ReplicaStateChanged (docs/dbus.md).
+  if (dbus_ && kept.kind != "state") dbus_->event(kept);
   if (followers_.empty()) return;
   json::Value line;
   line["event"] = event_json(kept);

@@ -150,6 +150,7 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
       },
       [this, id](PreStartResult result) {
         asio::post(io_, [this] { pre_start_.reset(); });
+        record_pre_start(result.steps);
         publish_event({.time_ms = unix_time_ms(), .kind = "pre_start",
                        .message = result.ok ? "the reload's pre-start steps succeeded"
                                             : result.message});

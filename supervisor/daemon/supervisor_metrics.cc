@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "metrics_http.h"
+#include "pre_start.h"
 #include "proc_stats.h"
 #include "process.h"
 #include "supervisor_state.h"
@@ -40,6 +41,18 @@ void Supervisor::timed_probe(const ReplicaPtr& replica, ProbeDone done) {
         }
         done(std::move(result));
       });
+}
+
+void Supervisor::record_pre_start(const std::vector<PreStartOutcome>& steps) {
+  for (const auto& step : steps) {
+    PreStartStats& stats = pre_start_stats_[step.step];
+    ++stats.results[step.result];
+    stats.seconds.observe(step.seconds);
+    publish_event({.time_ms = unix_time_ms(),
+                   .kind = "pre_start",
+                   .message = "step " + step.step + ": " + step.result + " in " +
+                              std::to_string(static_cast<long long>(step.seconds * 1000)) + "ms"});
+  }
 }
 
 std::string Supervisor::metrics_text() const { return format_metrics(metrics_snapshot()); }
@@ -114,6 +127,11 @@ MetricsSnapshot Supervisor::metrics_snapshot() const {
         s.sockets.push_back({name, socket.address.text, queue->length, queue->limit});
       }
     }
+  }
+  auto pre_start = pre_start_stats_;
+  for (const auto& step : spec_.pre_start) pre_start[step.name];  // zeros until it runs
+  for (const auto& [step, stats] : pre_start) {
+    s.pre_start.push_back({step, stats.results, stats.seconds});
   }
   s.process = own_process_metrics();
   return s;

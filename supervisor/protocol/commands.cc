@@ -8,6 +8,7 @@ constexpr CommandInfo kCommands[] = {
     {"validate", "validate [FILE]", "check a spec file; exit 0 if valid, 2 with every error if not", false},
     {"status", "status [--json] [FILE | --name NAME]", "show every replica: pid, state, health, uptime, restarts, last exit, memory", true},
     {"events", "events [--json] [-f] [FILE | --name NAME]", "show recent events: state changes, exits, probe failures, scale, rollouts (-f: follow)", true},
+    {"top", "top [FILE | --name NAME]", "live view: replicas, memory and CPU, services, recent events (q quits, s sorts, arrows select, l log)", false},
     {"metrics", "metrics [FILE | --name NAME]", "print the Prometheus metrics (text exposition format, docs/metrics.md)", true},
     {"scale", "scale SERVICE=N [SERVICE=N ...] [-f FILE | --name NAME]", "change replica counts live; waits until reached", true},
     {"restart", "restart [SERVICE ...] [-f FILE | --name NAME]", "rolling restart within [rollout] bounds; waits until done", true},

@@ -16,7 +16,9 @@
 //   Down()                       {"command":"down"}
 // Properties (PropertiesChanged on change): Name s, State s, DesiredReplicas u,
 //   ReadyReplicas u (totals), DesiredByService a{su}, ReadyByService a{su}.
-// Signal: ReplicaStateChanged(s replica, s old_state, s new_state, s reason).
+// Signals: ReplicaStateChanged(s replica, s old_state, s new_state, s reason);
+//   Event(t seq, x time_ms, s kind, s service, s replica, s message, as lines) for every event
+//   of the event stream (events.h) except kind "state".
 // Errors: org.deployctl.Supervisor1.Error.<name of the CLI's exit code>, same message.
 #pragma once
 

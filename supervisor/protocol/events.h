@@ -5,8 +5,8 @@
 //   kind: state (a replica's state changed), exit (its process ended: reason and the last
 //   stderr lines), oom (killed for memory.max), probe (a health probe of a ready replica
 //   failed), scale (a desired count changed), rollout (started, done, failed), reload,
-//   pre_start (a reload's pre-start steps), memory (a recycle for memory.restart_above),
-//   log (the deployment core's own messages).
+//   pre_start (each pre-start step, then a reload's outcome), memory (a recycle for
+//   memory.restart_above), log (the deployment core's own messages).
 #pragma once
 
 #include <cstdint>

@@ -151,6 +151,21 @@ void write_services(Writer& w, const MetricsSnapshot& s) {
   }
 }
 
+void write_pre_start(Writer& w, const MetricsSnapshot& s) {
+  w.family("prestart_steps_total", "counter", "Runs of [[pre_start]] steps by step and result.");
+  for (const auto& step : s.pre_start) {
+    for (const char* result : kPreStartResults) {
+      auto it = step.results.find(result);
+      w.sample("prestart_steps_total", {{"step", step.step}, {"result", result}},
+               it == step.results.end() ? 0.0 : static_cast<double>(it->second));
+    }
+  }
+  w.family("prestart_step_duration_seconds", "histogram", "Duration of [[pre_start]] step runs.");
+  for (const auto& step : s.pre_start) {
+    w.histogram("prestart_step_duration_seconds", {{"step", step.step}}, step.seconds);
+  }
+}
+
 template <typename Value>
 void per_replica(Writer& w, const MetricsSnapshot& s, const char* name, const char* type,
                  const char* help, Value value) {
@@ -238,11 +253,16 @@ std::vector<double> probe_buckets() {
 
 std::vector<double> rollout_buckets() { return {1, 2, 5, 10, 30, 60, 120, 300, 600, 1800}; }
 
+std::vector<double> pre_start_buckets() {
+  return {0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800};
+}
+
 std::string format_metrics(const MetricsSnapshot& s) {
   Writer w;
   w.family("build_info", "gauge", "Always 1; the version and the deployment's name as labels.");
   w.sample("build_info", {{"version", s.version}, {"deployment", s.deployment}}, 1);
   write_services(w, s);
+  write_pre_start(w, s);
   write_replicas(w, s);
   write_sockets(w, s);
   write_process(w, s.process);

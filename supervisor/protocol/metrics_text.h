@@ -56,6 +56,12 @@ struct SocketMetrics {
   std::uint32_t limit = 0;  // the accept queue's capacity (the listen backlog)
 };
 
+struct PreStartMetrics {  // one [[pre_start]] step, over the supervisor's life
+  std::string step;
+  std::map<std::string, std::uint64_t> results;  // by result: ok, failed, timeout, cancelled
+  HistogramSnapshot seconds;                     // how long its runs took
+};
+
 struct ProcessMetrics {  // the supervisor's own, as the client libraries name them
   double cpu_seconds = 0;
   std::uint64_t resident_bytes = 0;
@@ -72,12 +78,16 @@ struct MetricsSnapshot {
   std::vector<ServiceMetrics> services;
   std::vector<ReplicaMetrics> replicas;
   std::vector<SocketMetrics> sockets;
+  std::vector<PreStartMetrics> pre_start;
   ProcessMetrics process;
 };
 
 // The default buckets (seconds) of the latency and duration histograms.
 std::vector<double> probe_buckets();
 std::vector<double> rollout_buckets();
+std::vector<double> pre_start_buckets();
+// The results of a pre-start step, as the `result` label spells them.
+inline constexpr const char* kPreStartResults[] = {"ok", "failed", "timeout", "cancelled"};
 
 // Pure: the whole exposition, families in a fixed order, each with # HELP and # TYPE.
 std::string format_metrics(const MetricsSnapshot& snapshot);

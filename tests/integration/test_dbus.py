@@ -338,6 +338,37 @@ def test_killed_replica_is_announced_by_signal_and_properties_changed(deployment
     assert api.get("ReadyReplicas") == 2
 
 
+def test_events_other_than_state_changes_are_event_signals(deployment, bus):
+    dep = deployment(TWO_SERVERS)
+    api = on_bus(dep, bus)
+    assert dep.up().returncode == 0
+    victim = dep.replica_pids()["web.1"]
+    monitor = Monitor(bus, api.path, dep.dir)
+
+    def events(kind: str) -> list:
+        """(kind, service, replica, message, lines) of the Event signals of `kind`."""
+        return [e[2:] for e in monitor.signals("Event") if e[2] == kind]
+    try:
+        os.kill(victim, signal.SIGKILL)
+        exit_event = ["exit", "web", "web.1", "signal 9 (SIGKILL), reason signal"]
+        wait_until(lambda: [e[:4] for e in events("exit")] == [exit_event], 10,
+                   "an Event signal for the kill of web.1")
+        wait_until(lambda: ["web.1", "starting", "ready", "ready"]
+                   in monitor.signals("ReplicaStateChanged"), 10, "web.1 ready again")
+        assert dep.scale(web=3).returncode == 0
+        wait_until(lambda: ["scale", "web", "", "desired replicas 2 -> 3", []] in events("scale"),
+                   10, "an Event signal for the scale")
+        # State changes stay ReplicaStateChanged only; seq and time come from the event stream.
+        assert events("state") == []
+        listed = dep.deployctl("events", "--json", str(dep.spec_path)).stdout.splitlines()
+        history = {e["seq"]: e for e in map(json.loads, listed)}
+        for seq, time_ms, kind, service, replica, message, lines in monitor.signals("Event"):
+            assert history[seq]["kind"] == kind and history[seq]["message"] == message
+            assert history[seq]["time_ms"] == time_ms
+    finally:
+        monitor.close()
+
+
 def test_policy_lets_anyone_read_but_only_root_and_the_group_change(deployment, bus):
     dep = deployment(TWO_SERVERS)
     api = on_bus(dep, bus)

@@ -1,6 +1,7 @@
 """`deployctl events`: the history, and `-f` following a kill, its restart and a scale in
 order as they happen."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -90,3 +91,17 @@ def test_events_history_as_text_and_json(deployment):
     events = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
     assert {"state", "log"} <= {e["kind"] for e in events}
+
+
+def test_events_show_each_pre_start_step_of_up(deployment):
+    spec = sleepers(1).replace('name = "@NAME@"\n', 'name = "@NAME@"\n\n[[pre_start]]\n'
+                               'name = "check"\ncommand = ["true"]\n', 1)
+    assert "[[pre_start]]" in spec
+    dep = deployment(spec, name="events")
+    assert dep.up().returncode == 0
+    listed = dep.deployctl("events", "--json", str(dep.spec_path))
+    steps = [json.loads(line) for line in listed.stdout.splitlines()]
+    steps = [e for e in steps if e["kind"] == "pre_start"]
+    assert len(steps) == 1, listed.stdout
+    assert re.fullmatch(r"step check: ok in \d+ms", steps[0]["message"]), steps
+

@@ -24,6 +24,10 @@ PROMETHEUS = "/usr/bin/prometheus"
 SERVERS = """
 name = "@NAME@"
 
+[[pre_start]]
+name = "check"
+command = ["true"]
+
 [metrics]
 listen = "127.0.0.1:METRICS_PORT"
 
@@ -128,6 +132,9 @@ def test_metrics_command_and_http_pass_promtool(deployment):
                  'deployctl_restarts_total{service="web",reason="signal"} 0',
                  'deployctl_replica_up{service="web",index="1"} 1',
                  'deployctl_replica_memory_limit_bytes{service="web",index="0"} 536870912',
+                 'deployctl_prestart_steps_total{step="check",result="ok"} 1',
+                 'deployctl_prestart_steps_total{step="check",result="failed"} 0',
+                 'deployctl_prestart_step_duration_seconds_count{step="check"} 1',
                  f'deployctl_listen_queue_limit{{service="web",address="127.0.0.1:{dep.port}"}} '
                  f'{somaxconn()}'):
         assert line in run.stdout.splitlines(), run.stdout

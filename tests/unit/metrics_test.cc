@@ -109,11 +109,58 @@ TEST_SUITE("metrics") {
     CHECK(web.rollout_seconds[0] == doctest::Approx(2.0).epsilon(0.05));
   }
 
+  TEST_CASE("counters: a rollout that starts and ends within one event is counted") {
+    auto sim = running_web(2);
+    sim.scale("web", 0);
+    REQUIRE(sim.service("web").replicas.empty());
+    sim.restart({"web"});  // nothing to replace: the rollout is done as it begins
+    REQUIRE(sim.service("web").rollout->status == RolloutState::Status::done);
+    const auto& web = sim.counters.services().at("web");
+    CHECK(web.rollouts.at("done") == 1);
+    REQUIRE(web.rollout_seconds.size() == 1);
+    CHECK(web.rollout_seconds[0] == 0.0);
+    CHECK(sim.count(Action::Kind::rollout_started) == 1);
+    CHECK(sim.count(Action::Kind::rollout_ended) == 1);
+  }
+
+  TEST_CASE("counters: a rollout restarted by a new certificate counts once") {
+    auto sim = running_web(2);
+    sim.behaviour["web"].becomes_ready = false;
+    sim.restart();
+    sim.feed({.kind = Event::Kind::cert_changed, .services = {"web"}});
+    sim.behaviour["web"].becomes_ready = true;
+    sim.advance(3s);
+    const auto& web = sim.counters.services().at("web");
+    std::uint64_t total = 0;
+    for (const auto& [result, count] : web.rollouts) total += count;
+    CHECK(total == 1);
+  }
+
   TEST_CASE("counters: a memory recycle counts as a restart for memory") {
     auto sim = running_web(2);
     sim.feed(
         {.kind = Event::Kind::memory_high, .replica = sim.serials("web")[1], .bytes = 1 << 30});
     CHECK(restarts(sim, "memory-recycle") == 1);
+  }
+
+  TEST_CASE("format: pre-start steps by result (every result, zeros too) and their duration") {
+    MetricsSnapshot snapshot = sample_snapshot();
+    PreStartMetrics migrate{.step = "migrate", .seconds = HistogramSnapshot(pre_start_buckets())};
+    migrate.results = {{"ok", 2}, {"timeout", 1}};
+    for (double seconds : {0.3, 0.4, 700.0}) migrate.seconds.observe(seconds);
+    snapshot.pre_start.push_back(migrate);
+    const std::string text = format_metrics(snapshot);
+    CHECK(has_line(text, "# TYPE deployctl_prestart_steps_total counter"));
+    CHECK(has_line(text, "deployctl_prestart_steps_total{step=\"migrate\",result=\"ok\"} 2"));
+    CHECK(has_line(text, "deployctl_prestart_steps_total{step=\"migrate\",result=\"failed\"} 0"));
+    CHECK(has_line(text, "deployctl_prestart_steps_total{step=\"migrate\",result=\"timeout\"} 1"));
+    CHECK(has_line(text, "deployctl_prestart_steps_total{step=\"migrate\",result=\"cancelled\"} 0"));
+    CHECK(has_line(text, "# TYPE deployctl_prestart_step_duration_seconds histogram"));
+    CHECK(has_line(text,
+                   "deployctl_prestart_step_duration_seconds_bucket{step=\"migrate\",le=\"0.5\"} 2"));
+    CHECK(has_line(text,
+                   "deployctl_prestart_step_duration_seconds_bucket{step=\"migrate\",le=\"600\"} 2"));
+    CHECK(has_line(text, "deployctl_prestart_step_duration_seconds_count{step=\"migrate\"} 3"));
   }
 
   TEST_CASE("format: families with HELP and TYPE, labels, cumulative buckets") {

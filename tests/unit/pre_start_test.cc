@@ -167,6 +167,10 @@ TEST_CASE("pre_start: steps run in order, each after the previous one finished")
   CHECK(result.ok);
   CHECK(result.message.empty());
   CHECK(read_file(order) == "first\nsecond\nthird\n");
+  REQUIRE(result.steps.size() == 3);
+  CHECK(result.steps[0].step == "first");
+  CHECK(result.steps[0].seconds >= 0.3);
+  CHECK(result.steps[2].result == "ok");
 }
 
 TEST_CASE("pre_start: env, working_dir and brace escapes are applied; supervisor-only env is not "
@@ -222,6 +226,12 @@ TEST_CASE("pre_start: a failing step stops the run with its message and last lin
   CHECK(fs::exists(dir.file("one")));
   h.io.run_for(100ms);
   CHECK_FALSE(fs::exists(dir.file("three")));
+  // The metrics' outcomes: every step that ran, in order, with its result.
+  REQUIRE(result.steps.size() == 2);
+  CHECK(result.steps[0].step == "one");
+  CHECK(result.steps[0].result == "ok");
+  CHECK(result.steps[1].step == "two");
+  CHECK(result.steps[1].result == "failed");
 }
 
 TEST_CASE("pre_start: the last 20 lines survive a step that writes a lot and fails at once") {
@@ -261,6 +271,9 @@ TEST_CASE("pre_start: a timeout kills the step's whole process group") {
   CHECK(result.message ==
         "pre_start step 'slow' timed out after 400ms; its process group was killed");
   CHECK(h.elapsed_ms() < 1500);  // SIGTERM was enough: no kill grace spent
+  REQUIRE(result.steps.size() == 1);
+  CHECK(result.steps[0].result == "timeout");
+  CHECK(result.steps[0].seconds >= 0.4);
   CHECK(h.group_gone(reaper.pgid));
   CHECK_FALSE(fs::exists(dir.file("never")));
 }
