@@ -114,6 +114,7 @@ class Supervisor {
   void on_control_message(const ReplicaPtr& replica, const control::Message& message);
   void send_control(const ReplicaPtr& replica, const std::string& message);
   void schedule_health(const ReplicaPtr& replica);
+  void on_health_pass(const ReplicaPtr& replica, std::uint64_t seq);
   void probe_until_ready(const ReplicaPtr& replica, std::optional<TimePoint> passing_since = {});
   bool accepts_itself(const Replica& replica) const;
   ProbeTarget probe_target(const Replica& replica) const;
