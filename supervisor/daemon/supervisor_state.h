@@ -97,6 +97,7 @@ struct Supervisor::Replica {
   std::optional<std::uint64_t> requests;
   bool removed = false;
   ReplicaMemory memory;
+  std::optional<ReplicaCgroup> tree_cgroup;  // its tree's cgroup (supervisor_tree.cc), if any
 };
 
 struct Supervisor::PendingReload {

@@ -284,6 +284,7 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   upgrade_.upgrade_failures = static_cast<int>(json::as_int(json::get(doc, "upgrade_failures")));
   upgrade_.upgrade_error = json::as_string(json::get(doc, "upgrade_error"));
   make_management();
+  start_tree_cgroups();  // the same path as before the exec: replicas keep their cgroups
   if (!management_->adopt(static_cast<int>(json::as_int(json::get(doc, "management_fd"))), error)) {
     return false;
   }
@@ -320,6 +321,7 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
       replica->health->start(time_.now());
       schedule_health(replica);
     }
+    adopt_tree_cgroup(replica);
     children_.watch(
         replica->pid, [this, replica](int wait_status) { on_replica_exit(replica, wait_status); },
         /*kill_group=*/true);
