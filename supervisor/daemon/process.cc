@@ -2,14 +2,14 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
-#include <signal.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -125,7 +125,9 @@ struct ChildArgs {
   if (!request.working_dir.empty() && chdir(request.working_dir.c_str()) != 0) {
     child_fail(report, 1);
   }
-  if (args.listen_pid_slot) format_pid(args.listen_pid_slot, static_cast<pid_t>(syscall(SYS_getpid)));
+  if (args.listen_pid_slot) {
+    format_pid(args.listen_pid_slot, static_cast<pid_t>(syscall(SYS_getpid)));
+  }
   // Last: the fds above were placed with the supervisor's (raised) limit.
   if (child_fd_limit) setrlimit(RLIMIT_NOFILE, &*child_fd_limit);
   execve(args.path, args.argv, args.envp);

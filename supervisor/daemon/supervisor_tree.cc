@@ -1,8 +1,8 @@
 // Every replica's process tree in a cgroup of its own (tree_cgroup.h) on the supervisor's loop.
+#include <spdlog/spdlog.h>
+
 #include <cstdlib>
 #include <cstring>
-
-#include <spdlog/spdlog.h>
 
 #include "supervisor_state.h"
 
@@ -20,8 +20,10 @@ void Supervisor::start_tree_cgroups() {
       return;
     }
   }
-  spdlog::info("replica trees: process groups only ({}); a replica's descendants that leave "
-               "its process group survive its restart until `down`", why);
+  spdlog::info(
+      "replica trees: process groups only ({}); a replica's descendants that leave "
+      "its process group survive its restart until `down`",
+      why);
 }
 
 void Supervisor::prepare_tree_cgroup(const ReplicaPtr& replica, SpawnRequest& request) {

@@ -1,6 +1,8 @@
 // The decision parts of "a cgroup per replica" (tree_cgroup.h): the path scheme and where the
 // deployment's cgroup goes, against fake trees in temp dirs; the kill of a whole tree on the
 // host's real cgroup v2 hierarchy when it is writable (as root), else skipped by doctest.
+#include "tree_cgroup.h"
+
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -13,7 +15,6 @@
 #include <thread>
 
 #include "process.h"
-#include "tree_cgroup.h"
 
 using namespace deployctl;
 namespace fs = std::filesystem;
