@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
 #include "json.h"
 #include "read_file.h"
+#include "tree_cgroup_leftovers.h"
 
 namespace deployctl {
 
@@ -120,6 +122,10 @@ std::vector<RecordedReplica> stop_leftovers(const std::string& path,
     alive = wait_gone(alive, std::chrono::seconds(2));
   }
   if (alive.empty()) unlink(path.c_str());
+  // Their descendants that left the process groups, where they have cgroups (tree_cgroup.h);
+  // the record lives in the state dir, <runtime dir>/<deployment>.
+  const std::filesystem::path state_dir = std::filesystem::path(path).parent_path();
+  remove_deployment_cgroups(state_dir.filename().string(), state_dir.string());
   return alive;
 }
 

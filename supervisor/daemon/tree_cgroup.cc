@@ -10,7 +10,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <thread>
+#include <vector>
+
+#include "tree_cgroup_leftovers.h"
 
 namespace deployctl {
 namespace {
@@ -57,6 +61,33 @@ std::optional<std::string> tree_cgroup_parent(const CgroupHost& host, std::strin
     return std::nullopt;
   }
   return dir;
+}
+
+void remove_deployment_cgroups(const std::string& deployment, const std::string& state_dir) {
+  std::string why;
+  const auto parent = tree_cgroup_parent(host_from_environment(), &why);
+  if (!parent) return;
+  const std::string name = deployment_cgroup_name(deployment, state_dir);
+  struct stat st;
+  TreeCgroups cgroups;
+  if (stat((*parent + "/" + name).c_str(), &st) != 0 || !cgroups.open(*parent, name, &why)) {
+    return;
+  }
+  std::error_code ec;
+  std::vector<ReplicaCgroup> left;
+  for (const auto& entry : std::filesystem::directory_iterator(cgroups.dir(), ec)) {
+    if (!entry.is_directory(ec)) continue;
+    if (auto cgroup = cgroups.find(entry.path().filename().string())) left.push_back(*cgroup);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (!left.empty() && std::chrono::steady_clock::now() < deadline) {
+    std::erase_if(left, [](const ReplicaCgroup& cgroup) {
+      cgroup.kill_all();
+      return cgroup.remove();
+    });
+    if (!left.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  cgroups.close();
 }
 
 bool TreeCgroups::open(const std::string& parent, const std::string& name, std::string* why) {

@@ -5,6 +5,7 @@ included. Real processes and the host's real cgroup v2 hierarchy; where it is no
 (an unprivileged CI runner) the tests that need it are skipped, and the log says why."""
 import os
 import shutil
+import signal
 
 import pytest
 
@@ -133,3 +134,22 @@ def test_after_an_upgrade_in_place_replicas_keep_their_cgroups(deployment):
     dep.wait_for(lambda s: replaced(s, "web.0", first), 10, "web.0 restarted")
     assert_gone([detached], 5)
     assert dep.down().returncode == 0
+
+
+def test_down_after_a_supervisor_kill_takes_the_detached_descendants_too(deployment):
+    """What a supervisor killed with SIGKILL left in its replicas' cgroups is killed by the
+    next `down` along with the recorded replicas, and the cgroups are removed."""
+    dep = deployment(ESCAPER)
+    up_with_cgroups(dep)
+    replica = dep.replica_pids()["web.0"]
+    [detached] = detached_pids(dep, 1)
+    deployment_dir = cgroup2_mount() + cgroup_of(replica).rsplit("/", 1)[0]
+    supervisor = dep.status()["pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    wait_until(lambda: not is_alive(supervisor), 5, "the supervisor's death")
+    assert is_alive(replica) and is_alive(detached)
+
+    run = dep.deployctl("down", "--name", dep.name)
+    assert run.returncode == 0, run.describe()
+    assert_gone([replica, detached], 5)
+    assert not os.path.exists(deployment_dir)
