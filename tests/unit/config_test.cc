@@ -19,7 +19,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
-fs::path specs_dir() { return fs::path(__FILE__).parent_path().parent_path() / "specs"; }
+// Absolute: __FILE__ is relative to the build dir when the compiler cache rewrites paths
+// (CCACHE_BASEDIR), and the loader makes every path in a spec absolute.
+fs::path specs_dir() {
+  return fs::absolute(fs::path(__FILE__).parent_path().parent_path() / "specs").lexically_normal();
+}
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
