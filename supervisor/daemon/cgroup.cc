@@ -194,7 +194,7 @@ std::optional<ReplicaCgroup> ReplicaCgroup::create(MemoryMode mode, const std::s
   ReplicaCgroup cgroup(mode, parent + "/" + name);
   const std::string& path = cgroup.path_;
   if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
-    *error = "cannot create the memory cgroup " + path + ": " + std::strerror(errno);
+    *error = "cannot create the cgroup " + path + ": " + std::strerror(errno);
     return std::nullopt;
   }
   if (!on_cgroup_fs(path)) write_file(cgroup.procs_file(), "", nullptr);  // a test tree: no kernel

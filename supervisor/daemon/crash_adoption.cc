@@ -110,7 +110,9 @@ std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std
                     [&](std::uint64_t serial) { return pids[serial] == replica.pid; });
     if (!adopted) strays.push_back(replica);
   }
-  if (!strays.empty()) stop_leftovers(record_path, strays, longest_stop(spec));
+  if (!strays.empty()) {
+    stop_leftovers(record_path, strays, longest_stop(spec), /*others_adopted=*/true);
+  }
   return adoption;
 }
 

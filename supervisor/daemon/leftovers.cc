@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
 #include "json.h"
 #include "read_file.h"
+#include "tree_cgroup_leftovers.h"
 
 namespace deployctl {
 
@@ -111,7 +113,7 @@ std::vector<RecordedReplica> wait_gone(const std::vector<RecordedReplica>& repli
 
 std::vector<RecordedReplica> stop_leftovers(const std::string& path,
                                             const std::vector<RecordedReplica>& leftovers,
-                                            std::chrono::milliseconds grace) {
+                                            std::chrono::milliseconds grace, bool others_adopted) {
   signal_groups(leftovers, 0);
   signal_groups(leftovers, SIGCONT);
   auto alive = wait_gone(leftovers, grace);
@@ -120,6 +122,13 @@ std::vector<RecordedReplica> stop_leftovers(const std::string& path,
     alive = wait_gone(alive, std::chrono::seconds(2));
   }
   if (alive.empty()) unlink(path.c_str());
+  // Their descendants that left the process groups, where they have cgroups (tree_cgroup.h);
+  // the record lives in the state dir, <runtime dir>/<deployment>.
+  const std::filesystem::path state_dir = std::filesystem::path(path).parent_path();
+  std::vector<std::string> ids;
+  for (const auto& replica : leftovers) ids.push_back(replica.id);
+  remove_deployment_cgroups(state_dir.filename().string(), state_dir.string(),
+                            others_adopted ? &ids : nullptr);
   return alive;
 }
 

@@ -38,9 +38,12 @@ std::vector<RecordedReplica> find_leftovers(const std::string& path);
 // Stops `leftovers`: each one's stop signal and SIGCONT to each one's process group, SIGKILL to
 // the groups still there after `grace`; waits (bounded: grace + 2 s) until they are gone. The
 // record is removed. Returns those still alive at the end (normally none).
+// The deployment's replica cgroups are emptied and removed too (tree_cgroup_leftovers.h): all of
+// them, or with `others_adopted` (a new `up` takes over the other replicas) only these ones'.
 std::vector<RecordedReplica> stop_leftovers(const std::string& path,
                                             const std::vector<RecordedReplica>& leftovers,
-                                            std::chrono::milliseconds grace);
+                                            std::chrono::milliseconds grace,
+                                            bool others_adopted = false);
 
 // For `down` when no supervisor answers: takes the deployment's lock at `lock_path` without
 // waiting (nullopt if a supervisor holds it: the replicas are its own) and stops the leftovers

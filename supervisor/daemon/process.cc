@@ -3,10 +3,13 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,14 +33,15 @@ namespace {
 std::optional<rlimit> child_fd_limit;
 
 struct ChildError {
-  int stage;  // 0 exec, 1 chdir, 2 fd setup, 3 credentials, 4 cgroup
+  int stage;  // 0 exec, 1 chdir, 2 fd setup, 3 credentials, 4 memory cgroup, 5 tree cgroup
   int error;
 };
 
-[[noreturn]] void child_fail(int report_fd, int stage) {
-  ChildError report{stage, errno};
-  ssize_t ignored = write(report_fd, &report, sizeof report);
-  (void)ignored;
+// The child shares the parent's memory (CLONE_VM) and the parent sleeps until it has exec'd
+// or exited (CLONE_VFORK): a failure is left here for the parent to read.
+[[noreturn]] void child_fail(ChildError* report, int stage) {
+  report->stage = stage;
+  report->error = errno;
   _exit(127);
 }
 
@@ -53,61 +57,88 @@ void format_pid(char* out, pid_t value) {
   out[n] = '\0';
 }
 
-// Runs in the forked child: only async-signal-safe calls from here on.
-[[noreturn]] void exec_child(const SpawnRequest& request, const char* path, char* const* argv,
-                             char* const* envp, char* listen_pid_slot, int dev_null,
-                             int report_fd) {
+// What the child reads; everything is built before the clone, the child only makes syscalls.
+struct ChildArgs {
+  const SpawnRequest* request;
+  const char* path;
+  char* const* argv;
+  char* const* envp;
+  char* listen_pid_slot;
+  int dev_null;
+  ChildError report{-1, 0};
+};
+
+// Runs in the cloned child, on its own stack, in the parent's memory while the parent waits:
+// only raw syscalls and async-signal-safe calls, nothing that allocates or takes a lock. Every
+// signal is blocked on entry (the parent blocked them before the clone); handlers are reset to
+// the default before they are unblocked, so no handler of the parent ever runs here.
+[[noreturn]] void exec_child(ChildArgs& args) {
+  const SpawnRequest& request = *args.request;
+  ChildError* report = &args.report;
+  const int dev_null = args.dev_null;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    struct sigaction action {};
+    action.sa_handler = SIG_DFL;
+    sigaction(sig, &action, nullptr);  // fails harmlessly for SIGKILL, SIGSTOP and glibc's own
+  }
   setpgid(0, 0);
-  if (!request.cgroup_procs.empty()) {  // before anything of the replica's own can run
-    int procs = open(request.cgroup_procs.c_str(), O_WRONLY | O_CLOEXEC);
-    if (procs < 0 || write(procs, "0", 1) != 1) child_fail(report_fd, 4);
+  // Before anything of the replica's own can run.
+  for (const std::string* file : {&request.cgroup_procs, &request.tree_cgroup_procs}) {
+    if (file->empty()) continue;
+    int procs = open(file->c_str(), O_WRONLY | O_CLOEXEC);
+    if (procs < 0 || write(procs, "0", 1) != 1) {
+      child_fail(report, file == &request.cgroup_procs ? 4 : 5);
+    }
     close(procs);
   }
-  sigset_t all;
-  sigemptyset(&all);
-  sigprocmask(SIG_SETMASK, &all, nullptr);
-  for (int sig = 1; sig < NSIG; ++sig) signal(sig, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
 
   // Move every source fd out of the target range first, then place each at its slot.
   const int count = static_cast<int>(request.inherit_fds.size());
   const int high = 3 + count + 3;
   auto lift = [&](int fd) {
     int moved = fcntl(fd < 0 ? dev_null : fd, F_DUPFD_CLOEXEC, high);
-    if (moved < 0) child_fail(report_fd, 2);
+    if (moved < 0) child_fail(report, 2);
     return moved;
   };
-  report_fd = [&] {
-    int moved = fcntl(report_fd, F_DUPFD_CLOEXEC, high);
-    if (moved < 0) _exit(127);
-    return moved;
-  }();
   int in = lift(dev_null), out = lift(request.stdout_fd), err = lift(request.stderr_fd);
   int lifted[64];
   for (int i = 0; i < count && i < 64; ++i) lifted[i] = lift(request.inherit_fds[i]);
-  if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) child_fail(report_fd, 2);
+  if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) child_fail(report, 2);
   for (int i = 0; i < count && i < 64; ++i) {
-    if (dup2(lifted[i], 3 + i) < 0) child_fail(report_fd, 2);
+    if (dup2(lifted[i], 3 + i) < 0) child_fail(report, 2);
   }
-  // Close everything else except the report pipe (close-on-exec, so exec closes it).
-  for (int fd = 3 + count; fd < high; ++fd) close(fd);
-  if (report_fd > high) close_range(high, report_fd - 1, 0);
-  close_range(report_fd + 1, ~0U, 0);
+  // Close everything else.
+  close_range(3 + count, ~0U, 0);
 
   if (const auto& credentials = request.credentials) {
-    if (setgroups(credentials->groups.size(), credentials->groups.data()) != 0 ||
-        setgid(credentials->gid) != 0 || setuid(credentials->uid) != 0) {
-      child_fail(report_fd, 3);
+    // Raw syscalls: glibc's wrappers would try to change the ids of every thread of the
+    // supervisor, whose memory (and thread list) this child shares until it execs.
+    if (syscall(SYS_setgroups, credentials->groups.size(), credentials->groups.data()) != 0 ||
+        syscall(SYS_setresgid, credentials->gid, credentials->gid, credentials->gid) != 0 ||
+        syscall(SYS_setresuid, credentials->uid, credentials->uid, credentials->uid) != 0) {
+      child_fail(report, 3);
     }
   }
   if (!request.working_dir.empty() && chdir(request.working_dir.c_str()) != 0) {
-    child_fail(report_fd, 1);
+    child_fail(report, 1);
   }
-  if (listen_pid_slot) format_pid(listen_pid_slot, getpid());
+  if (args.listen_pid_slot) {
+    format_pid(args.listen_pid_slot, static_cast<pid_t>(syscall(SYS_getpid)));
+  }
   // Last: the fds above were placed with the supervisor's (raised) limit.
   if (child_fd_limit) setrlimit(RLIMIT_NOFILE, &*child_fd_limit);
-  execve(path, argv, envp);
-  child_fail(report_fd, 0);
+  execve(args.path, args.argv, args.envp);
+  child_fail(report, 0);
 }
+
+int child_entry(void* args) { exec_child(*static_cast<ChildArgs*>(args)); }
+
+// The child's stack: it runs only while the parent sleeps (CLONE_VFORK), one child at a time
+// (the event loop is single-threaded), so one static stack serves every spawn.
+alignas(64) char child_stack[64 * 1024];
 
 std::string self_dir() {
   std::error_code ec;
@@ -194,37 +225,28 @@ SpawnResult spawn_process(const SpawnRequest& request) {
   argv.push_back(nullptr);
   const std::string path = args[0];
 
-  int report[2];
-  if (pipe2(report, O_CLOEXEC) != 0) {
-    result.error = errno;
-    result.message = std::string("pipe: ") + std::strerror(errno);
-    return result;
-  }
   int dev_null = open("/dev/null", O_RDWR | O_CLOEXEC);
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(report[0]);
-    exec_child(request, path.c_str(), argv.data(), envp.data(), listen_pid_slot, dev_null,
-               report[1]);
-  }
-  int fork_errno = errno;
-  close(report[1]);
+  ChildArgs child{&request, path.c_str(), argv.data(), envp.data(), listen_pid_slot, dev_null};
+  // Like posix_spawn: the child runs in our memory while we sleep until it has exec'd (or
+  // failed), so there is no page-table copy and no pipe to read: when clone returns, the
+  // child's fate is known. Signals stay blocked across it (see exec_child).
+  sigset_t all, saved;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &saved);
+  pid_t pid = clone(child_entry, child_stack + sizeof child_stack,
+                    CLONE_VM | CLONE_VFORK | SIGCHLD, &child);
+  int clone_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   if (dev_null >= 0) close(dev_null);
   if (pid < 0) {
-    close(report[0]);
-    result.error = fork_errno;
-    result.message = std::string("fork: ") + std::strerror(fork_errno);
+    result.error = clone_errno;
+    result.message = std::string("fork: ") + std::strerror(clone_errno);
     return result;
   }
   setpgid(pid, pid);  // also from the parent, so the group exists before we ever signal it
 
-  ChildError failure{};
-  ssize_t n;
-  do {
-    n = read(report[0], &failure, sizeof failure);
-  } while (n < 0 && errno == EINTR);
-  close(report[0]);
-  if (n <= 0) {
+  const ChildError failure = child.report;
+  if (failure.stage < 0) {
     result.pid = pid;
     return result;
   }
@@ -236,9 +258,11 @@ SpawnResult spawn_process(const SpawnRequest& request) {
                      : failure.stage == 1 ? "cannot enter working_dir '"
                      : failure.stage == 3 ? "cannot switch user to run '"
                      : failure.stage == 4 ? "cannot join the memory cgroup '"
+                     : failure.stage == 5 ? "cannot join the replica's cgroup '"
                                           : "cannot set up fds for '";
   const std::string& subject = failure.stage == 1   ? request.working_dir
                                : failure.stage == 4 ? request.cgroup_procs
+                               : failure.stage == 5 ? request.tree_cgroup_procs
                                                     : request.argv[0];
   result.message = what + subject + "': " + std::strerror(failure.error);
   if (failure.stage == 0 && failure.error == ENOENT) {

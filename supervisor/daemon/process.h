@@ -26,6 +26,7 @@ struct SpawnRequest {
   };
   std::optional<Credentials> credentials;  // switch to these before exec (needs root)
   std::string cgroup_procs;  // non-empty: the child joins this cgroup (writes "0") first thing
+  std::string tree_cgroup_procs;  // the same, in a second hierarchy (the replica's own cgroup)
 };
 
 // Looks up `user` (and `group`, else the user's primary group) for SpawnRequest::credentials.
@@ -45,8 +46,10 @@ struct SpawnResult {
 void set_child_fd_limit(std::uint64_t soft);
 std::optional<std::uint64_t> child_fd_limit_soft();  // nullopt: unset
 
-// Forks and execs. Exec failure is reported through a close-on-exec pipe, so it is known for
-// certain before this returns, not guessed from an exit code.
+// Starts the child the way posix_spawn does (clone with CLONE_VM | CLONE_VFORK: no copy of the
+// supervisor's page tables; this call sleeps only until the child has exec'd). Exec failure is
+// known for certain before this returns, not guessed from an exit code. One spawn at a time:
+// call from one thread only.
 SpawnResult spawn_process(const SpawnRequest& request);
 
 // Finds `name` like execvp would in `path_env` (a PATH value), then next to this executable.

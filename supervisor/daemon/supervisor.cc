@@ -94,6 +94,7 @@ bool Supervisor::start(std::string* error) {
   if (!start_metrics(error)) return false;
   watch_signals();
   watchdog_ping();
+  start_tree_cgroups();  // before start_memory, which may move this process to a leaf
   start_memory();
   start_dbus();
   start_tls();
@@ -391,6 +392,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
   for (const auto& socket : service.sockets) request.inherit_fds.push_back(socket.fd);
   request.set_listen_pid = !service.sockets.empty();
   if (setup_error.empty()) prepare_memory(replica, request, &setup_error);
+  if (setup_error.empty()) prepare_tree_cgroup(replica, request);
 
   int control_pair[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
   SpawnResult result;
@@ -419,6 +421,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
       if (fd >= 0) close(fd);
     }
     release_memory_cgroup(replica);
+    release_tree_cgroup(replica);
     spdlog::error("{}: {}", replica->id, result.message);
     replica->stderr_tail.push_back(result.message);
     Event failed{.kind = Event::Kind::spawn_failed, .replica = replica->serial};
@@ -525,6 +528,7 @@ void Supervisor::replica_exited(const ReplicaPtr& replica, ExitStatus status) {
   close_channels(*replica);
   Event exited{.kind = Event::Kind::exited, .replica = replica->serial, .status = status};
   exited.out_of_memory = memory_exit(replica, exited.status);
+  release_tree_cgroup(replica);
   exited.stderr_tail.assign(replica->stderr_tail.begin(), replica->stderr_tail.end());
   enqueue({std::move(exited), replica->run});
 }
@@ -560,6 +564,7 @@ void Supervisor::finish() {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   finish_memory();
+  finish_tree_cgroups();
   for (auto& [name, service] : services_) close_listen_sockets(service->sockets);
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cgroup.h"
+#include "tree_cgroup.h"
 #include "child_watcher.h"
 #include "control_protocol.h"
 #include "deployment.h"
@@ -126,6 +127,7 @@ class Supervisor {
   void on_control_message(const ReplicaPtr& replica, const control::Message& message);
   void send_control(const ReplicaPtr& replica, const std::string& message);
   void schedule_health(const ReplicaPtr& replica);
+  void on_health_pass(const ReplicaPtr& replica, std::uint64_t seq);
   void probe_until_ready(const ReplicaPtr& replica, std::optional<TimePoint> passing_since = {});
   bool accepts_itself(const Replica& replica) const;
   ProbeTarget probe_target(const Replica& replica) const;
@@ -185,6 +187,16 @@ class Supervisor {
   void log_recycle(const Action& action);
   void finish_memory();
   json::Value memory_json(const ReplicaRecord& record, const Replica* replica) const;
+
+  // Every replica's tree in a cgroup of its own when cgroups are writable (supervisor_tree.cc).
+  void start_tree_cgroups();
+  // Puts the run about to be spawned in its own cgroup (request.tree_cgroup_procs), unless its
+  // memory cgroup (cgroup2 mode) already holds its tree, or cgroups are not writable.
+  void prepare_tree_cgroup(const ReplicaPtr& replica, SpawnRequest& request);
+  // At the replica's exit: kills what is left of its tree and removes its cgroup.
+  void release_tree_cgroup(const ReplicaPtr& replica);
+  void adopt_tree_cgroup(const ReplicaPtr& replica);  // after an exec of the supervisor
+  void finish_tree_cgroups();
 
   // Management API.
   void handle_request(const json::Value& request, ManagementServer::Reply reply);
@@ -301,6 +313,7 @@ class Supervisor {
   std::vector<ReplicaCgroup> cgroups_to_remove_;  // of exited replicas, members still exiting
   boost::asio::steady_timer memory_timer_;
   bool memory_timer_armed_ = false;
+  TreeCgroups tree_cgroups_;  // not enabled: replicas are tracked by process group only
 
   struct ProbeStats {
     std::map<std::string, std::uint64_t> results;  // "pass" | "fail"

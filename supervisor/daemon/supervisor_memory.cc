@@ -173,7 +173,7 @@ void Supervisor::finish_memory() {
     if (!cgroups_to_remove_.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   for (const auto& cgroup : cgroups_to_remove_) {
-    spdlog::warn("memory cgroup {} could not be removed", cgroup.path());
+    spdlog::warn("cgroup {} could not be removed", cgroup.path());
   }
   if (memory_cgroup2_ready_) release_cgroup2(memory_setup_.dir);
 }

@@ -76,7 +76,7 @@ void Supervisor::read_on(const ReplicaPtr& replica, std::function<void()> next) 
 void Supervisor::on_control_message(const ReplicaPtr& replica, const control::Message& message) {
   if (message.status) replica->status_text = *message.status;
   if (message.requests) replica->requests = message.requests;
-  if (message.pong && replica->health) replica->health->on_pong(*message.pong, time_.now());
+  if (message.pong && replica->health) on_health_pass(replica, *message.pong);
   if (message.watchdog && replica->health) replica->health->on_alive(time_.now());
   if (message.ready) replica_event(replica, Event::Kind::ready);
 }
@@ -154,9 +154,7 @@ void Supervisor::schedule_health(const ReplicaPtr& replica) {
     if (auto seq = replica->health->ping_due(now)) {
       if (is_probe(replica->spec->health.kind)) {
         timed_probe(replica, [this, replica, run, seq = *seq](ProbeResult result) {
-                      if (result.ok && replica->run == run) {
-                        replica->health->on_pong(seq, time_.now());
-                      }
+                      if (result.ok && replica->run == run) on_health_pass(replica, seq);
                     });
       } else {
         send_control(replica, control::encode_ping(*seq));
@@ -166,14 +164,28 @@ void Supervisor::schedule_health(const ReplicaPtr& replica) {
   });
 }
 
-// Until it is ready, a probed replica is probed every 100 ms (or every interval, if shorter):
-// the first pass (or READY=1, whichever comes first) makes it ready. On a shared socket any
+// A pass re-arms the health timer for the next ping at once: the wake-up at the pass's
+// deadline would find nothing to do (one wake-up per check instead of two).
+void Supervisor::on_health_pass(const ReplicaPtr& replica, std::uint64_t seq) {
+  const auto before = replica->health->next_deadline();
+  replica->health->on_pong(seq, time_.now());
+  if (replica->health->next_deadline() != before && state_of(*replica) == ReplicaState::ready) {
+    schedule_health(replica);
+  }
+}
+
+// Until it is ready, a probed replica is probed 5 ms after its spawn, then at pauses that grow
+// with its age (half of it) up to 100 ms (or the interval, if shorter): a server that listens
+// within milliseconds is ready within milliseconds, a slow one costs at most ~10 probes/s.
+// The first pass (or READY=1, whichever comes first) makes it ready. On a shared socket any
 // replica may answer the probe: a pass counts once the replica itself is seen accepting on the
 // socket, or after kSharedSocketGrace of passes (a server /proc cannot see accepting).
 void Supervisor::probe_until_ready(const ReplicaPtr& replica,
                                    std::optional<TimePoint> passing_since) {
   const auto run = replica->run;
-  const auto pause = std::min<Duration>(Duration{100}, replica->spec->health.interval);
+  const auto age = std::chrono::duration_cast<Duration>(time_.now() - replica->spawned_at);
+  const auto pause = std::min<Duration>({std::max<Duration>(Duration{5}, age / 2), Duration{100},
+                                         replica->spec->health.interval});
   replica->health_timer.expires_after(pause);
   replica->health_timer.async_wait([this, replica, run,
                                     passing_since](boost::system::error_code ec) {

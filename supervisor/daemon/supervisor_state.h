@@ -100,6 +100,7 @@ struct Supervisor::Replica {
   // Adopted after a crash of the previous supervisor (supervisor_crash.cc): not our child, so
   // its exit is seen on this pidfd and its exit status is unknown.
   std::unique_ptr<boost::asio::posix::stream_descriptor> pidfd;
+  std::optional<ReplicaCgroup> tree_cgroup;  // its tree's cgroup (supervisor_tree.cc), if any
 };
 
 struct Supervisor::PendingReload {

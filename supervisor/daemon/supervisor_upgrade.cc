@@ -291,6 +291,7 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   upgrade_.upgrade_failures = static_cast<int>(json::as_int(json::get(doc, "upgrade_failures")));
   upgrade_.upgrade_error = json::as_string(json::get(doc, "upgrade_error"));
   make_management();
+  start_tree_cgroups();  // the same path as before the exec: replicas keep their cgroups
   if (!management_->adopt(static_cast<int>(json::as_int(json::get(doc, "management_fd"))), error)) {
     return false;
   }
@@ -327,6 +328,7 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
       replica->health->start(time_.now());
       schedule_health(replica);
     }
+    adopt_tree_cgroup(replica);
     replica->pidfd = adopt_fd(io_, json::as_int(json::get(r, "pidfd"), -1));
     if (replica->pidfd) {
       watch_adopted(replica);

@@ -112,19 +112,34 @@ def fastest_peer(results: dict, value) -> tuple[str, float] | None:
 def targets(report: dict) -> list[str]:
     """The issue's targets, each as 'met' or 'MISSED' with the figures of this run."""
     lines = []
-    for scenario in ("recovery", "startup"):
+    # Issue 12 item 4: recovery ≤ 0.5x runit's, startup ≤ 0.3x the fastest peer's.
+    for scenario, factor, only in (("recovery", 0.5, "runit"), ("startup", 0.3, None)):
         results = report.get(scenario, {})
         ours = results.get("deployctl", {}).get("ms", {}).get("median")
-        peer = fastest_peer(results, lambda r: r["ms"]["median"])
+        peer = fastest_peer({k: v for k, v in results.items() if only in (None, k, "deployctl")},
+                            lambda r: r["ms"]["median"])
         if ours is not None and peer:
-            verdict = "met" if ours <= peer[1] else "MISSED"
-            lines.append(f"{scenario} median ≤ fastest peer's: {verdict} ({ours:.1f} ms vs "
-                         f"{peer[0]} {peer[1]:.1f} ms, {ours / peer[1]:.2f}x)")
-    footprint = report.get("footprint", {}).get("deployctl", {})
-    if "rss_kib" in footprint:
-        mib = footprint["rss_kib"] / 1024
-        lines.append(f"footprint RSS ≤ 8 MiB with {footprint['replicas']} replicas: "
+            verdict = "met" if ours <= factor * peer[1] else "MISSED"
+            lines.append(f"{scenario} median ≤ {factor}x {only or 'the fastest peer'}'s: "
+                         f"{verdict} ({ours:.1f} ms vs {peer[0]} {peer[1]:.1f} ms, "
+                         f"{ours / peer[1]:.2f}x)")
+    up = report.get("scale", {}).get("deployctl", {}).get("up_ms", {}).get("median")
+    if up is not None:
+        lines.append(f"scale 1 -> N ≤ 250 ms: {'met' if up <= 250 else 'MISSED'} ({up:.0f} ms)")
+    footprint = report.get("footprint", {})
+    ours = footprint.get("deployctl", {})
+    if "rss_kib" in ours:
+        mib = ours["rss_kib"] / 1024
+        lines.append(f"footprint RSS ≤ 8 MiB with {ours['replicas']} replicas: "
                      f"{'met' if mib <= 8 else 'MISSED'} ({mib:.1f} MiB)")
+    for name, kind, limit in (("deployctl", "http", 0.8),
+                              ("deployctl+deploy-server", "control", 0.3)):
+        result = footprint.get(name, {})
+        if "cpu_percent" in result:
+            cpu = result["cpu_percent"]
+            lines.append(f"{result['replicas']} idle replicas, `{kind}` health every 1 s, ≤ "
+                         f"{limit}% of a core: {'met' if cpu <= limit else 'MISSED'} "
+                         f"({cpu:.2f}%)")
     # Judged with deploy-server, which drains on DRAIN=1. The tiny worker just exits on
     # SIGTERM with keep-alive connections open, which fails requests under every supervisor.
     rolling = report.get("rolling", {}).get("deployctl+deploy-server", {})

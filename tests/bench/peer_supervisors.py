@@ -366,6 +366,9 @@ class DeployServer(Deployctl):
     name = "deployctl+deploy-server"
     deploy_server_bin = "deploy-server"
 
+    def __init__(self, worker: Path, replicas: int, log_dir: Path, **options):
+        super().__init__(worker, replicas, log_dir, **{**options, "shared_port": True})
+
     def prepare(self) -> None:
         self.env["DEPLOYCTL_RUNTIME_DIR"] = str(self.dir / "run")
         spec = DEPLOY_SPEC.format(where=f'command = ["{self.deploy_server_bin}"]\n'

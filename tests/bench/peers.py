@@ -28,7 +28,8 @@ the details and the choices made):
    service dirs + `s6-svscanctl -a` / dirs removed + `s6-svscanctl -an`; supervisord numprocs
    + `supervisorctl update`. gunicorn is left out: TTIN/TTOU add or remove one worker per
    signal and its workers run a Python app, not the tiny worker.
-4. footprint: 100 idle replicas (deployctl: HTTP health check of each every 1 s) for 60 s:
+4. footprint: 100 idle replicas (deployctl: HTTP health check of each every 1 s; and
+   deployctl+deploy-server: `control` health, PING/PONG on the control socket) for 60 s:
    CPU time, RSS and PSS summed over the supervisor's own processes (and gunicorn's arbiter).
 5. rolling: 4 replicas sharing one port (SO_REUSEPORT; deployctl: `listen`), wrk -t2 -c32
    for 10 s (quick: 3 s), and mid-way each supervisor's own restart of every replica
@@ -127,7 +128,7 @@ SCENARIOS = {
     "scale": ("1 -> N replicas answering (N = 100; quick: 20), then back to 1",
               per_supervisor(measure_scale, SUPERVISORS)),
     "footprint": ("N idle replicas (100; quick: 20): the supervisor's own processes",
-                  per_supervisor(measure_footprint, ROLLING_PEERS)),
+                  per_supervisor(measure_footprint, ROLLING_ALL)),
     "rolling": ("4 replicas on one port, wrk -t2 -c32, every replica restarted mid-way",
                 per_supervisor(measure_rolling, ROLLING_ALL)),
     "throughput": ("deploy-server x2 under deployctl vs nginx, 2 workers, wrk -t2 -c32 "

@@ -6,11 +6,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <set>
 #include <fstream>
+#include <set>
 #include <string>
+#include <thread>
 
 #include "process.h"
 
@@ -125,8 +127,14 @@ TEST_CASE("process: inherited fds land at 3, 4, ... and nothing else leaks") {
   };
   CHECK(same_pipe(3, b[1]));
   CHECK(same_pipe(4, a[1]));
-  std::ifstream environ_file(proc + "/environ");
-  std::string environ_text((std::istreambuf_iterator<char>(environ_file)), {});
+  // spawn_process returns once the exec is committed (CLONE_VFORK); the kernel sets up the new
+  // program's environment block a few microseconds later: wait for it, bounded.
+  std::string environ_text;
+  for (int tries = 0; tries < 1000 && environ_text.empty(); ++tries) {
+    std::ifstream environ_file(proc + "/environ");
+    environ_text.assign(std::istreambuf_iterator<char>(environ_file), {});
+    if (environ_text.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   CHECK(environ_text == "A=1" + std::string(1, '\0') + "LISTEN_PID=" +
                             std::to_string(result.pid) + std::string(1, '\0'));
   signal_group(result.pid, SIGKILL);

@@ -1,0 +1,140 @@
+// The decision parts of "a cgroup per replica" (tree_cgroup.h): the path scheme and where the
+// deployment's cgroup goes, against fake trees in temp dirs; the kill of a whole tree on the
+// host's real cgroup v2 hierarchy when it is writable (as root), else skipped by doctest.
+#include "tree_cgroup.h"
+
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "process.h"
+
+using namespace deployctl;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    char name[] = "/tmp/tree-cgroup-test-XXXXXX";
+    path = mkdtemp(name);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+// The host's own v2 cgroup as the supervisor would pick it, if it is writable here.
+std::optional<std::string> host_parent() {
+  CgroupHost host = host_from_environment();
+  host.own_dir.reset();
+  std::string why;
+  return tree_cgroup_parent(host, &why);
+}
+
+bool no_writable_cgroup2() { return !host_parent(); }
+
+}  // namespace
+
+TEST_CASE("tree cgroup: the deployment's cgroup name is stable and unique per state dir") {
+  const std::string a = deployment_cgroup_name("shop", "/run/deployctl/shop");
+  CHECK(a == deployment_cgroup_name("shop", "/run/deployctl/shop"));  // again after an exec
+  CHECK(a.rfind("deployctl-shop-", 0) == 0);
+  CHECK(a.size() == std::string("deployctl-shop-").size() + 8);
+  CHECK(a != deployment_cgroup_name("shop", "/tmp/dctl-x/run/shop"));  // same name elsewhere
+  CHECK(a != deployment_cgroup_name("shop2", "/run/deployctl/shop"));
+}
+
+TEST_CASE("tree cgroup: the parent is the supervisor's own v2 cgroup, if writable") {
+  TempDir tree;
+  CgroupHost host;
+  std::string why;
+
+  SUBCASE("a given dir that is writable") {
+    host.own_dir = tree.path.string();
+    CHECK(tree_cgroup_parent(host, &why) == tree.path.string());
+  }
+  SUBCASE("no v2 line in /proc/self/cgroup") {
+    host.proc_self_cgroup = "4:memory:/x\n";
+    CHECK_FALSE(tree_cgroup_parent(host, &why));
+    CHECK(why.find("no cgroup v2 entry") != std::string::npos);
+  }
+  SUBCASE("a v2 path that is not on a cgroup2 file system (an empty hybrid mount)") {
+    host.proc_self_cgroup = "0::/\n";
+    host.v2_mount = tree.path.string();
+    CHECK_FALSE(tree_cgroup_parent(host, &why));
+    CHECK(why.find("not on a cgroup v2 file system") != std::string::npos);
+  }
+  SUBCASE("a given dir that does not exist") {
+    host.own_dir = (tree.path / "missing").string();
+    CHECK_FALSE(tree_cgroup_parent(host, &why));
+    CHECK(why.find("not writable") != std::string::npos);
+  }
+}
+
+TEST_CASE("tree cgroup: replica cgroups go below the deployment's, found again by id") {
+  TempDir tree;
+  TreeCgroups cgroups;
+  std::string why;
+  REQUIRE(cgroups.open(tree.path.string(), "deployctl-shop-0000abcd", &why));
+  CHECK(cgroups.enabled());
+  CHECK(cgroups.path_of("web.0") == (tree.path / "deployctl-shop-0000abcd/web.0").string());
+  CHECK_FALSE(cgroups.find("web.0"));
+
+  auto cgroup = cgroups.prepare("web.0", &why);
+  REQUIRE(cgroup);
+  CHECK(cgroup->path() == cgroups.path_of("web.0"));
+  CHECK(cgroups.find("web.0"));  // what a new binary does after the exec
+
+  CHECK(cgroup->remove());
+  cgroups.close();
+  CHECK_FALSE(cgroups.enabled());
+  CHECK_FALSE(fs::exists(tree.path / "deployctl-shop-0000abcd"));
+}
+
+TEST_CASE("tree cgroup: opening fails clearly where the parent cannot take a cgroup") {
+  TempDir tree;
+  TreeCgroups cgroups;
+  std::string why;
+  CHECK_FALSE(cgroups.open((tree.path / "missing").string(), "deployctl-x-00000000", &why));
+  CHECK(why.find("cannot create") != std::string::npos);
+  CHECK_FALSE(cgroups.enabled());
+}
+
+TEST_CASE("tree cgroup: a restart's prepare kills what the last run left, setsid or not" *
+          doctest::skip(no_writable_cgroup2())) {
+  TreeCgroups cgroups;
+  std::string why;
+  const std::string name = "deployctl-unit-test-" + std::to_string(getpid());
+  REQUIRE(cgroups.open(*host_parent(), name, &why));
+  auto first = cgroups.prepare("web.0", &why);
+  REQUIRE(first);
+
+  // A replica that double-forks a detached sleep, then exits.
+  SpawnRequest request;
+  request.argv = {"/bin/sh", "-c", "setsid /bin/sleep 600 & exit 0"};
+  request.env = {"PATH=/usr/bin:/bin"};
+  request.tree_cgroup_procs = first->procs_file();
+  SpawnResult spawned = spawn_process(request);
+  REQUIRE(spawned.pid > 0);
+  int status;
+  waitpid(spawned.pid, &status, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (first->members().empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const auto left = first->members();
+  REQUIRE(left.size() == 1);  // the detached sleep, in the replica's cgroup
+
+  auto second = cgroups.prepare("web.0", &why);  // the restart
+  REQUIRE(second);
+  CHECK(second->members().empty());
+  CHECK(second->remove());
+  cgroups.close();
+}
