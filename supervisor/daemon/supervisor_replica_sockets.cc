@@ -47,6 +47,10 @@ void Supervisor::steer(const std::string& name) {
 // SteerAway: the transition to quiescing has steered already; report once its queue is empty.
 void Supervisor::steer_away(const ReplicaPtr& replica) {
   steer(replica->service);
+  spdlog::info(
+      "{} (pid {}): new connections steered away; stopping it once its accept queue "
+      "is empty",
+      replica->id, replica->pid);
   for (auto& [text, group] : services_.at(replica->service)->replica_sockets) {
     if (group->find(replica->serial) < 0) continue;
     group->when_queue_empty(replica->serial,

@@ -5,12 +5,14 @@ request (`Connection: close`), a rolling restart fails none of them: with deploy
 with uvicorn (uvloop + httptools), which closes connections it accepted but has not read yet
 when it stops. `down` leaves no process and the port free."""
 import errno
+import os
 import re
+import signal
 import socket
 import subprocess
 
-from harness import (ClientLoop, all_ready, deploy_example, server_bin, summaries,
-                     failures_by_kind, wait_until, get_json)
+from harness import (ClientLoop, all_ready, deploy_example, failures_by_kind, get_json, replaced,
+                     server_bin, summaries, wait_until)
 
 START_TIMEOUT = 60
 CLIENTS = 2  # client loops, each a new connection per request
@@ -111,27 +113,56 @@ def test_deploy_server_per_replica_sockets_serve_and_roll_with_no_failure(deploy
     assert listeners(dep.port) == 4  # one socket per replica (the supervisor holds them)
 
     # New connections reach every replica.
-    ids = set(dep.replica_pids(status))
-    seen: set[str] = set()
-
-    def whoami():
-        with socket.create_connection(("127.0.0.1", dep.port), timeout=5) as client:
-            client.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            reply = b""
-            while chunk := client.recv(4096):
-                reply += chunk
-        seen.add(reply.split(b"\r\n\r\n", 1)[1].split()[0].decode())
-        return seen >= ids
-    wait_until(whoami, 20, f"answers from every replica of {sorted(ids)} (seen {seen})",
-               interval=0)
+    assert answering_replicas(dep.port, set(dep.replica_pids(status))) == \
+        set(dep.replica_pids(status))
 
     loops, restart = restart_under_close_load(dep, ("/whoami",))
     assert failures_by_kind(loops) == {}, summaries(loops)
     assert all_ready(dep.status(), 4)
     assert listeners(dep.port) == 4, "the old replicas' sockets are closed once they exited"
-    assert "queued connection(s)" not in dep.log_text(), dep.diagnostics()
+    log = dep.log_text()
+    assert "queued connection(s)" not in log, dep.diagnostics()
+    assert log.count("new connections steered away") == 4, "each old replica first: " + log
     measure(f"deploy-server x4 per-replica: rolling restart {restart.seconds:.1f} s, "
             f"{sum(loop.successes for loop in loops)} requests with Connection: close, 0 failed")
+    down_leaves_nothing(dep)
+
+
+def answering_replicas(port: int, expected: set[str]) -> set[str]:
+    """The replicas that answer /whoami on new connections, polled until they are `expected`."""
+    seen: set[str] = set()
+
+    def whoami():
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := client.recv(4096):
+                reply += chunk
+        seen.add(reply.split(b"\r\n\r\n", 1)[1].split()[0].decode())
+        return seen >= expected
+    wait_until(whoami, 20, f"answers from every replica of {sorted(expected)} (seen {seen})",
+               interval=0)
+    return seen
+
+
+def test_crash_and_scale_keep_the_steering_right(deployment):
+    """A replica killed with kill -9 restarts on its own socket; scaling down closes sockets in
+    the middle of the kernel's group (the last one moves into the hole) and new connections
+    still reach exactly the replicas that run."""
+    dep = deployment(DEPLOY_SERVER.replace("@SERVER@", server_bin()))
+    assert dep.up().returncode == 0
+    victim = dep.replica_pids()["web.1"]
+    os.kill(victim, signal.SIGKILL)
+    dep.wait_for(lambda s: replaced(s, "web.1", victim) and all_ready(s, 4), timeout=20,
+                 what="web.1 replaced after kill -9")
+    assert listeners(dep.port) == 4, "the restarted replica keeps its socket"
+    assert answering_replicas(dep.port, {"web.0", "web.1", "web.2", "web.3"})
+    assert dep.scale(web=2).returncode == 0
+    assert listeners(dep.port) == 2
+    assert answering_replicas(dep.port, {"web.0", "web.1"}) == {"web.0", "web.1"}
+    assert dep.scale(web=3).returncode == 0
+    assert answering_replicas(dep.port, {"web.0", "web.1", "web.2"}) == \
+        {"web.0", "web.1", "web.2"}
     down_leaves_nothing(dep)
 
 
