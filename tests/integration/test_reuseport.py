@@ -11,8 +11,8 @@ import signal
 import socket
 import subprocess
 
-from harness import (ClientLoop, all_ready, deploy_example, failures_by_kind, get_json, replaced,
-                     server_bin, summaries, wait_until)
+from harness import (ClientLoop, all_ready, deploy_example, deployctl_bin, failures_by_kind,
+                     get_json, replaced, server_bin, summaries, wait_until)
 
 START_TIMEOUT = 60
 CLIENTS = 2  # client loops, each a new connection per request
@@ -148,7 +148,7 @@ def answering_replicas(port: int, expected: set[str]) -> set[str]:
 def test_crash_and_scale_keep_the_steering_right(deployment):
     """A replica killed with kill -9 restarts on its own socket; scaling down closes sockets in
     the middle of the kernel's group (the last one moves into the hole) and new connections
-    still reach exactly the replicas that run."""
+    still reach exactly the replicas that run. An upgrade in place is refused."""
     dep = deployment(DEPLOY_SERVER.replace("@SERVER@", server_bin()))
     assert dep.up().returncode == 0
     victim = dep.replica_pids()["web.1"]
@@ -163,6 +163,13 @@ def test_crash_and_scale_keep_the_steering_right(deployment):
     assert dep.scale(web=3).returncode == 0
     assert answering_replicas(dep.port, {"web.0", "web.1", "web.2"}) == \
         {"web.0", "web.1", "web.2"}
+
+    # An upgrade in place does not carry per-replica sockets yet: refused, nothing changes.
+    run = dep.deployctl("upgrade", "--name", dep.name, "--binary", deployctl_bin(), timeout=40)
+    assert run.returncode == 6, run.describe()
+    assert 'service web has sockets = "per-replica", which an upgrade in place does not carry' \
+        in run.stderr, run.describe()
+    assert dep.status()["supervisor"]["upgrades"] == 0
     down_leaves_nothing(dep)
 
 
