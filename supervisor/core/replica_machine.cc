@@ -102,11 +102,7 @@ ReplicaMachine::Actions ReplicaMachine::begin_drain() {
 
 // Quiescing: a timer ends it (the limit, or the grace after the queue emptied).
 ReplicaMachine::Actions ReplicaMachine::quiesce(const ReplicaEvent& event) {
-  if (event.kind == Kind::timer) {
-    Actions actions = begin_drain();
-    actions.insert(actions.begin(), {Act::cancel_timer});
-    return actions;
-  }
+  if (event.kind == Kind::timer) return begin_drain();
   if (s_.queue_empty) return {};  // queue_empty: the grace already runs
   s_.queue_empty = true;
   return {{Act::cancel_timer}, {.kind = Act::arm_timer, .delay = policy_.quiesce_grace}};
