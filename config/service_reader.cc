@@ -70,6 +70,17 @@ void read_listen(TableReader& reader, ServiceSpec* service, ListenClaims* claims
   }
 }
 
+void read_sockets(TableReader& reader, ServiceSpec* service) {
+  const auto mode = reader.choice("sockets", {"shared", "per-replica"});
+  if (mode != "per-replica") return;
+  if (service->listen.size() != 1) {
+    reader.error_at("sockets", "\"per-replica\" needs exactly one listen address, got " +
+                                   std::to_string(service->listen.size()));
+    return;
+  }
+  service->sockets = SocketMode::per_replica;
+}
+
 void read_account(TableReader& reader, std::string_view key, std::string* field) {
   std::optional<std::string> name = reader.string(key);
   if (name && name->empty()) {
@@ -107,13 +118,15 @@ ServiceSpec read_service(const toml::table& table, const std::string& name,
                          Diagnostics& diag) {
   TableReader reader(table, join_key("services", name), diag,
                      {"command", "replicas", "listen", "port", "env", "env_file", "working_dir",
-                      "user", "group", "restart", "health", "memory", "stop", "rollout", "tls"});
+                      "user", "group", "restart", "health", "memory", "stop", "rollout", "tls",
+                      "sockets"});
   ServiceSpec service;
   service.name = name;
   service.working_dir = resolve_path(spec_dir, ".");
   read_replicas(reader, &service);
   read_port(reader, &service);
   read_listen(reader, &service, claims);
+  read_sockets(reader, &service);
   const ServiceFacts facts{reader.find("port") != nullptr, reader.find("listen") != nullptr};
   const std::string no_tls_reason =
       "{tls_cert} and {tls_key} need a [" + reader.key_path("tls") + "] table";

@@ -100,12 +100,18 @@ struct TlsSpec {
   bool operator==(const TlsSpec&) const = default;
 };
 
+// How replicas get the service's `listen` socket: one socket all replicas inherit, or one
+// SO_REUSEPORT socket per replica that the supervisor steers connections among
+// (docs/spec.md, `sockets`).
+enum class SocketMode { shared, per_replica };
+
 struct ServiceSpec {
   std::string name;
   std::vector<std::string> command;  // argv; may contain {replica} and {port}
   int replicas = 1;                  // "auto" is resolved to the CPU count at load time
   bool replicas_auto = false;
   std::vector<ListenAddress> listen;
+  SocketMode sockets = SocketMode::shared;  // per_replica: exactly one `listen` address
   std::optional<std::uint16_t> port;  // per-replica base port: replica i gets port + i
   EnvList env;                        // may contain {replica} and {port}
   std::string env_file;               // absolute, or empty

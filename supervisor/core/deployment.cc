@@ -24,6 +24,8 @@ ReplicaEvent::Kind machine_event(Event::Kind kind) {
       return Kind::unhealthy;
     case Event::Kind::protocol_error:
       return Kind::protocol_error;
+    case Event::Kind::queue_empty:
+      return Kind::queue_empty;
     default:
       return Kind::timer;
   }
@@ -79,7 +81,7 @@ void Deployment::on_replica_event(const Event& event) {
       replica_event(*service, *replica, {Kind::exited, event.status, event.out_of_memory},
                     event.stderr_tail);
       break;
-    default:  // ready, unhealthy, protocol_error, timer: the machine's events of that name
+    default:  // ready, unhealthy, protocol_error, timer, queue_empty: the machine's events
       replica_event(*service, *replica, {machine_event(event.kind)});
       break;
   }

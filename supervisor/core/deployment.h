@@ -33,6 +33,7 @@ struct Event {
     memory_high,     // replica: above memory.restart_above for long enough (`bytes` now)
     tick,            // a deadline passed
     cert_changed,    // the TLS files of `services` were replaced by ones that load: roll them
+    queue_empty,     // replica (quiescing): the accept queue of its own socket is empty
   };
   Kind kind = Kind::tick;
   std::uint64_t replica = 0;  // serial

@@ -76,7 +76,9 @@ std::optional<std::string> Deployment::fd_error(const Event& event) const {
       count = static_cast<int>(to);
       what += (what.empty() ? "" : " ") + name + "=" + std::to_string(to);
     }
-    needed += service_fds(service.settings.listen.size(), service.settings.exec_probe, count);
+    const auto sockets =
+        listen_fds(service.settings.listen.size(), service.settings.policy.steered, count);
+    needed += service_fds(sockets, service.settings.exec_probe, count);
   }
   return fd_limit_error("scale " + what, needed, event.fd_limit);
 }

@@ -7,9 +7,15 @@ std::uint64_t fds_needed(const Spec& spec, const std::map<std::string, int>& rep
   for (const ServiceSpec& service : spec.services) {
     auto given = replicas.find(service.name);
     const int count = given != replicas.end() ? given->second : service.replicas;
-    needed += service_fds(service.listen.size(), service.health.kind == HealthKind::exec, count);
+    needed += service_fds(listen_fds(service.listen.size(),
+                                     service.sockets == SocketMode::per_replica, count),
+                          service.health.kind == HealthKind::exec, count);
   }
   return needed;
+}
+
+std::size_t listen_fds(std::size_t addresses, bool per_replica, int replicas) {
+  return per_replica ? static_cast<std::size_t>(replicas > 0 ? replicas : 0) : addresses;
 }
 
 std::uint64_t service_fds(std::size_t listen_sockets, bool exec_probe, int replicas) {

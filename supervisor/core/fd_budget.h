@@ -28,6 +28,10 @@ inline constexpr std::uint64_t kFdsFixed = 64;
 // each service's listen sockets and log file, and each replica's share.
 std::uint64_t fds_needed(const Spec& spec, const std::map<std::string, int>& replicas = {});
 
+// How many listen sockets the supervisor holds for a service: one per address, or with
+// `sockets = "per-replica"` one per replica.
+std::size_t listen_fds(std::size_t addresses, bool per_replica, int replicas);
+
 // One service's share: its listen sockets, its log file and `replicas` replicas (with an exec
 // health check when `exec_probe`).
 std::uint64_t service_fds(std::size_t listen_sockets, bool exec_probe, int replicas);

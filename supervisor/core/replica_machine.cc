@@ -1,5 +1,7 @@
 #include "replica_machine.h"
 
+#include <algorithm>
+
 #include "load.h"
 
 namespace deployctl {
@@ -18,6 +20,7 @@ const char* state_name(ReplicaState state) {
     case ReplicaState::backoff: return "backoff";
     case ReplicaState::crash_loop: return "crash-loop";
     case ReplicaState::failed: return "failed";
+    case ReplicaState::quiescing: return "quiescing";
   }
   return "?";
 }
@@ -49,12 +52,19 @@ std::string to_string(const ReplicaAction& action) {
     case Act::record_exit: return std::string("RecordExit(") + reason_name(action.reason) + ")";
     case Act::start_failed: return "StartFailed";
     case Act::retire: return "Retire";
+    case Act::steer_away: return "SteerAway";
   }
   return "?";
 }
 
 ReplicaPolicy ReplicaPolicy::from(const ServiceSpec& service) {
-  return ReplicaPolicy{service.restart, service.stop, service.health.start_period};
+  ReplicaPolicy policy{service.restart, service.stop, service.health.start_period};
+  if (service.sockets == SocketMode::per_replica) {
+    policy.steered = true;
+    policy.quiesce_limit = std::min(service.stop.timeout, Duration{5000});
+    policy.quiesce_grace = std::min(service.stop.timeout / 4, Duration{1000});
+  }
+  return policy;
 }
 
 bool ReplicaMachine::running() const {
@@ -64,6 +74,7 @@ bool ReplicaMachine::running() const {
     case ReplicaState::unhealthy:
     case ReplicaState::draining:
     case ReplicaState::stopping:
+    case ReplicaState::quiescing:
       return true;
     default:
       return false;
@@ -82,6 +93,20 @@ ReplicaMachine::Actions ReplicaMachine::begin_stop(ReplicaState next, ExitReason
   s_.pending_reason = reason;
   return {{.kind = Act::signal, .signal = policy_.stop.signal},
           {.kind = Act::arm_timer, .delay = policy_.stop.timeout}};
+}
+
+ReplicaMachine::Actions ReplicaMachine::begin_drain() {
+  s_.state = ReplicaState::draining;
+  s_.pending_reason = ExitReason::stop;
+  return {{Act::send_drain}, {.kind = Act::arm_timer, .delay = policy_.stop.timeout}};
+}
+
+// Quiescing: a timer ends it (the limit, or the grace after the queue emptied).
+ReplicaMachine::Actions ReplicaMachine::quiesce(const ReplicaEvent& event) {
+  if (event.kind == Kind::timer) return begin_drain();
+  if (s_.queue_empty) return {};  // queue_empty: the grace already runs
+  s_.queue_empty = true;
+  return {{Act::cancel_timer}, {.kind = Act::arm_timer, .delay = policy_.quiesce_grace}};
 }
 
 ReplicaMachine::Actions ReplicaMachine::on_exit(ExitStatus status, bool out_of_memory,
@@ -148,7 +173,11 @@ std::vector<ReplicaAction> ReplicaMachine::handle(const ReplicaEvent& event, Tim
     case Kind::protocol_error:
       if (!live) return {};
       return begin_stop(ReplicaState::unhealthy, ExitReason::protocol);
+    case Kind::queue_empty:
+      if (s_.state != ReplicaState::quiescing) return {};
+      return quiesce(event);
     case Kind::timer:
+      if (s_.state == ReplicaState::quiescing) return quiesce(event);
       if (s_.state == ReplicaState::starting) {
         return begin_stop(ReplicaState::unhealthy, ExitReason::start_timeout);
       }
@@ -156,12 +185,14 @@ std::vector<ReplicaAction> ReplicaMachine::handle(const ReplicaEvent& event, Tim
       if (running()) return {{Act::kill}};
       return {};
     case Kind::drain:
-      if (s_.state == ReplicaState::draining) return {};
-      if (live) {
-        s_.state = ReplicaState::draining;
+      if (s_.state == ReplicaState::draining || s_.state == ReplicaState::quiescing) return {};
+      if (live && policy_.steered) {
+        s_.state = ReplicaState::quiescing;
         s_.pending_reason = ExitReason::stop;
-        return {{Act::send_drain}, {.kind = Act::arm_timer, .delay = policy_.stop.timeout}};
+        s_.queue_empty = false;
+        return {{Act::steer_away}, {.kind = Act::arm_timer, .delay = policy_.quiesce_limit}};
       }
+      if (live) return begin_drain();
       [[fallthrough]];
     case Kind::stop:
       if (waiting) {

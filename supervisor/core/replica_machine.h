@@ -10,15 +10,22 @@
 //  ready         unhealthy             → unhealthy    Signal(stop), ArmTimer(stop.timeout)  [health]
 //  start/ready   protocol_error        → unhealthy    Signal(stop), ArmTimer(stop.timeout)  [protocol]
 //  start/ready   drain                 → draining     SendDrain, ArmTimer(stop.timeout)
+//  start/ready   drain [steered]       → quiescing    SteerAway, ArmTimer(quiesce_limit)
+//  quiescing     queue_empty (first)   → quiescing    CancelTimer, ArmTimer(quiesce_grace)
+//  quiescing     timer                 → draining     SendDrain, ArmTimer(stop.timeout)
+//  quiescing     stop                  → stopping     Signal(stop), ArmTimer(stop.timeout)
 //  running       stop                  → stopping     Signal(stop), ArmTimer(stop.timeout)
 //  unhealthy/draining/stopping timer   → (same)       Kill
-//  draining/stopping exited|spawn_failed → stopped    CancelTimer, RecordExit[stop], Retire
+//  quiescing/draining/stopping exited|spawn_failed → stopped  CancelTimer, RecordExit[stop], Retire
 //  other running exited/spawn_failed   → by policy:   RecordExit, then   [oom if out_of_memory]
 //        fail-fast start (never ready)   failed       StartFailed
 //        policy says no restart          failed | stopped
 //        restart                         starting     Spawn (delay 0) | backoff/crash-loop ArmTimer(delay)
 //  backoff/crash stop or drain         → stopped      CancelTimer, Retire
 // Any other (state, event) pair is ignored: no transition, no action.
+// [steered]: the replica has a socket of its own (`sockets = "per-replica"`). Quiescing: new
+// connections go to other replicas; once its accept queue is empty (or quiesce_limit passed)
+// and quiesce_grace more has passed for the app to read what it accepted, it drains as usual.
 #pragma once
 
 #include <optional>
@@ -32,7 +39,8 @@
 namespace deployctl {
 
 enum class ReplicaState {
-  stopped, starting, ready, unhealthy, draining, stopping, backoff, crash_loop, failed
+  stopped, starting, ready, unhealthy, draining, stopping, backoff, crash_loop, failed,
+  quiescing  // last: the state codec bounds the value by it
 };
 
 // adopted: a replica adopted after a crash of its supervisor exited; it was not the new
@@ -40,9 +48,10 @@ enum class ReplicaState {
 enum class ExitReason { exit, signal, health, start_timeout, protocol, exec, stop, oom, adopted };
 
 const char* state_name(ReplicaState state);
-// Draining or stopping: on its way out.
+// Quiescing, draining or stopping: on its way out.
 inline bool is_retiring(ReplicaState state) {
-  return state == ReplicaState::draining || state == ReplicaState::stopping;
+  return state == ReplicaState::draining || state == ReplicaState::stopping ||
+         state == ReplicaState::quiescing;
 }
 const char* reason_name(ExitReason reason);
 
@@ -61,7 +70,7 @@ std::string describe_exit(const ExitStatus& status);
 
 struct ReplicaEvent {
   enum class Kind { start, spawned, spawn_failed, ready, unhealthy, protocol_error, timer, drain,
-                    stop, exited };
+                    stop, exited, queue_empty };
   Kind kind;
   ExitStatus status{};  // for `exited`
   bool out_of_memory = false;  // for `exited`: killed for exceeding memory.max
@@ -69,7 +78,7 @@ struct ReplicaEvent {
 
 struct ReplicaAction {
   enum class Kind { spawn, signal, kill, send_drain, arm_timer, cancel_timer, start_health,
-                    record_exit, start_failed, retire };
+                    record_exit, start_failed, retire, steer_away };
   Kind kind;
   int signal = 0;          // for `signal`
   Duration delay{0};       // for `arm_timer`
@@ -85,6 +94,10 @@ struct ReplicaPolicy {
   RestartSpec restart;
   StopSpec stop;
   Duration start_period{30000};
+  // Per-replica sockets: a drain first steers connections away (quiescing).
+  bool steered = false;
+  Duration quiesce_limit{0};  // longest wait for the accept queue to empty: min(stop.timeout, 5 s)
+  Duration quiesce_grace{0};  // then, for the app to read what it accepted: min(stop.timeout/4, 1 s)
   static ReplicaPolicy from(const ServiceSpec& service);
   bool operator==(const ReplicaPolicy&) const = default;
 };
@@ -96,6 +109,7 @@ struct ReplicaMachineState {
   std::optional<ExitReason> pending_reason;  // why the supervisor is stopping it
   TimePoint started_at{};
   bool ever_ready = false;  // in this slot's current run of starts since `start`
+  bool queue_empty = false;  // quiescing: its accept queue was seen empty
   bool fail_fast = false;
   int restarts = 0;
   BackoffState backoff;
@@ -125,6 +139,8 @@ class ReplicaMachine {
  private:
   using Actions = std::vector<ReplicaAction>;
   Actions begin_stop(ReplicaState next, ExitReason reason);
+  Actions begin_drain();
+  Actions quiesce(const ReplicaEvent& event);
   Actions on_exit(ExitStatus status, bool out_of_memory, TimePoint now, double random01);
   Actions spawn(TimePoint now);
 

@@ -91,6 +91,13 @@ std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std
   }
   const bool same_spec =
       adoption.record.spec.name == spec.name && adoption.record.spec.services == spec.services;
+  for (const auto& service : spec.services) {
+    if (service.sockets == SocketMode::per_replica) {  // the keeper holds shared sockets only
+      return give_up("service " + service.name +
+                     " has sockets = \"per-replica\", which a take-over after a crash does not "
+                     "carry yet");
+    }
+  }
   adoption.plan = plan_adoption(adoption.record.core, same_spec, alive);
   if (!adoption.plan.adopt) return give_up(adoption.plan.refusal);
   for (const auto& service : spec.services) {

@@ -11,9 +11,8 @@
 #include <utility>
 
 namespace deployctl {
-namespace {
 
-int bind_one(const ListenAddress& address, std::string* error) {
+int bind_listen_socket(const ListenAddress& address, bool reuseport, std::string* error) {
   sockaddr_storage storage{};
   socklen_t length = 0;
   auto* v4 = reinterpret_cast<sockaddr_in*>(&storage);
@@ -33,6 +32,7 @@ int bind_one(const ListenAddress& address, std::string* error) {
   int fd = socket(storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
       (storage.ss_family == AF_INET6 &&
        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
       // Accepted sockets inherit TCP_NODELAY from the listener: replicas that never set it
@@ -47,13 +47,11 @@ int bind_one(const ListenAddress& address, std::string* error) {
   return fd;
 }
 
-}  // namespace
-
 std::vector<ListenSocket> bind_listen_sockets(const std::vector<ListenAddress>& addresses,
                                               std::string* error) {
   std::vector<ListenSocket> sockets;
   for (const auto& address : addresses) {
-    int fd = bind_one(address, error);
+    int fd = bind_listen_socket(address, false, error);
     if (fd < 0) {
       close_listen_sockets(sockets);
       return {};

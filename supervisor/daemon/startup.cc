@@ -207,7 +207,13 @@ int run_up(const Spec& loaded, const UpOptions& options) {
   if (adoption) listen = std::move(adoption->listen);
   for (const auto& service : adoption ? std::vector<ServiceSpec>{} : spec->services) {
     std::string error;
-    listen[service.name] = bind_listen_sockets(service.listen, &error);
+    if (service.sockets == SocketMode::per_replica) {
+      // Its replicas bind their own sockets at spawn; a busy address fails `up` here already.
+      const int fd = bind_listen_socket(service.listen.front(), true, &error);
+      if (fd >= 0) close(fd);
+    } else {
+      listen[service.name] = bind_listen_sockets(service.listen, &error);
+    }
     if (!error.empty()) {
       std::fprintf(stderr, "deployctl: %s: %s\n", service.name.c_str(), error.c_str());
       for (auto& [name, sockets] : listen) close_listen_sockets(sockets);

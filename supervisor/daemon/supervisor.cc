@@ -163,7 +163,10 @@ void Supervisor::perform(const Action& action) {
       if (auto replica = runtime(action.replica)) perform_step(replica, action.step);
       break;
     case K::transition:
-      if (auto replica = runtime(action.replica)) announce_transition(*replica, action);
+      if (auto replica = runtime(action.replica)) {
+        announce_transition(*replica, action);
+        steer(replica->service);
+      }
       break;
     case K::force_kill:
       if (auto it = replicas_.find(action.replica); it != replicas_.end()) {
@@ -242,7 +245,11 @@ void Supervisor::perform_step(const ReplicaPtr& replica, const ReplicaAction& st
     case Act::start_failed:
       break;  // the core's
     case Act::retire:
+      release_socket(*replica);
       retire(replica);
+      break;
+    case Act::steer_away:
+      steer_away(replica);
       break;
   }
 }
@@ -356,8 +363,9 @@ std::vector<std::string> Supervisor::replica_environment(
   }
   set(control::kServiceEnv, spec.name);
   set(control::kReplicaEnv, std::to_string(index));
-  set(control::kControlFdEnv, std::to_string(3 + sockets.size()));
-  if (!sockets.empty()) set("LISTEN_FDS", std::to_string(sockets.size()));
+  const std::size_t listen_fds = spec.sockets == SocketMode::per_replica ? 1 : sockets.size();
+  set(control::kControlFdEnv, std::to_string(3 + listen_fds));
+  if (listen_fds > 0) set("LISTEN_FDS", std::to_string(listen_fds));
   if (!notify_socket.empty()) set("NOTIFY_SOCKET", notify_socket);
   if (spec.health.kind == HealthKind::control) {
     set("WATCHDOG_USEC", std::to_string(spec.health.interval.count() * 1000));
@@ -366,13 +374,13 @@ std::vector<std::string> Supervisor::replica_environment(
 }
 
 void Supervisor::spawn(const ReplicaPtr& replica) {
-  const Service& service = *services_.at(replica->service);
   const ServiceSpec& spec = *replica->spec;
   const PlaceholderValues values = placeholders(spec, replica->index);
 
   SpawnRequest request;
   for (const auto& arg : spec.command) request.argv.push_back(expand_placeholders(arg, values));
   std::string setup_error;
+  const std::vector<int> listen = listen_fds(*replica, &setup_error);
   request.credentials = credentials_for(spec, &setup_error);
   std::string notify_name;
   int notify_fd = open_notify_socket(*replica, &notify_name);
@@ -385,12 +393,12 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
     if (request.credentials) owner = request.credentials->uid;
     ticket_fd = tls_files_->ticket_key_fd(spec.name, owner, &setup_error);
     set_variable(request.env, control::kTlsTicketKeyEnv,
-                 "/proc/self/fd/" + std::to_string(3 + service.sockets.size() + 1));
+                 "/proc/self/fd/" + std::to_string(3 + listen.size() + 1));
   }
   request.argv[0] = resolve_command(request.argv[0], path_variable(request.env));
   request.working_dir = spec.working_dir;
-  for (const auto& socket : service.sockets) request.inherit_fds.push_back(socket.fd);
-  request.set_listen_pid = !service.sockets.empty();
+  request.inherit_fds = listen;
+  request.set_listen_pid = !listen.empty();
   if (setup_error.empty()) prepare_memory(replica, request, &setup_error);
   if (setup_error.empty()) prepare_tree_cgroup(replica, request);
 
@@ -565,7 +573,10 @@ void Supervisor::finish() {
   }
   finish_memory();
   finish_tree_cgroups();
-  for (auto& [name, service] : services_) close_listen_sockets(service->sockets);
+  for (auto& [name, service] : services_) {
+    close_listen_sockets(service->sockets);
+    service->replica_sockets.clear();
+  }
 }
 
 // After the finished action and the replies it brought.

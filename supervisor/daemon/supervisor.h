@@ -130,6 +130,14 @@ class Supervisor {
   void on_health_pass(const ReplicaPtr& replica, std::uint64_t seq);
   void probe_until_ready(const ReplicaPtr& replica, std::optional<TimePoint> passing_since = {});
   bool accepts_itself(const Replica& replica) const;
+  // Per-replica sockets (supervisor_replica_sockets.cc): the fds a replica inherits from 3 on,
+  // the steering of each group to the core's targets, a quiescing replica's queue watch, and
+  // the release of a retired replica's socket.
+  std::vector<int> listen_fds(const Replica& replica, std::string* error);
+  int own_socket(const Replica& replica) const;
+  void steer(const std::string& service);
+  void steer_away(const ReplicaPtr& replica);
+  void release_socket(const Replica& replica);
   ProbeTarget probe_target(const Replica& replica) const;
   void read_output(const ReplicaPtr& replica, OutputPipe& pipe);
   void drain_output(const ReplicaPtr& replica, OutputPipe& pipe);

@@ -116,6 +116,7 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
     return;
   }
   for (const auto& service : pending->next.services) {
+    if (service.sockets == SocketMode::per_replica) continue;  // its replicas bind their own
     const ServiceSpec* old = spec_.find_service(service.name);
     for (const auto& address : service.listen) {
       if (old && std::count(old->listen.begin(), old->listen.end(), address)) continue;

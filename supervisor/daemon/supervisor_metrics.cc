@@ -77,7 +77,8 @@ MetricsSnapshot Supervisor::metrics_snapshot() const {
   s.version = deployctl_version();
   for (auto state : {ReplicaState::stopped, ReplicaState::starting, ReplicaState::ready,
                      ReplicaState::unhealthy, ReplicaState::draining, ReplicaState::stopping,
-                     ReplicaState::backoff, ReplicaState::crash_loop, ReplicaState::failed}) {
+                     ReplicaState::backoff, ReplicaState::crash_loop, ReplicaState::failed,
+                     ReplicaState::quiescing}) {
     s.states.push_back(state_name(state));
   }
   const auto steady_now = time_.now();

@@ -213,9 +213,13 @@ void Supervisor::probe_until_ready(const ReplicaPtr& replica,
 }
 
 // Whether a probe's pass speaks for `replica`: always on its own port; on the service's shared
-// socket only once the replica accepts on it (see accepting.h).
+// socket, or its own per-replica socket (to which the probe may not be steered), only once the
+// replica accepts on that socket (see accepting.h).
 bool Supervisor::accepts_itself(const Replica& replica) const {
   const ServiceSpec& spec = *replica.spec;
+  if (const int own = own_socket(replica); own >= 0 && spec.health.kind != HealthKind::exec) {
+    return replica_port(spec, replica.index) || tree_accepts_on(replica.pid, own);
+  }
   const auto& sockets = services_.at(replica.service)->sockets;
   const bool shared = !replica_port(spec, replica.index) && !sockets.empty() &&
                       spec.health.kind != HealthKind::exec;

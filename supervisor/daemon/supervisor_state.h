@@ -16,6 +16,7 @@
 
 #include "memory_state.h"
 #include "message_budget.h"
+#include "replica_sockets.h"
 #include "supervisor.h"
 
 namespace deployctl {
@@ -54,6 +55,8 @@ struct Supervisor::OutputPipe {
 struct Supervisor::Service {
   std::shared_ptr<const ServiceSpec> spec;  // what new replicas are started from
   std::vector<ListenSocket> sockets;
+  // `sockets = "per-replica"`: each replica's own socket, by address text (supervisor_replica_sockets.cc).
+  std::map<std::string, std::unique_ptr<ReplicaSockets>> replica_sockets;
 };
 
 // The daemon's side of one core replica (same serial): its process, channels and what it

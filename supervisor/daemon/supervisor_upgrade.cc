@@ -86,6 +86,11 @@ std::string Supervisor::upgrade_refusal() const {
 
 std::string Supervisor::upgrade_unsupported() const {
   for (const auto& service : spec_.services) {
+    if (service.sockets == SocketMode::per_replica) {
+      return "service " + service.name +
+             " has sockets = \"per-replica\", which an upgrade in place does not carry "
+             "(docs/upgrade.md); restart the supervisor instead";
+    }
     if (service.memory.max || service.memory.restart_above) {
       return "service " + service.name +
              " has memory limits, which an upgrade in place does not carry yet (docs/upgrade.md)";

@@ -129,6 +129,11 @@ void warn_unexpressed(const ServiceSpec& service, Warnings& warnings) {
                  "written as MemoryHigh=, which throttles and reclaims above the threshold "
                  "instead of restarting the replica");
   }
+  if (service.sockets == SocketMode::per_replica) {
+    warnings.add(service_key(service.name, "sockets"),
+                 "systemd has no steering among per-replica sockets: every instance gets the "
+                 "one socket unit's socket (as with \"shared\")");
+  }
 }
 
 std::vector<RenderedFile> service_units(const Spec& spec, const ServiceSpec& service,

@@ -109,6 +109,7 @@ std::string transition_reason(ReplicaState before, const ReplicaEvent& event,
     case Kind::drain: return "drain";
     case Kind::stop: return "stop";
     case Kind::exited: return "exited";
+    case Kind::queue_empty: return "accept queue empty";
     case Kind::timer:
       if (before == ReplicaState::starting) return "not ready within health.start_period";
       if (before == ReplicaState::backoff || before == ReplicaState::crash_loop) {

@@ -38,6 +38,11 @@ json::Value policy_json(const ReplicaPolicy& policy) {
   out["stop_signal"] = policy.stop.signal;
   out["stop_timeout"] = policy.stop.timeout.count();
   out["start_period"] = policy.start_period.count();
+  if (policy.steered) {  // absent: shared sockets (and what older supervisors wrote)
+    out["steered"] = true;
+    out["quiesce_limit"] = policy.quiesce_limit.count();
+    out["quiesce_grace"] = policy.quiesce_grace.count();
+  }
   return out;
 }
 
@@ -47,6 +52,7 @@ json::Value machine_json(const ReplicaMachineState& machine) {
   out["pending_reason"] = optional_int(machine.pending_reason);
   out["started_at"] = time_value(machine.started_at);
   out["ever_ready"] = machine.ever_ready;
+  if (machine.queue_empty) out["queue_empty"] = true;
   out["fail_fast"] = machine.fail_fast;
   out["restarts"] = machine.restarts;
   out["consecutive_failures"] = machine.backoff.consecutive_failures;
@@ -206,18 +212,24 @@ struct Reader {
     policy.stop.signal = static_cast<int>(integer(in, "stop_signal"));
     policy.stop.timeout = millis(in, "stop_timeout");
     policy.start_period = millis(in, "start_period");
+    if (json::find(in, "steered")) {
+      policy.steered = boolean(in, "steered");
+      policy.quiesce_limit = millis(in, "quiesce_limit");
+      policy.quiesce_grace = millis(in, "quiesce_grace");
+    }
     return policy;
   }
 
   ReplicaMachineState machine(const json::Value& in) {
     ReplicaMachineState machine;
-    machine.state = enumeration(in, "state", ReplicaState::failed);
+    machine.state = enumeration(in, "state", ReplicaState::quiescing);
     if (auto reason = optional_int(in, "pending_reason")) {
       if (*reason < 0 || *reason > static_cast<int>(ExitReason::adopted)) ok = false;
       machine.pending_reason = static_cast<ExitReason>(*reason);
     }
     machine.started_at = time(in, "started_at");
     machine.ever_ready = boolean(in, "ever_ready");
+    machine.queue_empty = json::find(in, "queue_empty") && boolean(in, "queue_empty");
     machine.fail_fast = boolean(in, "fail_fast");
     machine.restarts = static_cast<int>(integer(in, "restarts"));
     machine.backoff.consecutive_failures = static_cast<int>(integer(in, "consecutive_failures"));

@@ -5,7 +5,8 @@
   under deployctl, 4 replicas on its one socket (fd 3), http health on /healthz:
     uvicorn (asyncio + h11), uvicorn-std (uvloop + httptools), gunicorn-uw (gunicorn with one
     UvicornWorker per replica, socket activation), hypercorn (--bind fd://3), daphne (--fd 3),
-    and uvicorn-std again with rollout.max_surge = 4 (the old replicas stopped together)
+    and uvicorn-std again with rollout.max_surge = 4 (the old replicas stopped together), and
+    with sockets = "per-replica" (a SO_REUSEPORT socket each, steered away before a stop)
   what users run today: gunicorn -k uvicorn.workers.UvicornWorker -w 4,
     uvicorn --workers 4, hypercorn -w 4
 
@@ -67,8 +68,13 @@ DEPLOYCTL_SIDES = {
     # stopped together, so each keep-alive connection is closed once, not once per step.
     "deployctl+uvicorn-std surge=4": (UVICORN + ["--fd", "3", "--loop", "uvloop", "--http",
                                                  "httptools"], "uvicorn-std"),
+    # The same as deployctl+uvicorn-std with sockets = "per-replica": a SO_REUSEPORT socket per
+    # replica, connections steered away from a replica before its stop (docs/design-notes.md).
+    "deployctl+uvicorn-std per-replica": (UVICORN + ["--fd", "3", "--loop", "uvloop", "--http",
+                                                     "httptools"], "uvicorn-std"),
 }
 SURGE = {"deployctl+uvicorn-std surge=4": PROCESSES}  # rollout.max_surge; default 1
+SOCKETS = {"deployctl+uvicorn-std per-replica": "per-replica"}  # default "shared"
 # UvicornWorker and uvicorn's default loop pick uvloop + httptools where installed.
 PEER_SIDES = {
     "gunicorn -w4 UvicornWorker": (GUNICORN_UW + ["-w", "4", "-b", "127.0.0.1:{port}"],
@@ -87,6 +93,7 @@ name = "{name}"
 command = {command}
 replicas = {replicas}
 listen = ["127.0.0.1:{port}"]
+sockets = "{sockets}"
 env = {{ APP_DB = "app.db" }}
 
 [services.web.health]
@@ -184,7 +191,8 @@ class DeployctlSide(Side):
     def start(self) -> None:
         spec = DEPLOY_SPEC.format(name="fastapi", command=json.dumps(self.command),
                                   replicas=PROCESSES, port=self.port,
-                                  surge=SURGE.get(self.name, 1))
+                                  surge=SURGE.get(self.name, 1),
+                                  sockets=SOCKETS.get(self.name, "shared"))
         (self.dir / "deploy.toml").write_text(spec)
         self.launch([self.deployctl_bin, "up", "-d", str(self.dir / "deploy.toml")])
 

@@ -15,19 +15,19 @@ def print_fastapi(results: dict) -> None:
         print(f"  FAILED: {results['error']}")
         return
     sides = {name: r for name, r in results.items() if isinstance(r, dict) and "server" in r}
-    print(f"  {'side':<30}{'keep-alive req/s':>17}{'p50':>7}{'p99':>7}{'err':>5}"
+    print(f"  {'side':<34}{'keep-alive req/s':>17}{'p50':>7}{'p99':>7}{'err':>5}"
           f"{'close req/s':>12}{'p50':>7}{'p99':>7}{'err':>5}{'RSS MiB':>9}{'PSS MiB':>9}")
     for name, r in sides.items():
         ka, cl, mem = r["keepalive"], r["close"], r["memory"]
-        print(f"  {name:<30}{ka['requests_per_s']:>17.0f}{ka['p50_ms']:>7.1f}{ka['p99_ms']:>7.1f}"
+        print(f"  {name:<34}{ka['requests_per_s']:>17.0f}{ka['p50_ms']:>7.1f}{ka['p99_ms']:>7.1f}"
               f"{ka['errors']:>5}{cl['requests_per_s']:>12.0f}{cl['p50_ms']:>7.1f}"
               f"{cl['p99_ms']:>7.1f}{cl['errors']:>5}{mem['rss_kib'] / 1024:>9.0f}"
               f"{mem['pss_kib'] / 1024:>9.0f}")
-    print(f"\n  {'side':<30}{'rolling k-a err':>16}{'gap ms':>8}{'rolling close err':>18}"
+    print(f"\n  {'side':<34}{'rolling k-a err':>16}{'gap ms':>8}{'rolling close err':>18}"
           f"{'gap ms':>8}{'restart s':>10}{'kill -9 err':>12}{'new pid ms':>11}")
     for name, r in sides.items():
         rk, rc, kill = r.get("rolling_keepalive"), r.get("rolling_close"), r["kill"]
-        print(f"  {name:<30}{fmt(rk and rk['errors'], '>16')}"
+        print(f"  {name:<34}{fmt(rk and rk['errors'], '>16')}"
               f"{fmt(rk and rk['longest_no_answer_ms'], '>8.0f')}"
               f"{fmt(rc and rc['errors'], '>18')}{fmt(rc and rc['longest_no_answer_ms'], '>8.0f')}"
               f"{fmt(rk and rk['restart_ms'] / 1000, '>10.1f')}{kill['errors']:>12}"

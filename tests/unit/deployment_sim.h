@@ -87,6 +87,13 @@ class SimDaemon {
   std::map<std::uint64_t, Action> replies;     // by request
   std::optional<Action> started;
   int kills = 0;  // SIGKILLs sent
+  // Per-replica sockets: connections queued on a replica's own socket. A SteerAway reports
+  // queue_empty at once when none are; else empty_queue() does.
+  std::map<std::uint64_t, int> queued_connections;
+  void empty_queue(std::uint64_t serial) {
+    queued_connections[serial] = 0;
+    feed({.kind = Event::Kind::queue_empty, .replica = serial});
+  }
   bool finished = false;
 
   void feed(Event event) {
@@ -244,6 +251,11 @@ class SimDaemon {
         break;
       case ReplicaAction::Kind::cancel_timer:
         ++generation_[serial];
+        break;
+      case ReplicaAction::Kind::steer_away:
+        if (queued_connections[serial] == 0) {
+          queue_.push_back({.kind = Event::Kind::queue_empty, .replica = serial});
+        }
         break;
       default:
         break;

@@ -87,3 +87,20 @@ TEST_CASE("deployment state: malformed documents are refused") {
   good["phase"] = "running";
   CHECK_FALSE(deployment_state_from_json(good));
 }
+
+TEST_CASE("deployment state: a quiescing replica of per-replica sockets survives the round trip") {
+  auto web = service_spec("web", 2);
+  web.listen = {{"127.0.0.1", 8000, "127.0.0.1:8000"}};
+  web.sockets = SocketMode::per_replica;
+  SimDaemon sim(spec_of({web}));
+  sim.start();
+  const auto leaving = sim.serials("web")[1];
+  sim.queued_connections[leaving] = 1;
+  sim.scale("web", 1);
+  sim.empty_queue(leaving);  // in the grace: queue_empty is set
+  const DeploymentState& state = sim.core.state();
+  REQUIRE(state.services.at("web").replicas.at(1).machine.state == ReplicaState::quiescing);
+  CHECK(state.services.at("web").replicas.at(1).machine.queue_empty);
+  CHECK(state.services.at("web").replicas.at(1).policy.steered);
+  CHECK(read_back(state) == state);
+}

@@ -175,5 +175,18 @@ TEST_SUITE("export") {
   }
 }
 
+TEST_CASE("systemd: per-replica sockets are exported as one socket, with a warning at the key") {
+  LoadResult result = parse_spec(
+      "[services.web]\ncommand = [\"./server\"]\nlisten = [\"127.0.0.1:8000\"]\n"
+      "sockets = \"per-replica\"\n",
+      "/srv/deploy/deploy.toml");
+  REQUIRE(result.spec);
+  const ExportInput input{*result.spec, result.positions, {}};
+  const std::string warnings = warnings_text(export_systemd(input, SystemdOptions{252}));
+  INFO(warnings);
+  CHECK(warnings.find("deploy.toml:4:1: services.web.sockets: systemd has no steering") !=
+        std::string::npos);
+}
+
 }  // namespace
 }  // namespace deployctl::exporter

@@ -58,3 +58,14 @@ TEST_CASE("fd budget: the issue's cases: 40 replicas do not fit 64, 1000 do not 
   CHECK(fd_limit_error("the spec", fds_needed(spec), 1024));
   CHECK_FALSE(fd_limit_error("the spec", fds_needed(spec), 524288));
 }
+
+TEST_CASE("fd budget: per-replica sockets are one listen socket per replica") {
+  Spec spec = two_services();
+  spec.services[0].listen.resize(1);
+  spec.services[0].sockets = SocketMode::per_replica;
+  const std::uint64_t expected = kFdsFixed + 1 + (40 + 1 + 40 * kFdsPerReplica) +
+                                 (0 + 1 + 3 * (kFdsPerReplica + kFdsPerExecProbe));
+  CHECK(fds_needed(spec) == expected);
+  CHECK(listen_fds(1, true, 7) == 7);
+  CHECK(listen_fds(2, false, 7) == 2);
+}
