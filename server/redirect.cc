@@ -8,8 +8,8 @@ namespace {
 // Letters, digits, '-', '.', and an IPv6 literal's brackets and colons: nothing that could
 // change the meaning of the Location it is put in.
 bool is_host_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '-' ||
-         c == '.' || c == '[' || c == ']' || c == ':';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '-' || c == '.' ||
+         c == '[' || c == ']' || c == ':';
 }
 
 // The host of a Host field value, without its port; nullopt if malformed.
