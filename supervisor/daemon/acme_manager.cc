@@ -173,7 +173,7 @@ void AcmeManager::check_issued() {
   const std::int64_t now = unix_now();
   for (const auto& [name, job] : jobs_) {
     if (job->schedule.has_valid(now)) continue;
-    if (job->report.consecutive_failures == 0) return;  // still trying
+    if (job->schedule.state().consecutive_failures == 0) return;  // still trying
     std::exchange(issued_,
                   nullptr)(name + ": no certificate could be obtained: " + job->report.last_result);
     return;
@@ -188,7 +188,7 @@ bool AcmeManager::force(const std::string& service, std::string* error) {
     return false;
   }
   job->second->schedule.force(unix_now());
-  if (!job->second->lego) run_lego(*job->second);  // else: due again once this run ends
+  if (!job->second->lego) run_lego(*job->second);  // else: the running attempt serves it
   return true;
 }
 

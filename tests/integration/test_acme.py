@@ -275,8 +275,24 @@ def test_up_obtains_a_certificate_renews_it_rolling_and_survives_pebble_down(
     assert tls["renewal_failures"] == 1, tls
     assert "lego failed" in tls["last_renewal"]["result"], tls
     assert tls["next_renewal"] > tls["last_renewal"]["at"], tls
+    table = dep.deployctl("status", "--name", dep.name).stdout
+    assert "tls: acme CN=" + DOMAIN in table and "error: lego failed" in table, table
+    assert "; next " + tls["next_renewal"] in table, table
     assert tls_get(dep.port, root) == (200, new_serial)
     assert "the current certificate keeps serving" in dep.log_text()
     metrics = dep.deployctl("metrics", "--name", dep.name).stdout
     assert 'deployctl_acme_renewals_total{service="web",result="error"} 1' in metrics, metrics
     assert len(dep.replica_pids()) == 2
+
+
+def test_up_fails_clearly_and_starts_nothing_when_the_acme_server_is_down(deployment, pebble_for):
+    http_port = free_port()
+    pebble = pebble_for(http_port)
+    pebble.stop()
+    dep = deployment(acme_spec(pebble, http_port))
+    run = dep.up(timeout=120)
+    assert run.returncode == 1, run.describe()
+    assert "web: no certificate could be obtained: error: lego failed" in run.stderr, run.stderr
+    assert "no replica was started" in run.stderr, run.stderr
+    assert "web.0 started" not in dep.log_text()
+    assert not (dep.state_dir / "acme" / "certificates" / f"{DOMAIN}.crt").exists()
