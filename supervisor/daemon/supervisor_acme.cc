@@ -62,6 +62,12 @@ void Supervisor::acme_issued(const std::string& error) {
 }
 
 void Supervisor::handle_renew(const json::Value& request, ManagementServer::Reply reply) {
+  if (!acme_) {  // resumed after an upgrade in place: ACME is not taken over (docs/spec.md)
+    return reply(management_error(
+        "this supervisor was upgraded in place and does not run ACME; restart the deployment "
+        "(down, up) to renew",
+        kExitFailed));
+  }
   std::vector<std::string> services;
   if (const auto* list = json::find(request, "services"); list && list->is_array()) {
     for (const auto& item : json::as_array(*list)) services.push_back(json::as_string(item));

@@ -19,7 +19,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
-fs::path specs_dir() { return fs::path(__FILE__).parent_path().parent_path() / "specs"; }
+// Absolute and normal, as the loader makes spec paths (a compiler cache may make __FILE__
+// relative to the build directory, where ctest runs the unit tests).
+fs::path specs_dir() {
+  return fs::weakly_canonical(fs::absolute(fs::path(__FILE__).parent_path().parent_path() / "specs"));
+}
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
