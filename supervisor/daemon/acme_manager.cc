@@ -125,7 +125,6 @@ struct AcmeManager::Job {
   std::uint64_t listener_run = 0;
   int listener_failures = 0;
   asio::steady_timer listener_timer;
-  std::vector<std::string> last_lines;  // of the running lego
   AcmeReport report;
 };
 
@@ -263,7 +262,6 @@ void AcmeManager::run_lego(Job& job) {
   const std::int64_t now = unix_now();
   job.schedule.attempt_started(now);
   job.report.last_attempt = now;
-  job.last_lines.clear();
   spdlog::info("{}: acme: requesting a certificate for {} from {}", name, acme.domains.front(),
                acme.directory);
   job.lego = std::make_unique<PreStartRunner>(
