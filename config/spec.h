@@ -87,6 +87,7 @@ struct AcmeSpec {
   std::string email;                 // may be empty (no account contact)
   std::string directory{kLetsEncryptDirectory};  // https:// URL of the ACME directory
   ListenAddress http_listen;                     // HTTP-01 answers and the redirect to https://
+  std::string ca_root;  // absolute PEM file of CAs trusted for `directory` (a test CA); or empty
 
   bool operator==(const AcmeSpec&) const = default;
 };

@@ -108,19 +108,24 @@ void read_http_listen(TableReader& reader, const std::string& service, ListenCla
 }
 
 std::optional<AcmeSpec> read_acme(TableReader& tls, const std::string& service,
-                                  ListenClaims* claims) {
+                                  const std::filesystem::path& spec_dir, ListenClaims* claims) {
   const toml::table* table =
       tls.subtable("acme",
                    "a table such as acme = { domains = [\"app.example.com\"], http_listen = "
                    "\"0.0.0.0:80\" }");
   if (!table) return std::nullopt;
   TableReader reader(*table, tls.key_path("acme"), tls.diag(),
-                     {"domains", "email", "directory", "http_listen"});
+                     {"domains", "email", "directory", "http_listen", "ca_root"});
   AcmeSpec acme;
   read_domains(reader, &acme);
   read_email(reader, &acme);
   read_directory(reader, &acme);
   read_http_listen(reader, service, claims, &acme);
+  if (reader.find("ca_root")) {
+    std::optional<std::string> ca_root = read_path(reader, "ca_root", spec_dir);
+    if (!ca_root) return std::nullopt;
+    acme.ca_root = *ca_root;
+  }
   return acme;
 }
 
@@ -160,7 +165,7 @@ void read_tls(TableReader& service, const std::string& name, const ServiceFacts&
   if (!check_one_source(reader)) return;
   TlsSpec spec;
   if (reader.find("acme")) {
-    std::optional<AcmeSpec> acme = read_acme(reader, name, claims);
+    std::optional<AcmeSpec> acme = read_acme(reader, name, spec_dir, claims);
     if (!acme) return;
     spec.acme = std::move(*acme);
   } else {

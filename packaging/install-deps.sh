@@ -23,6 +23,9 @@ packages=(
   python3-daphne
   # TLS tests and tests/bench/tls_bench.py make certificates and connect with the openssl CLI
   openssl
+  # ACME: lego is the client the supervisor runs ([tls] acme); pebble (with pebble-challtestsrv)
+  # is the test ACME server of tests/integration/test_acme.py
+  lego pebble
   # systemd-analyze and busctl (the unit and D-Bus tests; PID 1 need not be systemd), a private
   # dbus-daemon for the D-Bus tests, dpkg-dev for the .deb
   systemd dbus-daemon dpkg-dev

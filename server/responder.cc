@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "http_date.h"
+#include "redirect.h"
 
 namespace deployctl::server {
 namespace {
@@ -13,7 +14,8 @@ constexpr std::string_view kText = "text/plain; charset=utf-8";
 
 Responder::Responder(Site site)
     : site_(std::move(site)),
-      route_options_{site_.root.has_value(), site_.debug_endpoints},
+      route_options_{site_.root.has_value(), site_.debug_endpoints,
+                     site_.redirect_https_port.has_value()},
       health_(200, kText, "ok\n"),
       banner_(200, kText, "deploy-server\n"),
       whoami_(200, kText, site_.whoami),
@@ -78,6 +80,9 @@ Followup Responder::respond(const http::Request& request, const http::ResponseCo
       return respond_with_file(request.path, context, out);
     case http::RouteKind::index:
       return respond_with_index(context, out);
+    case http::RouteKind::redirect_https:
+      respond_with_redirect(request, context, out);
+      break;
   }
   return Done{};
 }
@@ -120,6 +125,17 @@ Followup Responder::respond_with(std::variant<OpenedFile, FileError> opened,
     internal_error_.append_to(out, context);
   }
   return Done{};
+}
+
+void Responder::respond_with_redirect(const http::Request& request,
+                                      const http::ResponseContext& context,
+                                      std::string& out) const {
+  std::optional<std::string> location =
+      http::https_location(request, site_.redirect_https_port.value_or(443));
+  if (!location) return bad_request_.append_to(out, context);
+  const std::string_view body = "moved to https\n";
+  http::append_head(out, 308, kText, body.size(), "Location: " + *location + "\r\n", context);
+  if (!context.head_only) out.append(body);
 }
 
 void Responder::respond_after_sleep(std::chrono::milliseconds slept,

@@ -22,6 +22,7 @@ struct Site {
   std::optional<StaticRoot> root;
   bool debug_endpoints = false;
   std::uint64_t leak_per_request = 0;  // test-only: bytes allocated, touched and kept per request
+  std::optional<int> redirect_https_port;  // --redirect-https: 308 to https:// on this port
 };
 
 // The response is complete in the buffer.
@@ -57,6 +58,8 @@ class Responder {
   Followup respond_with(std::variant<OpenedFile, FileError> opened,
                         const http::ResponseContext& context, std::string& out) const;
   const http::FixedResponse& error_response(int status) const;
+  void respond_with_redirect(const http::Request& request, const http::ResponseContext& context,
+                             std::string& out) const;
 
   void leak() const;
 

@@ -1,6 +1,7 @@
 #include "router.h"
 
 #include "ascii.h"
+#include "redirect.h"
 
 namespace deployctl::http {
 namespace {
@@ -22,6 +23,12 @@ Route sleep_route(std::string_view digits) {
 }  // namespace
 
 Route route(const Request& request, RouteOptions options) {
+  if (options.redirect_https) {
+    const bool challenge = (request.method == Method::get || request.method == Method::head) &&
+                           request.path.starts_with(kAcmeChallengePrefix);
+    if (!challenge) return {RouteKind::redirect_https};
+    return {options.has_root ? RouteKind::static_file : RouteKind::not_found};
+  }
   if (request.method != Method::get && request.method != Method::head) {
     return {RouteKind::method_not_allowed};
   }

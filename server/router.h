@@ -18,6 +18,7 @@ enum class RouteKind {
   not_found,           // any other path, without a document root
   method_not_allowed,  // a method other than GET and HEAD
   bad_request,         // a target that is not a path, or a sleep over kMaxSleepMs
+  redirect_https,      // --redirect-https: anything but an ACME HTTP-01 challenge file
 };
 
 struct Route {
@@ -28,6 +29,7 @@ struct Route {
 struct RouteOptions {
   bool has_root = false;
   bool debug_endpoints = false;
+  bool redirect_https = false;  // only kAcmeChallengePrefix is served; the rest redirects
 };
 
 Route route(const Request& request, RouteOptions options);

@@ -62,7 +62,8 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
     bool takes_value = flag.name == "--listen" || flag.name == "--root" ||
                        flag.name == "--idle-timeout" || flag.name == "--drain-grace" ||
                        flag.name == "--debug-leak-per-request" || flag.name == "--tls-cert" ||
-                       flag.name == "--tls-key" || flag.name == "--handshake-timeout";
+                       flag.name == "--tls-key" || flag.name == "--handshake-timeout" ||
+                       flag.name == "--redirect-https";
     if (!takes_value && flag.value) {
       result.error = std::string(flag.name) + " takes no value";
     } else if (flag.name == "--help" || flag.name == "-h") {
@@ -106,6 +107,12 @@ OptionsResult parse_options(std::span<const std::string_view> args) {
         if (!seconds) result.error = "--handshake-timeout takes whole seconds from 1 to 600";
         options.handshake_timeout_seconds = seconds.value_or(0);
       }
+    } else if (flag.name == "--redirect-https") {
+      if (auto text = take_value()) {
+        auto port = parse_int_in(*text, 1, 65535);
+        if (!port) result.error = "--redirect-https takes the HTTPS port, 1 to 65535";
+        options.redirect_https_port = port;
+      }
     } else if (flag.name == "--root") {
       if (auto text = take_value()) {
         if (text->empty()) result.error = "--root needs a directory";
@@ -126,7 +133,7 @@ std::string usage_text() {
   return "usage: deploy-server [--listen HOST:PORT]... [--root DIR] [--idle-timeout SECONDS]\n"
          "                     [--drain-grace MS] [--tls-cert FILE --tls-key FILE]\n"
          "                     [--handshake-timeout S] [--debug-endpoints]\n"
-         "                     [--debug-leak-per-request BYTES]\n"
+         "                     [--debug-leak-per-request BYTES] [--redirect-https PORT]\n"
          "\n"
          "A small, fast HTTP/1.1 server; the reference worker of deployctl.\n"
          "\n"
@@ -144,6 +151,9 @@ std::string usage_text() {
          "                      ALPN http/1.1, session resumption\n"
          "  --handshake-timeout S  close TLS connections not through the handshake in S\n"
          "                      seconds (default 10)\n"
+         "  --redirect-https PORT  answer every request with 308 to https://HOST:PORT (path and\n"
+         "                      query kept; no :PORT for 443), except GET/HEAD of\n"
+         "                      /.well-known/acme-challenge/*, served from --root (HTTP-01)\n"
          "  --debug-endpoints   enable GET /sleep/<ms> (at most 10000), for tests\n"
          "  --debug-leak-per-request BYTES\n"
          "                      keep BYTES of touched memory per request, never freed:\n"

@@ -26,6 +26,7 @@ struct Options {
   std::optional<std::string> tls_cert;  // --tls-cert: PEM chain (else DEPLOYCTL_TLS_CERT)
   std::optional<std::string> tls_key;   // --tls-key: PEM key (else DEPLOYCTL_TLS_KEY)
   int handshake_timeout_seconds = 10;   // --handshake-timeout: TLS handshake time limit
+  std::optional<int> redirect_https_port;  // --redirect-https PORT: the HTTP-01 listener
   bool help = false;
   bool version = false;
 };

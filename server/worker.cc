@@ -39,7 +39,8 @@ std::string whoami_text() {
 }
 
 std::optional<Site> make_site(const Options& options, std::string* error) {
-  Site site{whoami_text(), std::nullopt, options.debug_endpoints, options.leak_per_request};
+  Site site{whoami_text(), std::nullopt, options.debug_endpoints, options.leak_per_request,
+            options.redirect_https_port};
   if (options.root) {
     auto root = StaticRoot::open(*options.root);
     if (auto* message = std::get_if<std::string>(&root)) {

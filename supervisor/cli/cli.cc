@@ -168,7 +168,7 @@ std::optional<int> parse_args(int argc, char** argv, Options* options) {
         return usage_error("expected SERVICE=N with N >= 0, got '" + std::string(arg) + "'");
       }
       options->counts.emplace_back(std::string(arg.substr(0, eq)), count);
-    } else if (options->command == "restart") {
+    } else if (options->command == "restart" || options->command == "renew") {
       options->services.emplace_back(arg);
     } else if (!file_given) {
       options->file = arg;
@@ -346,7 +346,7 @@ int run_client(const Options& options) {
   if (options.command == "reload") request["file"] = spec_path;
   if (options.command == "upgrade") request["binary"] = options.binary;
   if (options.command == "events") request["follow"] = options.follow;
-  if (options.command == "restart") {
+  if (options.command == "restart" || options.command == "renew") {
     json::Array services;
     for (const auto& service : options.services) services.push_back(service);
     request["services"] = std::move(services);
@@ -403,6 +403,9 @@ int run_client(const Options& options) {
   } else if (options.command == "restart") {
     std::printf("%s: restarted %s\n", name.c_str(),
                 options.services.empty() ? "every service" : "the named services");
+  } else if (options.command == "renew") {
+    std::printf("%s: requesting new certificates; `deployctl status` shows the result\n",
+                name.c_str());
   } else if (options.command == "reload") {
     std::printf("%s: reloaded from %s\n", name.c_str(), spec_path.c_str());
   } else if (options.command == "upgrade") {

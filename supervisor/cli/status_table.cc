@@ -88,6 +88,9 @@ std::string describe_tls(const json::Value& service) {
   if (last && last->is_object() && !text(*last, "at").empty()) {
     line += "; last renewal " + text(*last, "at") + ": " + text(*last, "result");
   }
+  if (const std::string next = text(*tls, "next_renewal"); !next.empty()) {
+    line += "; next " + next;  // acme
+  }
   return line;
 }
 

@@ -5,7 +5,9 @@
 namespace deployctl {
 
 std::chrono::milliseconds default_request_timeout(std::string_view command, const Spec* spec) {
-  if (command == "status" || command == "metrics" || command == "events") return kStatusTimeout;
+  if (command == "status" || command == "metrics" || command == "events" || command == "renew") {
+    return kStatusTimeout;
+  }
   if (command == "upgrade") return kUpgradeTimeout;
   if (!spec) return kLongRequestTimeout;
   Duration longest_stop{0}, longest_cycle{0}, every_replica{0}, pre_start{0};

@@ -97,6 +97,11 @@ std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std
                      " has sockets = \"per-replica\", which a take-over after a crash does not "
                      "carry yet");
     }
+    if (service.tls && service.tls->acme) {  // nor the ACME jobs and their HTTP-01 listener
+      return give_up("service " + service.name +
+                     " gets its certificate by ACME, which a take-over after a crash does not "
+                     "carry yet");
+    }
   }
   adoption.plan = plan_adoption(adoption.record.core, same_spec, alive);
   if (!adoption.plan.adopt) return give_up(adoption.plan.refusal);

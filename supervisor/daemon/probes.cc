@@ -3,6 +3,8 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <boost/asio/ssl.hpp>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -18,6 +20,21 @@ namespace {
 
 using boost::asio::ip::tcp;
 using boost::system::error_code;
+namespace ssl = boost::asio::ssl;
+
+// The https probe's client settings: TLS 1.2+, no certificate verification (the replica's
+// certificate names the public host, not the loopback address probed; the probe checks that
+// the replica completes a handshake and answers, as the http probe does without TLS).
+ssl::context& probe_tls_context() {
+  static ssl::context context = [] {
+    ssl::context made(ssl::context::tls_client);
+    made.set_options(ssl::context::no_sslv2 | ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                     ssl::context::no_tlsv1_1);
+    made.set_verify_mode(ssl::verify_none);
+    return made;
+  }();
+  return context;
+}
 
 constexpr std::size_t kStatusLineCap = 8 * 1024;
 
@@ -85,7 +102,9 @@ class SocketProbe : public std::enable_shared_from_this<SocketProbe> {
         http_(target.kind == HealthKind::http),
         request_(http_ ? http_request(target) : std::string()),
         timeout_(timeout),
-        done_(std::move(done)) {}
+        done_(std::move(done)) {
+    if (http_ && target.tls) tls_.emplace(socket_, probe_tls_context());
+  }
 
   void start(const tcp::endpoint& endpoint) {
     deadline_.expires_after(timeout_);
@@ -102,18 +121,41 @@ class SocketProbe : public std::enable_shared_from_this<SocketProbe> {
     if (done_.called()) return;
     if (ec) return finish(false, describe_error(ec));
     if (!http_) return finish(true, "connected");
-    boost::asio::async_write(socket_, boost::asio::buffer(request_),
-                             [self = shared_from_this()](error_code write_ec, std::size_t) {
-                               if (self->done_.called()) return;
-                               if (write_ec) return self->finish(false, describe_error(write_ec));
-                               self->read_status_line();
-                             });
+    if (!tls_) return send_request();
+    tls_->async_handshake(ssl::stream_base::client, [self = shared_from_this()](error_code tls_ec) {
+      if (self->done_.called()) return;
+      if (tls_ec) return self->finish(false, "TLS handshake failed: " + tls_ec.message());
+      self->send_request();
+    });
+  }
+
+  // Calls f with the stream the request goes over: the TLS stream or the plain socket.
+  template <typename F>
+  void with_stream(F f) {
+    if (tls_) {
+      f(*tls_);
+    } else {
+      f(socket_);
+    }
+  }
+
+  void send_request() {
+    with_stream([this](auto& stream) {
+      boost::asio::async_write(stream, boost::asio::buffer(request_),
+                               [self = shared_from_this()](error_code ec, std::size_t) {
+                                 if (self->done_.called()) return;
+                                 if (ec) return self->finish(false, describe_error(ec));
+                                 self->read_status_line();
+                               });
+    });
   }
 
   void read_status_line() {
     auto space = boost::asio::buffer(buffer_.data() + received_, buffer_.size() - received_);
-    socket_.async_read_some(space, [self = shared_from_this()](error_code ec, std::size_t n) {
-      self->on_read(ec, n);
+    with_stream([this, space](auto& stream) {
+      stream.async_read_some(space, [self = shared_from_this()](error_code ec, std::size_t n) {
+        self->on_read(ec, n);
+      });
     });
   }
 
@@ -123,7 +165,7 @@ class SocketProbe : public std::enable_shared_from_this<SocketProbe> {
     const std::string_view seen(buffer_.data(), received_);
     const std::size_t newline = seen.find('\n');
     if (newline != std::string_view::npos) return judge_status_line(seen.substr(0, newline + 1));
-    if (ec == boost::asio::error::eof) {
+    if (ec == boost::asio::error::eof || ec == ssl::error::stream_truncated) {
       return finish(false, received_ == 0 ? "connection closed without a response"
                                           : "connection closed inside the status line");
     }
@@ -150,6 +192,7 @@ class SocketProbe : public std::enable_shared_from_this<SocketProbe> {
   }
 
   tcp::socket socket_;
+  std::optional<ssl::stream<tcp::socket&>> tls_;  // https probes: over socket_
   boost::asio::steady_timer deadline_;
   const bool http_;
   const std::string request_;

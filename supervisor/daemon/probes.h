@@ -21,6 +21,7 @@ struct ProbeTarget {
   std::string host;                   // numeric IPv4/IPv6 (http, tcp)
   std::uint16_t port = 0;             // (http, tcp)
   std::string path;                   // http
+  bool tls = false;                   // http: over TLS (the service has [tls]); not verified
   std::vector<std::string> argv;      // exec, already expanded; argv[0] resolved or a path
   std::vector<std::string> env;       // exec: the whole environment, "K=V"
   std::string working_dir;            // exec

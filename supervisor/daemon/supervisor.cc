@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "acme_manager.h"
 #include "commands.h"
 #include "dbus_api.h"
 #include "env_file.h"
@@ -62,7 +63,7 @@ Supervisor::Supervisor(asio::io_context& io, Spec spec,
     services_[service_spec.name] = std::move(service);
   }
   core_ = Deployment(initial_state(spec_, load_persisted_scale()));
-  tls_files_ = std::make_unique<TlsFiles>(paths_.dir);
+  tls_files_ = std::make_unique<TlsFiles>(paths_.dir, acme_state_dir(paths_.dir, spec_.name));
   open_logs();
 }
 
@@ -97,9 +98,11 @@ bool Supervisor::start(std::string* error) {
   start_tree_cgroups();  // before start_memory, which may move this process to a leaf
   start_memory();
   start_dbus();
+  if (!start_acme(error)) return false;  // makes the acme directories start_tls() watches
   start_tls();
   start_keeper();
-  enqueue({Event{.kind = Event::Kind::start}});
+  // The replicas start once every acme service has its certificate (at once if stored).
+  acme_->when_issued([this](const std::string& problem) { acme_issued(problem); });
   return true;
 }
 
@@ -557,6 +560,7 @@ void Supervisor::close_channels(Replica& replica) {
 // The core has finished: every replica is gone.
 void Supervisor::finish() {
   if (keeper_) keeper_->quit();  // nothing of the deployment is kept any longer
+  if (acme_) acme_->stop();
   // Orphans reparented to us (we are a subreaper) are what is left of replica process trees.
   const auto deadline = time_.now() + std::chrono::seconds(2);
   for (;;) {

@@ -46,6 +46,7 @@ class LogWriter;
 class DbusApi;
 class TlsFiles;
 class TlsWatch;
+class AcmeManager;
 class MetricsHttpServer;
 struct Adoption;
 
@@ -87,7 +88,7 @@ class Supervisor {
   void set_dbus_enabled(bool enabled) { dbus_enabled_ = enabled; }
 
   // 0 after a clean stop; 1 if the start failed.
-  int exit_code() const { return core_.state().exit_code; }
+  int exit_code() const { return acme_failed_ ? 1 : core_.state().exit_code; }
   // True once `down` was requested (its persisted scale should be forgotten).
   bool stopped_by_request() const { return core_.state().stopped_by_request; }
 
@@ -151,8 +152,15 @@ class Supervisor {
   void start_tls();
   void watch_tls();
   void tls_files_changed(const std::string& service);
+  void tls_files_served(const std::string& service);
   std::string tls_reload_problem(const Spec& next) const;
   json::Value tls_json(const std::string& service) const;  // null without [tls]
+  // ACME (supervisor_acme.cc).
+  bool start_acme(std::string* error);
+  void acme_issued(const std::string& error);
+  void handle_renew(const json::Value& request, ManagementServer::Reply reply);
+  void acme_json(const std::string& service, json::Value& tls) const;
+  void certificate_metrics(const std::string& service, ServiceMetrics& metrics) const;
   std::optional<SpawnRequest::Credentials> credentials_for(const ServiceSpec& spec,
                                                            std::string* error) const;
   int open_notify_socket(const Replica& replica, std::string* name) const;
@@ -306,6 +314,8 @@ class Supervisor {
     std::string result;           // of that look: "ok: rolled out", or "error: ..."
   };
   std::map<std::string, TlsRecord> tls_records_;
+  std::unique_ptr<AcmeManager> acme_;  // [tls] acme services: listeners, lego, schedule
+  bool acme_failed_ = false;           // the first certificates could not be obtained
 
   UpgradeContext upgrade_;
   std::vector<RecordedReplica> recorded_;  // as last written to STATE/replicas.json

@@ -165,6 +165,7 @@ bool Supervisor::adopt(Adoption adoption, std::string* error) {
   if (!start_metrics(error)) return false;
   watch_signals();
   watchdog_ping();
+  start_tree_cgroups();  // before start_memory, as in start()
   start_memory();
   start_dbus();
   start_tls();
@@ -190,6 +191,7 @@ bool Supervisor::adopt(Adoption adoption, std::string* error) {
       replica->health->start(time_.now());
       schedule_health(replica);
     }
+    adopt_tree_cgroup(replica);
     watch_adopted(replica);
     read_control(replica);
     read_notify(replica);

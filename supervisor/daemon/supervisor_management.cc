@@ -57,6 +57,8 @@ void Supervisor::handle_request(const json::Value& request, ManagementServer::Re
     handle_scale(request, std::move(reply));
   } else if (name == "restart") {
     handle_restart(request, std::move(reply));
+  } else if (name == "renew") {
+    handle_renew(request, std::move(reply));
   } else if (name == "reload") {
     const std::string& file = json::as_string(json::get(request, "file"));
     handle_reload(!file.empty() ? file : spec_.path,

@@ -100,6 +100,7 @@ MetricsSnapshot Supervisor::metrics_snapshot() const {
       m.probes = it->second.results;
       m.probe_seconds = it->second.seconds;
     }
+    certificate_metrics(name, m);  // supervisor_acme.cc
     s.services.push_back(std::move(m));
     for (const auto& [index, record] : service.replicas) {
       ReplicaMetrics r = replica_metrics(record, name);

@@ -233,6 +233,7 @@ ProbeTarget Supervisor::probe_target(const Replica& replica) const {
   ProbeTarget target;
   target.kind = spec.health.kind;
   target.path = spec.health.path;
+  target.tls = spec.tls.has_value();
   const auto port = replica_port(spec, replica.index);
   if (port) {
     target.host = "127.0.0.1";

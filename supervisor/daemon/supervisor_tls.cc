@@ -114,6 +114,15 @@ void Supervisor::tls_files_changed(const std::string& name) {
   enqueue({Event{.kind = Event::Kind::cert_changed, .services = {name}}});
 }
 
+// The replicas about to start load the files now on disk (the first ACME certificate was
+// installed before they start): their replacement is no change to roll.
+void Supervisor::tls_files_served(const std::string& name) {
+  auto record = tls_records_.find(name);
+  if (record != tls_records_.end()) {
+    record->second.fingerprint = fingerprint({record->second.cert, record->second.key});
+  }
+}
+
 // Why `next` may not be reloaded as far as TLS goes ("" if it may): the files of every
 // service that will start replicas from changed settings must load.
 std::string Supervisor::tls_reload_problem(const Spec& next) const {
@@ -152,6 +161,7 @@ json::Value Supervisor::tls_json(const std::string& name) const {
     last["result"] = record->second.result;
   }
   tls["last_renewal"] = std::move(last);
+  acme_json(name, tls);  // acme: the last lego run instead
   return tls;
 }
 

@@ -16,13 +16,15 @@ class TlsFiles {
  public:
   // state_dir: the deployment's state directory (mode 0700); ticket keys and the ACME
   // directory live in it.
-  explicit TlsFiles(std::string state_dir) : state_dir_(std::move(state_dir)) {}
+  // acme_dir: where the ACME account and certificates live (acme_state_dir()).
+  TlsFiles(std::string state_dir, std::string acme_dir)
+      : state_dir_(std::move(state_dir)), acme_dir_(std::move(acme_dir)) {}
   ~TlsFiles();
   TlsFiles(const TlsFiles&) = delete;
   TlsFiles& operator=(const TlsFiles&) = delete;
 
   // Where the ACME client keeps the account and certificates (lego --path).
-  std::string acme_dir() const { return state_dir_ + "/acme"; }
+  const std::string& acme_dir() const { return acme_dir_; }
 
   // An open read-only descriptor of the service's session ticket key: 80 random bytes in
   // STATE/tls-SERVICE.ticket, mode 0600, made at the first call of this supervisor's life
@@ -33,6 +35,7 @@ class TlsFiles {
 
  private:
   std::string state_dir_;
+  std::string acme_dir_;
   std::map<std::string, int> ticket_fds_;  // by service
 };
 

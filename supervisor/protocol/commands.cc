@@ -12,6 +12,7 @@ constexpr CommandInfo kCommands[] = {
     {"metrics", "metrics [FILE | --name NAME]", "print the Prometheus metrics (text exposition format, docs/metrics.md)", true},
     {"scale", "scale SERVICE=N [SERVICE=N ...] [-f FILE | --name NAME]", "change replica counts live; waits until reached", true},
     {"restart", "restart [SERVICE ...] [-f FILE | --name NAME]", "rolling restart within [rollout] bounds; waits until done", true},
+    {"renew", "renew [SERVICE ...] [-f FILE | --name NAME]", "obtain a new ACME certificate now (tls.acme services; none named: all); a new one rolls the replicas", true},
     {"reload", "reload [FILE]", "re-read the spec and apply the difference (also SIGHUP); waits until done", true},
     {"upgrade", "upgrade [FILE | --name NAME] [--binary PATH]", "re-execute the supervisor with a new binary in place; replicas keep running (also SIGUSR2)", true},
     {"down", "down [FILE | --name NAME]", "stop every replica and the supervisor; nothing is left running", true},

@@ -166,6 +166,28 @@ void write_pre_start(Writer& w, const MetricsSnapshot& s) {
   }
 }
 
+// [tls] services only: certificate expiry (file and acme) and ACME attempts (acme).
+void write_certificates(Writer& w, const MetricsSnapshot& s) {
+  w.family("certificate_expiry_timestamp_seconds", "gauge",
+           "Unix time the service's certificate expires ([tls] services).");
+  for (const auto& service : s.services) {
+    if (service.certificate_expiry) {
+      w.sample("certificate_expiry_timestamp_seconds", service_label(service.name),
+               *service.certificate_expiry);
+    }
+  }
+  w.family("acme_renewals_total", "counter",
+           "Finished ACME certificate requests (issue or renewal) by service and result.");
+  for (const auto& service : s.services) {
+    if (!service.acme_renewals) continue;
+    for (const char* result : {"ok", "error"}) {
+      auto it = service.acme_renewals->find(result);
+      w.sample("acme_renewals_total", {{"service", service.name}, {"result", result}},
+               it == service.acme_renewals->end() ? 0.0 : static_cast<double>(it->second));
+    }
+  }
+}
+
 template <typename Value>
 void per_replica(Writer& w, const MetricsSnapshot& s, const char* name, const char* type,
                  const char* help, Value value) {
@@ -265,6 +287,7 @@ std::string format_metrics(const MetricsSnapshot& s) {
   write_pre_start(w, s);
   write_replicas(w, s);
   write_sockets(w, s);
+  write_certificates(w, s);
   write_process(w, s.process);
   return w.take();
 }

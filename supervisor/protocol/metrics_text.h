@@ -34,6 +34,8 @@ struct ServiceMetrics {
   HistogramSnapshot probe_seconds;
   std::map<std::string, std::uint64_t> rollouts;  // by result: "done" | "failed"
   HistogramSnapshot rollout_seconds;
+  std::optional<double> certificate_expiry;  // [tls]: Unix time the served certificate expires
+  std::optional<std::map<std::string, std::uint64_t>> acme_renewals;  // acme: by "ok" | "error"
 };
 
 struct ReplicaMetrics {

@@ -79,6 +79,7 @@ def test_package_file_name_and_metadata(deb):
     for library in ("libc6", "libstdc++6", "libsystemd0", "passwd"):
         assert re.search(rf"(^|, ){re.escape(library)}( |,|$)", depends), \
             f"{library} not in Depends: {depends}"
+    assert fields.get("Recommends") == "lego", info.stdout  # the ACME client of [tls] acme
     for script in ("postinst", "prerm", "postrm", "conffiles"):
         assert re.search(rf"^\s+\d+ bytes,\s+\d+ lines\s+\*?\s*{script}\b", info.stdout,
                          re.MULTILINE), f"no {script} in the control archive:\n{info.stdout}"

@@ -8,6 +8,7 @@
 #include "content_type.h"
 #include "http_date.h"
 #include "input_buffer.h"
+#include "redirect.h"
 #include "request_parser.h"
 #include "response.h"
 #include "router.h"
@@ -402,6 +403,37 @@ TEST_CASE("http: routes") {
   CHECK(kind(get("/sleep/"), debug).kind == RouteKind::not_found);
 }
 
+TEST_CASE("http: --redirect-https routes and Location") {
+  auto parsed = [](std::string_view text) {
+    static RequestParser parser;
+    parser = RequestParser();
+    ParseResult result = parser.parse(text);
+    REQUIRE(result.status == ParseStatus::request);
+    return result.request;
+  };
+  const RouteOptions redirect{.has_root = true, .redirect_https = true};
+  CHECK(route(parsed("GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+              redirect).kind == RouteKind::static_file);
+  CHECK(route(parsed("POST /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a\r\n\r\n"),
+              redirect).kind == RouteKind::redirect_https);
+  CHECK(route(parsed("GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"), redirect).kind ==
+        RouteKind::redirect_https);
+  CHECK(route(parsed("GET /.well-known/acme-challenge/t HTTP/1.1\r\nHost: a\r\n\r\n"),
+              {.redirect_https = true}).kind == RouteKind::not_found);
+
+  CHECK(https_location(parsed("GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: app.test:8080\r\n\r\n"),
+                       8443) == "https://app.test:8443/a/b?x=1&y=2");
+  CHECK(https_location(parsed("GET /p HTTP/1.1\r\nhost: app.test\r\n\r\n"), 443) ==
+        "https://app.test/p");
+  CHECK(https_location(parsed("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"), 443) ==
+        "https://[::1]/");
+  CHECK(https_location(parsed("GET http://other.test/x?q HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+                       443) == "https://a.test/x?q");
+  CHECK_FALSE(https_location(parsed("GET / HTTP/1.0\r\n\r\n"), 443));  // no Host
+  CHECK_FALSE(https_location(parsed("GET / HTTP/1.1\r\nHost: a/b@evil\r\n\r\n"), 443));
+  CHECK_FALSE(https_location(parsed("GET / HTTP/1.1\r\nHost: :80\r\n\r\n"), 443));
+}
+
 TEST_CASE("http: server options") {
   using namespace deployctl::server;
   auto parse = [](std::vector<std::string_view> args) { return parse_options(args); };
@@ -418,6 +450,8 @@ TEST_CASE("http: server options") {
   CHECK(full.options.listen[1].host == "::1");
   CHECK(full.options.listen[1].port == 9001);
   CHECK(full.options.root == "/srv");
+  CHECK(parse({"--redirect-https", "8443"}).options.redirect_https_port == 8443);
+  CHECK(parse({"--redirect-https", "0"}).error.find("--redirect-https") != std::string::npos);
   CHECK(full.options.debug_endpoints);
 
   CHECK(parse({"--listen", "localhost:80"}).options.listen.at(0).host == "127.0.0.1");

@@ -214,6 +214,21 @@ TEST_SUITE("metrics") {
     CHECK(declared.size() >= 20);
   }
 
+  TEST_CASE("format: certificate expiry for [tls] services, ACME attempts for acme ones") {
+    MetricsSnapshot s = sample_snapshot();
+    CHECK(format_metrics(s).find("deployctl_certificate_expiry_timestamp_seconds{") ==
+          std::string::npos);  // no [tls]: no series
+    s.services[0].certificate_expiry = 1900000000;
+    s.services[0].acme_renewals = std::map<std::string, std::uint64_t>{{"error", 2}};
+    const std::string text = format_metrics(s);
+    CHECK(has_line(text, "# TYPE deployctl_certificate_expiry_timestamp_seconds gauge"));
+    CHECK(has_line(text,
+                   "deployctl_certificate_expiry_timestamp_seconds{service=\"web\"} 1900000000"));
+    CHECK(has_line(text, "# TYPE deployctl_acme_renewals_total counter"));
+    CHECK(has_line(text, "deployctl_acme_renewals_total{service=\"web\",result=\"ok\"} 0"));
+    CHECK(has_line(text, "deployctl_acme_renewals_total{service=\"web\",result=\"error\"} 2"));
+  }
+
   TEST_CASE("format: label values are escaped") {
     MetricsSnapshot s;
     s.deployment = "a\"b\\c\nd";

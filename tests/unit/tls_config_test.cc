@@ -247,4 +247,17 @@ acme = { domains = ["app.example.com", "www.example.com"], email = "ops@example.
   CHECK(tls_paths(acme.spec->services[0], "/state/acme")->key ==
         "/state/acme/certificates/app.example.com.key");
   CHECK(check_tls_files(*acme.spec, kNow).empty());  // nothing on disk to check yet
+  CHECK(tls.acme->ca_root.empty());
+
+  LoadResult test_ca = parse_spec(R"(
+[services.web]
+command = "./web"
+listen = ["127.0.0.1:8443"]
+[services.web.tls]
+acme = { domains = ["app.test"], directory = "https://127.0.0.1:14000/dir", http_listen = "127.0.0.1:5002", ca_root = "pki/ca.pem" }
+)",
+                                  "/srv/shop/deploy.toml");
+  REQUIRE(test_ca.errors.empty());
+  CHECK(test_ca.spec->services[0].tls->acme->ca_root == "/srv/shop/pki/ca.pem");
+  CHECK(test_ca.spec->services[0].tls->acme->directory == "https://127.0.0.1:14000/dir");
 }

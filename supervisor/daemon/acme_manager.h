@@ -1,0 +1,92 @@
+// ACME for [services.NAME.tls] acme = { ... } (edge; docs/spec.md, "acme"). For each such
+// service it keeps
+//   - the HTTP-01 listener: a deploy-server on `http_listen` (the supervisor binds the socket),
+//     serving /.well-known/acme-challenge/ from a webroot and redirecting everything else to
+//     https:// (deploy-server --redirect-https); restarted with backoff if it exits;
+//   - lego, the ACME client, run as a supervised one-shot job (timeout, output handed to
+//     `on_line`, exit reason kept) when the core's AcmeSchedule says so;
+//   - the certificate lego obtained, installed atomically (write + rename) at the service's
+//     tls_paths(), where the TLS watch notices it and rolls the replicas (supervisor_tls.cc).
+// When to run lego is the pure AcmeSchedule's decision; this class only runs it and reads the
+// result. Use from the loop's thread only.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "acme_schedule.h"
+#include "asio.h"
+#include "child_watcher.h"
+#include "json.h"
+#include "spec.h"
+
+namespace deployctl {
+
+inline constexpr std::chrono::seconds kLegoTimeout{180};
+
+// Where the ACME account and certificates of deployment `name` live: root's state directory
+// (/run/deployctl/NAME) is a tmpfs, so root's go to /var/lib/deployctl/NAME/acme; any other
+// state directory (a user's, DEPLOYCTL_RUNTIME_DIR) keeps them in STATE/acme.
+std::string acme_state_dir(const std::string& state_dir, const std::string& name);
+
+// How the manager reaches the outside: its programs and where it logs.
+struct AcmeEnvironment {
+  std::string acme_dir;       // TlsFiles::acme_dir(): STATE/acme, made mode 0700
+  std::string deploy_server;  // the HTTP-01 listener's program
+  std::string lego = "lego";  // searched on PATH
+  // One line of lego's output ("acme | line" in the service's log) or of the listener.
+  std::function<void(const std::string& service, const std::string& line, bool is_stderr)> on_line;
+};
+
+// What `status` and the metrics show of one service's ACME certificate.
+struct AcmeReport {
+  std::int64_t last_attempt = 0;  // Unix seconds; 0: none yet
+  std::string last_result;        // "ok: ..." or "error: ..."; empty while none finished
+  std::int64_t next_attempt = 0;
+  int consecutive_failures = 0;
+  bool running = false;                           // lego runs now
+  std::map<std::string, std::uint64_t> attempts;  // by result: "ok", "error"
+};
+
+class AcmeManager {
+ public:
+  AcmeManager(boost::asio::io_context& io, ChildWatcher& children, AcmeEnvironment environment);
+  ~AcmeManager();  // SIGKILLs lego and the listeners
+  AcmeManager(const AcmeManager&) = delete;
+  AcmeManager& operator=(const AcmeManager&) = delete;
+
+  // Takes up the acme services of `spec`, once, at the supervisor's start (a reload does not
+  // change them yet: docs/spec.md). Binds every http_listen; false with *error (nothing runs)
+  // if one cannot be bound. Starts the listeners and plans lego runs: at once where no valid
+  // certificate is stored.
+  bool start(const Spec& spec, std::string* error);
+  // Calls `done` once every acme service has a valid certificate ("" ) or once a first issuance
+  // failed (its error). At once when nothing is missing.
+  void when_issued(std::function<void(const std::string& error)> done);
+  // `deployctl renew`: runs lego for `service` now. False with *error if it has no acme.
+  bool force(const std::string& service, std::string* error);
+  std::optional<AcmeReport> report(const std::string& service) const;
+  void stop();  // SIGKILLs everything it started; nothing runs afterwards
+
+ private:
+  struct Job;
+  void plan(Job& job);
+  void run_lego(Job& job);
+  void lego_done(Job& job, bool ok, const std::string& message);
+  void start_listener(Job& job);
+  void check_issued();
+  void retire(Job& job);
+
+  boost::asio::io_context& io_;
+  ChildWatcher& children_;
+  AcmeEnvironment env_;
+  std::map<std::string, std::unique_ptr<Job>> jobs_;  // by service
+  std::function<void(const std::string&)> issued_;
+  bool stopped_ = false;
+};
+
+}  // namespace deployctl
