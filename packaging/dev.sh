@@ -11,9 +11,15 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 build="$root/build"
 jobs="$(nproc)"
 
+# ccache, with paths relative to the source tree: the second build of the sources that the
+# tests make (the newer .deb of test_systemd_real.py, in a sibling tree) and rebuilds after
+# small changes take seconds instead of minutes. Only what goes through this script.
+export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
+launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+
 build() {
   "$root/packaging/install-deps.sh"
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" >/dev/null
   cmake --build "$build" -j "$jobs"
 }
 
@@ -22,7 +28,7 @@ build() {
 sanitized_tests() {
   local sbuild="$root/build-sanitize"
   CC=clang CXX=clang++ cmake -S "$root" -B "$sbuild" -DCMAKE_BUILD_TYPE=Debug \
-    -DDEPLOYCTL_SANITIZE=ON -DDEPLOYCTL_FUZZ=ON >/dev/null
+    -DDEPLOYCTL_SANITIZE=ON -DDEPLOYCTL_FUZZ=ON "${launcher[@]}" >/dev/null
   cmake --build "$sbuild" -j "$jobs"
   (cd "$sbuild" && ctest --output-on-failure -j "$jobs")
 }

@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # build
-  g++ make cmake pkg-config
+  g++ make cmake pkg-config ccache
   libboost-dev libtomlplusplus-dev libspdlog-dev libsdbus-c++-dev libsystemd-dev doctest-dev
   nlohmann-json3-dev
   libssl-dev
