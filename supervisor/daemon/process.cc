@@ -7,6 +7,7 @@
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -65,7 +66,7 @@ struct ChildArgs {
   char* const* envp;
   char* listen_pid_slot;
   int dev_null;
-  ChildError report{-1, 0};
+  ChildError* report;  // where the child leaves a failure; stage -1: none (it exec'd)
 };
 
 // Runs in the cloned child, on its own stack, in the parent's memory while the parent waits:
@@ -74,7 +75,7 @@ struct ChildArgs {
 // the default before they are unblocked, so no handler of the parent ever runs here.
 [[noreturn]] void exec_child(ChildArgs& args) {
   const SpawnRequest& request = *args.request;
-  ChildError* report = &args.report;
+  ChildError* report = args.report;
   const int dev_null = args.dev_null;
   for (int sig = 1; sig < NSIG; ++sig) {
     struct sigaction action {};
@@ -135,6 +136,32 @@ struct ChildArgs {
 }
 
 int child_entry(void* args) { exec_child(*static_cast<ChildArgs*>(args)); }
+
+// Under the sanitizers the child must not share our memory: their interceptors (sigaction,
+// ...) would update the runtime's state of the parent from the child (seen: LeakSanitizer's
+// exit-time check of the supervisor and of replicas hanging). There the child gets a copy of
+// our memory as with fork (still CLONE_VFORK: we sleep until it has exec'd) and leaves its
+// failure in a shared page. Production builds share memory, like posix_spawn.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define DEPLOYCTL_SPAWN_COPIES_MEMORY 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define DEPLOYCTL_SPAWN_COPIES_MEMORY 1
+#endif
+#endif
+#ifdef DEPLOYCTL_SPAWN_COPIES_MEMORY
+constexpr int kCloneFlags = CLONE_VFORK | SIGCHLD;
+ChildError* failure_report(ChildError*) {
+  static auto* shared = static_cast<ChildError*>(mmap(nullptr, sizeof(ChildError),
+                                                      PROT_READ | PROT_WRITE,
+                                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  return shared;  // MAP_FAILED is checked by the caller
+}
+#else
+constexpr int kCloneFlags = CLONE_VM | CLONE_VFORK | SIGCHLD;
+ChildError* failure_report(ChildError* local) { return local; }
+#endif
 
 // The child's stack: it runs only while the parent sleeps (CLONE_VFORK), one child at a time
 // (the event loop is single-threaded), so one static stack serves every spawn.
@@ -226,15 +253,19 @@ SpawnResult spawn_process(const SpawnRequest& request) {
   const std::string path = args[0];
 
   int dev_null = open("/dev/null", O_RDWR | O_CLOEXEC);
-  ChildArgs child{&request, path.c_str(), argv.data(), envp.data(), listen_pid_slot, dev_null};
+  ChildError local_report{-1, 0};
+  ChildError* report = failure_report(&local_report);
+  if (report == MAP_FAILED) report = &local_report;  // a failure then reads as an early exit
+  *report = ChildError{-1, 0};
+  ChildArgs child{&request, path.c_str(), argv.data(), envp.data(), listen_pid_slot, dev_null,
+                  report};
   // Like posix_spawn: the child runs in our memory while we sleep until it has exec'd (or
   // failed), so there is no page-table copy and no pipe to read: when clone returns, the
   // child's fate is known. Signals stay blocked across it (see exec_child).
   sigset_t all, saved;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &saved);
-  pid_t pid = clone(child_entry, child_stack + sizeof child_stack,
-                    CLONE_VM | CLONE_VFORK | SIGCHLD, &child);
+  pid_t pid = clone(child_entry, child_stack + sizeof child_stack, kCloneFlags, &child);
   int clone_errno = errno;
   pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   if (dev_null >= 0) close(dev_null);
@@ -245,7 +276,7 @@ SpawnResult spawn_process(const SpawnRequest& request) {
   }
   setpgid(pid, pid);  // also from the parent, so the group exists before we ever signal it
 
-  const ChildError failure = child.report;
+  const ChildError failure = *report;
   if (failure.stage < 0) {
     result.pid = pid;
     return result;
