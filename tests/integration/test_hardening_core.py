@@ -195,7 +195,9 @@ def test_a_replica_flooding_watchdog_messages_costs_a_bounded_share_of_a_core(de
             f"{run.seconds * 1000:.0f} ms (CLI start included)")
     assert status is not None, run.describe()
     assert used < 0.25, f"the supervisor used {used:.0%} of a core"
-    assert run.seconds < 0.3, run.describe()
+    # 0.3 s with the CLI's own start; the sanitized binaries start and run several times slower.
+    limit = 1.0 if os.environ.get("DEPLOYCTL_SANITIZED") == "1" else 0.3
+    assert run.seconds < limit, run.describe()
     flooder = replica_by_id(status, "flood.0")
     assert flooder["state"] == "ready" and flooder["dropped_messages"] > 0, flooder
 
