@@ -6,20 +6,18 @@
 
 #include <cerrno>
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
 #include "process.h"
+#include "read_file.h"
 
 namespace deployctl {
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream file(path);
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-}
+// "" when unreadable. Not an ifstream: libstdc++ throws from a read error (ESRCH from the
+// /proc files of a process that exits meanwhile), which took the supervisor down.
+std::string read_text(const std::string& path) { return read_file(path, kMaxKernelBytes).text; }
 
 std::vector<std::string> entries(const std::string& dir_path, bool* readable) {
   std::vector<std::string> names;
