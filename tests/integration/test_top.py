@@ -99,7 +99,9 @@ def test_top_in_tmux_follows_a_scale_and_obeys_its_keys(deployment, tmux_session
     pids = dep.replica_pids(status)
     term = tmux_session([deployctl_bin(), "top", "--name", dep.name], dep.env)
 
-    screen = term.wait_for(lambda s: "web.0" in s and "web.1" in s, "both replicas")
+    # Waits for the whole first screen: capture-pane may catch ncurses half-way through a draw.
+    screen = term.wait_for(lambda s: "web.0" in s and "web.1" in s and "-- events --" in s,
+                           "both replicas and the events")
     lines = screen.splitlines()
     assert lines[0].startswith("top: running  pid ") and "sort:name" in lines[0], screen
     assert lines[1].startswith("web  2/2 ready"), screen
