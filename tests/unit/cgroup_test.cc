@@ -17,20 +17,14 @@
 #include "cgroup.h"
 #include "memory_sampling.h"
 #include "process.h"
+#include "temp_dir.h"
 
 using namespace deployctl;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char name[] = "/tmp/cgroup-test-XXXXXX";
-    path = mkdtemp(name);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test::TempDir;
 
 void put(const fs::path& file, const std::string& text) { std::ofstream(file) << text; }
 

@@ -1,6 +1,7 @@
 // read_file (config/read_file.h): every whole-file read goes through it, so it must refuse
 // special files without blocking and stop at the cap, on real files of each kind.
 #include "read_file.h"
+#include "temp_dir.h"
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -21,14 +22,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char name[] = "/tmp/read-file-test-XXXXXX";
-    path = mkdtemp(name);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test::TempDir;
 
 // read_file on another thread with a deadline, so a read that blocks fails the test instead of
 // hanging it; `unblock` then releases the reader so the thread can be joined.

@@ -15,20 +15,14 @@
 #include <thread>
 
 #include "process.h"
+#include "temp_dir.h"
 
 using namespace deployctl;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char name[] = "/tmp/tree-cgroup-test-XXXXXX";
-    path = mkdtemp(name);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test::TempDir;
 
 // The host's own v2 cgroup as the supervisor would pick it, if it is writable here.
 std::optional<std::string> host_parent() {
