@@ -362,6 +362,12 @@ int run_client(const Options& options) {
   ClientResult result = call_supervisor(
       paths.socket, request, timeout,
       options.follow ? event_printer(options.json) : std::function<bool(const json::Value&)>());
+  // A supervisor that was exiting as `down` arrived (after a failed start, or a stop already
+  // under way) closes without answering: once it is gone, `down` is what happened.
+  if (result.unanswered && options.command == "down" &&
+      wait_for_unlock(paths.lock, timeout.count() ? timeout : std::chrono::hours(24))) {
+    result.exit_code = kExitNotRunning;
+  }
   if (result.exit_code == kExitNotRunning && options.command == "down") {
     if (auto code = stop_leftovers_of_dead_supervisor(name, paths, spec ? &*spec : nullptr)) {
       return *code;

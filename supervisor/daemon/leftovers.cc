@@ -149,6 +149,19 @@ std::optional<std::vector<RecordedReplica>> stop_leftovers_if_unlocked(
   return leftovers;
 }
 
+bool wait_for_unlock(const std::string& lock_path, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    int lock = open(lock_path.c_str(), O_RDWR | O_CLOEXEC);
+    if (lock < 0) return true;
+    const bool free = flock(lock, LOCK_EX | LOCK_NB) == 0;
+    close(lock);  // releases it again
+    if (free) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 std::string describe_leftovers(const std::vector<RecordedReplica>& leftovers) {
   std::string text;
   for (const auto& replica : leftovers) {

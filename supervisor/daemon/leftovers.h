@@ -52,6 +52,10 @@ std::optional<std::vector<RecordedReplica>> stop_leftovers_if_unlocked(
     const std::string& lock_path, const std::string& state_dir, std::chrono::milliseconds grace,
     std::vector<RecordedReplica>* survivors);
 
+// Waits at most `limit` for the supervisor holding the deployment's lock at `lock_path` to
+// exit (the lock free, or no lock file). False if it still holds it.
+bool wait_for_unlock(const std::string& lock_path, std::chrono::milliseconds limit);
+
 // "web.0 (pid 12), web.1 (pid 13)"
 std::string describe_leftovers(const std::vector<RecordedReplica>& leftovers);
 

@@ -415,6 +415,7 @@ ClientResult call_supervisor(const std::string& socket_path, const json::Value& 
   ::close(fd);
   if (!response) {
     result.exit_code = kExitFailed;
+    result.unanswered = reply.empty();
     result.error = reply.empty() ? "the supervisor closed the connection without answering"
                                  : "malformed response from the supervisor: " + error.message;
     return result;

@@ -80,6 +80,8 @@ struct ClientResult {
   int exit_code = 0;        // kExit*: 0 when a response arrived
   std::string error;        // what went wrong, when exit_code != 0
   json::Value response;     // the supervisor's response
+  bool unanswered = false;  // the connection closed before any byte of an answer (a
+                            // supervisor exiting while the request arrived)
 };
 
 // Connects, sends one request, waits for its response at most `timeout` in all (connect,

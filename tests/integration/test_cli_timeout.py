@@ -69,3 +69,55 @@ def test_an_answer_that_never_ends_its_line_is_refused_not_buffered(deployment):
     assert "exceeds 64 MiB without ending its line" in run.stderr, run.describe()
     assert run.seconds < 30, run.describe()
     assert 64 << 20 <= sum(sent) < 128 << 20, sum(sent)
+
+
+def _closing_peer(dep, release_lock_after: float | None):
+    """A stand-in for a supervisor in the last moments of its exit (a real one gives this
+    window only by chance: CI once caught `down` in it right after a failed `up -d`). It holds
+    the deployment's lock, accepts one request and closes without answering; the lock is let go
+    `release_lock_after` seconds later (None: never, a live but broken peer)."""
+    import fcntl
+    dep.state_dir.mkdir(parents=True)
+    lock = open(dep.state_dir / "lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(dep.socket_path))
+    server.listen(1)
+
+    def serve():
+        connection, _ = server.accept()
+        connection.recv(4096)
+        connection.close()
+        if release_lock_after is not None:
+            threading.Event().wait(release_lock_after)
+            server.close()
+            os.unlink(dep.socket_path)
+            lock.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread, server, lock
+
+
+def test_down_during_the_supervisors_exit_is_not_an_error(deployment):
+    dep = deployment(sleepers(1))
+    thread, _, _ = _closing_peer(dep, release_lock_after=0.3)
+    run = dep.deployctl("down", str(dep.spec_path))
+    thread.join(5)
+    assert run.returncode == 3, run.describe()
+    assert "is not running" in run.stderr, run.describe()
+    assert run.seconds >= 0.3, run.describe()
+
+
+def test_down_to_a_peer_that_closes_but_lives_on_is_an_error(deployment):
+    dep = deployment(sleepers(1))
+    thread, server, lock = _closing_peer(dep, release_lock_after=None)
+    try:
+        run = dep.deployctl("down", "--timeout", "500ms", str(dep.spec_path))
+    finally:
+        thread.join(5)
+        server.close()
+        lock.close()
+    assert run.returncode == 1, run.describe()
+    assert "closed the connection without answering" in run.stderr, run.describe()
+    assert run.seconds < 5, run.describe()
