@@ -86,6 +86,10 @@ TEST_CASE("leftovers: a live recorded replica is found and stopped; a reused pid
                    ("dctl-leftovers-" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   const std::string record = replica_record_path(dir.string());
+  // The pipe closes on the child's exec: only then is it `sleep`. Signalled before that, the
+  // child would still be a copy of this test binary and report doctest's SIGTERM crash.
+  int exec_done[2];
+  REQUIRE(pipe2(exec_done, O_CLOEXEC) == 0);
   pid_t child = fork();
   if (child == 0) {
     setpgid(0, 0);
@@ -94,6 +98,11 @@ TEST_CASE("leftovers: a live recorded replica is found and stopped; a reused pid
   }
   REQUIRE(child > 0);
   setpgid(child, child);
+  close(exec_done[1]);
+  char byte;
+  while (read(exec_done[0], &byte, 1) < 0 && errno == EINTR) {
+  }
+  close(exec_done[0]);
   auto start = process_start_time(child);
   REQUIRE(start);
   auto me = process_start_time(getpid());
