@@ -6,17 +6,14 @@ it. pebble validates HTTP-01 by connecting to the domain on its httpPort: that i
 http_listen port, served by the supervisor's HTTP-01 listener (deploy-server)."""
 from __future__ import annotations
 
-import collections
 import http.client
 import json
 import re
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -24,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from harness import all_ready, free_port, wait_until
-from tls_certs import make_ca, make_leaf
+from tls_certs import TlsClientLoop, https_get, make_ca, make_leaf
 
 DOMAIN = "app.acme.test"
 
@@ -121,7 +118,8 @@ def pebble_for(tmp_path):
         pebble.close()
 
 
-def acme_spec(pebble: Pebble, http_port: int, replicas: int = 2) -> str:
+def acme_spec(pebble: Pebble, http_port: int, replicas: int = 2, extra: str = "") -> str:
+    """`extra`: more lines for [services.web]."""
     return f'''
 name = "@NAME@"
 
@@ -129,56 +127,16 @@ name = "@NAME@"
 command = @SERVER_COMMAND@
 replicas = {replicas}
 listen = ["127.0.0.1:@PORT@"]
+{extra}
 
 [services.web.tls]
 acme = {{ domains = ["{DOMAIN}"], email = "ops@acme.test", directory = "{pebble.directory}", http_listen = "127.0.0.1:{http_port}", ca_root = "{pebble.ca}" }}
 '''
 
 
-def tls_get(port: int, root: Path, timeout: float = 5.0) -> tuple[int, str]:
+def tls_get(port: int, root: Path) -> tuple[int, str]:
     """One GET over a new TLS connection verified against `root` as DOMAIN: (status, serial)."""
-    context = ssl.create_default_context(cafile=str(root))
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
-        with context.wrap_socket(raw, server_hostname=DOMAIN) as tls:
-            serial = tls.getpeercert()["serialNumber"]
-            tls.sendall(f"GET /whoami HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
-                        .encode())
-            data = b""
-            while chunk := tls.recv(65536):
-                data += chunk
-    return (int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.") else 0), serial
-
-
-class Clients(threading.Thread):
-    """New verified TLS connections one after the other, bounded in count and time."""
-
-    def __init__(self, port: int, root: Path, limit: int = 4000, seconds: float = 60.0):
-        super().__init__(daemon=True)
-        self.port, self.root, self.limit, self.seconds = port, root, limit, seconds
-        self.stopping = threading.Event()
-        self.failures: list[str] = []
-        self.serials: collections.Counter = collections.Counter()
-
-    def run(self) -> None:
-        deadline = time.monotonic() + self.seconds
-        for _ in range(self.limit):
-            if self.stopping.is_set() or time.monotonic() > deadline:
-                return
-            try:
-                code, serial = tls_get(self.port, self.root)
-                self.serials[serial] += 1
-                if code != 200:
-                    self.failures.append(f"HTTP {code}")
-            except (OSError, ValueError) as error:
-                self.failures.append(repr(error))
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping.set()
-        self.join(30)
+    return https_get(port, root, "/whoami", hostname=DOMAIN)
 
 
 def tls_status(dep) -> dict:
@@ -202,9 +160,12 @@ def dep_attempts(dep) -> int:
 
 def test_up_obtains_a_certificate_renews_it_rolling_and_survives_pebble_down(
         deployment, pebble_for, measure):
+    """The replicas run as nobody, who cannot reach the 0700 state directory: they load the
+    certificate from the sealed descriptors the supervisor hands them."""
     http_port = free_port()
     pebble = pebble_for(http_port)
-    dep = deployment(acme_spec(pebble, http_port))
+    dep = deployment(acme_spec(pebble, http_port,
+                               extra='user = "nobody"\ngroup = "nogroup"\nworking_dir = "/"'))
     started = time.monotonic()
     run = dep.up(timeout=120)
     assert run.returncode == 0, run.describe() + dep.diagnostics()
@@ -227,6 +188,10 @@ def test_up_obtains_a_certificate_renews_it_rolling_and_survives_pebble_down(
     assert oct(state.stat().st_mode & 0o777) == "0o700"
     lego_lines = re.findall(r" acme (?:out|err) \| (.*)", dep.service_log("web"))
     assert any("Server responded with a certificate" in line for line in lego_lines), lego_lines
+    for pid in dep.replica_pids().values():
+        assert os.stat(f"/proc/{pid}").st_uid == 65534
+        assert os.readlink(f"/proc/{pid}/fd/6").startswith("/memfd:deployctl-tls")  # cert
+        assert os.readlink(f"/proc/{pid}/fd/7").startswith("/memfd:deployctl-tls")  # key
     metrics = dep.deployctl("metrics", "--name", dep.name).stdout
     assert 'deployctl_certificate_expiry_timestamp_seconds{service="web"}' in metrics, metrics
     assert 'deployctl_acme_renewals_total{service="web",result="ok"} 1' in metrics, metrics
@@ -244,7 +209,7 @@ def test_up_obtains_a_certificate_renews_it_rolling_and_survives_pebble_down(
     old_pids = set(dep.replica_pids().values())
     assert len(old_pids) == 2, dep.last_status
     assert "rolling restart" not in dep.log_text()  # the first certificate rolls nothing
-    with Clients(dep.port, root) as clients:
+    with TlsClientLoop(dep.port, root, hostname=DOMAIN) as clients:
         wait_until(lambda: clients.serials[old_serial] >= 20, 20, "connections before renewal")
         renew_started = time.monotonic()
         run = dep.deployctl("renew", "--name", dep.name)
