@@ -227,6 +227,9 @@ class Supervisor {
   // The reload's spec and sockets, bound before pre_start runs, adopted when the core applies
   // the reload (reload_applied).
   struct PendingReload;
+  // After the reload's pre-start steps: its ACME certificates first (supervisor_acme_reload.cc).
+  void reload_acme(std::uint64_t request);
+  void acme_reload_done(std::uint64_t request, const std::string& problem);
   void queue_reload(std::uint64_t request);
   void adopt_reload(std::uint64_t request);
   void drop_reload(std::uint64_t request);

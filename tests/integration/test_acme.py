@@ -130,3 +130,68 @@ def test_up_fails_clearly_and_starts_nothing_when_the_acme_server_is_down(deploy
     assert "no replica was started" in run.stderr, run.stderr
     assert "web.0 started" not in dep.log_text()
     assert not (dep.state_dir / "acme" / "certificates" / f"{DOMAIN}.crt").exists()
+
+
+def test_reload_obtains_the_certificate_before_applying_and_a_failure_changes_nothing(
+        deployment, pebble_for, measure):
+    """A reload that adds [tls] acme waits for lego (and starts the HTTP-01 listener) before
+    any replica loads the certificate; a reload to new domains while the ACME server is down
+    is refused and what runs keeps serving."""
+    http_port = free_port()
+    pebble = pebble_for(http_port)
+    acme = acme_spec(pebble, http_port)
+    plain = acme[:acme.index("[services.web.tls]")]
+    dep = deployment(plain)
+    assert dep.up().returncode == 0
+    dep.wait_for(lambda s: all_ready(s, 2), timeout=30, what="2 ready plain-HTTP replicas")
+    assert dep.status()["services"][0].get("tls") is None
+
+    dep.write_spec(acme)
+    started = time.monotonic()
+    run = dep.deployctl("reload", str(dep.spec_path), timeout=120)
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    reloaded_in = time.monotonic() - started
+    status = dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done",
+                          timeout=60, what="2 ready HTTPS replicas")
+    assert status["services"][0]["tls"]["last_renewal"]["result"].startswith("ok: ")
+    root = pebble.issuing_root()
+    code, serial = tls_get(dep.port, root)
+    assert code == 200
+    log = dep.log_text()
+    assert log.index("acme: new certificate installed") < log.index("reload: "), log
+    assert "rolling restart" not in log  # the reload's own rollout, no second one for the file
+    conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=5)
+    conn.request("GET", "/x?y=1", headers={"Host": DOMAIN})
+    response = conn.getresponse()
+    assert (response.status, response.getheader("Location")) == (
+        308, f"https://{DOMAIN}:{dep.port}/x?y=1")
+    conn.close()
+
+    # New domains: a certificate for them first, then the replicas roll onto it.
+    pids = dep.replica_pids()
+    dep.write_spec(acme.replace(f'["{DOMAIN}"]', f'["www.{DOMAIN}"]'))
+    run = dep.deployctl("reload", str(dep.spec_path), timeout=120)
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done"
+                 and not set(pids.values()) & {r["pid"] for r in s["services"][0]["replicas"]},
+                 timeout=60, what="every replica on the new certificate")
+    code, serial = https_get(dep.port, root, "/", hostname=f"www.{DOMAIN}")
+    assert code == 200
+
+    # Back to the first name with the ACME server down: refused, nothing changes (a changed
+    # name always gets a new certificate, even where an older one is stored).
+    pids = dep.replica_pids()
+    pebble.stop()
+    dep.write_spec(acme)
+    refused = dep.deployctl("reload", str(dep.spec_path), timeout=200)
+    assert refused.returncode == 1, refused.describe()
+    assert "reload refused: web: no certificate could be obtained: error: lego failed" in \
+        refused.stderr and "nothing was changed" in refused.stderr, refused.stderr
+    assert dep.replica_pids() == pids
+    assert https_get(dep.port, root, "/", hostname=f"www.{DOMAIN}") == (200, serial)
+    assert dep.status()["services"][0]["tls"]["cert"].endswith(f"/www.{DOMAIN}.crt")
+    conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=5)
+    conn.request("GET", "/", headers={"Host": DOMAIN})
+    assert conn.getresponse().status == 308  # the running listener still answers
+    conn.close()
+    measure(f"acme reload: certificate obtained and applied in {reloaded_in:.1f}s")
