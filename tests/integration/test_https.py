@@ -361,3 +361,30 @@ env = {{ SEEN_KEY = "{{tls_key}}" }}
     assert loop.failures == [], loop.failures[:5]
     assert new_serial != old_serial and loop.last_serial == new_serial
     assert_nobody_loads_from_descriptors(dep, pki)
+
+
+def test_an_exec_probe_of_another_users_replica_reads_the_files(deployment, pki):
+    """The probe runs as the supervisor without the replica's descriptors: both its
+    placeholders and DEPLOYCTL_TLS_CERT/KEY name the files. The replica is ready only once a
+    probe passed."""
+    dep = deployment(f'''
+name = "@NAME@"
+
+[services.web]
+command = ["/bin/sh", "-c", "exec sleep 300"]
+replicas = 1
+listen = ["127.0.0.1:@PORT@"]
+working_dir = "/"
+{OTHER_USER}
+
+[services.web.health]
+kind = "exec"
+command = ["/bin/sh", "-c", "test -r \\"$DEPLOYCTL_TLS_KEY\\" && test -r \\"$DEPLOYCTL_TLS_CERT\\" && test -r {{tls_key}}"]
+interval = "1s"
+
+[services.web.stop]
+timeout = "1s"
+{tls_section(pki)}''')
+    run = dep.up(timeout=60)
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    dep.wait_for(lambda s: all_ready(s, 1), timeout=20, what="the replica ready by its probe")
