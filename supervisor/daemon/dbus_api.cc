@@ -103,17 +103,18 @@ void DbusApi::export_object() {
       .implementedAs([this, no_results](sdbus::Result<>&& result, std::string file) {
         call(std::move(result), dbus::reload_request(file), no_results);
       });
+  auto renewing = [](auto& done, const json::Value& reply) {  // the services lego runs for
+    std::vector<std::string> names;
+    if (const json::Value* list = json::find(reply, "services"); list && list->is_array()) {
+      for (const auto& item : json::as_array(*list)) names.push_back(json::as_string(item));
+    }
+    done.returnResults(names);
+  };
   object_->registerMethod("Renew").onInterface(kInterface).withInputParamNames("services")
       .withOutputParamNames("services")
-      .implementedAs([this](sdbus::Result<std::vector<std::string>>&& result,
-                            std::vector<std::string> names) {
-        call(std::move(result), dbus::renew_request(names), [](auto& done, const json::Value& reply) {
-          std::vector<std::string> renewing;
-          if (const json::Value* list = json::find(reply, "services"); list && list->is_array()) {
-            for (const auto& item : json::as_array(*list)) renewing.push_back(json::as_string(item));
-          }
-          done.returnResults(renewing);
-        });
+      .implementedAs([this, renewing](sdbus::Result<std::vector<std::string>>&& result,
+                                      std::vector<std::string> names) {
+        call(std::move(result), dbus::renew_request(names), renewing);
       });
   object_->registerMethod("Down").onInterface(kInterface)
       .implementedAs([this, no_results](sdbus::Result<>&& result) {
