@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -194,4 +195,19 @@ def test_reload_obtains_the_certificate_before_applying_and_a_failure_changes_no
     conn.request("GET", "/", headers={"Host": DOMAIN})
     assert conn.getresponse().status == 308  # the running listener still answers
     conn.close()
+
+    # Without [tls] again: applied without the ACME server; the HTTP-01 listener stops.
+    dep.write_spec(plain)
+    run = dep.deployctl("reload", str(dep.spec_path), timeout=60)
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    wait_until(lambda: not port_open(http_port), 10, "the HTTP-01 listener gone")
+    assert "web: acme: no longer in the spec" in dep.log_text()
     measure(f"acme reload: certificate obtained and applied in {reloaded_in:.1f}s")
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
