@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from acme_pebble import acme_spec, dep_attempts, needs_pebble, pebble_for, renewed  # noqa: F401
+from acme_pebble import acme_spec, needs_pebble, pebble_for, renewed  # noqa: F401 (a fixture)
 from harness import (all_replicas, assert_gone, free_port, is_alive, service_by_name, source_dir,
                      wait_until)
 
