@@ -18,6 +18,7 @@ from harness import all_ready, deploy_example, wait_until
 from tls_certs import (ASGI_SERVERS, TlsClientLoop, asgi_spec, https_get, make_ca, make_leaf,
                        s_client_verifies, served_serial, write_asgi_app)
 
+
 @pytest.fixture
 def pki(tmp_path):
     certs = tmp_path / "pki"
@@ -85,6 +86,38 @@ def replace_atomically(source: Path, target: Path) -> None:
     os.rename(staged, target)
 
 
+class Rotation:
+    """The files replaced on disk while a TlsClientLoop runs: waits (bounded) until every replica
+    was replaced, then for `connections` more. Holds the loop, both serials and the time the
+    roll took."""
+
+    def __init__(self, dep, pki, connections: int = 20, timeout: float = 40):
+        self.old_serial = served_serial(dep.port, pki["ca"])
+        old_pids = set(dep.replica_pids().values())
+        new_cert, new_key = make_leaf(pki["dir"], "next")
+        started = time.monotonic()
+        with TlsClientLoop(dep.port, pki["ca"]) as self.loop:
+            wait_until(lambda: self.loop.serials[self.old_serial] >= connections, 20,
+                       "connections before the change")
+            replace_atomically(new_key, pki["key"])
+            replace_atomically(new_cert, pki["cert"])
+            dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done"
+                         and not old_pids & {r["pid"] for r in s["services"][0]["replicas"]},
+                         timeout=timeout, what="every replica replaced by the rollout")
+            self.seconds = time.monotonic() - started
+            self.new_serial = served_serial(dep.port, pki["ca"])
+            count_then = self.connections()
+            wait_until(lambda: self.connections() >= count_then + connections, 20,
+                       "connections after the roll")
+
+    def connections(self) -> int:
+        return sum(self.loop.serials.values())
+
+    def assert_rolled(self) -> None:
+        assert self.new_serial != self.old_serial
+        assert self.loop.last_serial == self.new_serial
+
+
 def tls_status(dep) -> dict:
     return dep.status()["services"][0]["tls"]
 
@@ -100,31 +133,15 @@ replicas = 2
 listen = ["127.0.0.1:@PORT@"]
 {tls_section(pki)}''')
     serve_and_verify(dep, pki, 2)
-    old_serial = served_serial(dep.port, pki["ca"])
-    old_pids = set(dep.replica_pids().values())
     before = tls_status(dep)
     assert before["source"] == "file" and before["subject"] == "CN=localhost"
     assert before["issuer"] == "CN=deployctl test CA" and before["days_left"] in (1, 2)
-    new_cert, new_key = make_leaf(pki["dir"], "next")
-    started = time.monotonic()
-    with TlsClientLoop(dep.port, pki["ca"]) as loop:
-        wait_until(lambda: loop.serials[old_serial] >= 20, 20, "connections before the change")
-        replace_atomically(new_key, pki["key"])
-        replace_atomically(new_cert, pki["cert"])
-        dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done"
-                     and not old_pids & {r["pid"] for r in s["services"][0]["replicas"]},
-                     timeout=40, what="every replica replaced by the rollout")
-        rolled = time.monotonic() - started
-        new_serial = served_serial(dep.port, pki["ca"])
-        count_then = sum(loop.serials.values())
-        wait_until(lambda: sum(loop.serials.values()) >= count_then + 20, 20,
-                   "connections after the roll")
-    total = sum(loop.serials.values())
-    measure(f"certificate rotation: {total} TLS connections, {len(loop.failures)} failed, "
-            f"rolled in {rolled:.1f}s; serials {dict(loop.serials)}")
-    assert loop.failures == [], loop.failures[:5]
-    assert new_serial != old_serial
-    assert loop.last_serial == new_serial
+    rotation = Rotation(dep, pki)
+    measure(f"certificate rotation: {rotation.connections()} TLS connections, "
+            f"{len(rotation.loop.failures)} failed, rolled in {rotation.seconds:.1f}s; "
+            f"serials {dict(rotation.loop.serials)}")
+    assert rotation.loop.failures == [], rotation.loop.failures[:5]
+    rotation.assert_rolled()
     assert "new certificate: rolling restart of 2 replicas" in dep.log_text()
     after = tls_status(dep)
     assert after["last_renewal"]["result"] == "ok: rolled out"
@@ -216,21 +233,9 @@ def test_asgi_replicas_roll_onto_replaced_files_losing_only_uvicorns_unread_conn
     dep = deployment(asgi_spec(server, tls_section(pki)))
     write_asgi_app(dep.dir)
     serve_and_verify(dep, pki, 2)
-    old_serial = served_serial(dep.port, pki["ca"])
-    old_pids = set(dep.replica_pids().values())
-    new_cert, new_key = make_leaf(pki["dir"], "next")
-    with TlsClientLoop(dep.port, pki["ca"]) as loop:
-        wait_until(lambda: loop.serials[old_serial] >= 10, 20, "connections before the change")
-        replace_atomically(new_key, pki["key"])
-        replace_atomically(new_cert, pki["cert"])
-        dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done"
-                     and not old_pids & {r["pid"] for r in s["services"][0]["replicas"]},
-                     timeout=60, what="every replica replaced by the rollout")
-        new_serial = served_serial(dep.port, pki["ca"])
-        count_then = sum(loop.serials.values())
-        wait_until(lambda: sum(loop.serials.values()) >= count_then + 10, 20,
-                   "connections after the roll")
-    measure(f"{server} certificate rotation: {sum(loop.serials.values())} TLS connections, "
+    rotation = Rotation(dep, pki, connections=10, timeout=60)
+    loop = rotation.loop
+    measure(f"{server} certificate rotation: {rotation.connections()} TLS connections, "
             f"{len(loop.failures)} failed")
     # uvicorn (alone or as gunicorn's UvicornWorker), stopping, closes connections it has
     # accepted (TLS handshake done) but whose request it has not read yet: the client sees the
@@ -241,7 +246,7 @@ def test_asgi_replicas_roll_onto_replaced_files_losing_only_uvicorns_unread_conn
     unanswered = [f for f in loop.failures if f == "HTTP 0"]
     assert len(unanswered) <= allowed, loop.failures[:5]
     assert [f for f in loop.failures if f != "HTTP 0"] == [], loop.failures[:5]
-    assert new_serial != old_serial and loop.last_serial == new_serial
+    rotation.assert_rolled()
 
 
 def test_sessions_resume_on_any_replica_through_the_shared_ticket_key(deployment, pki):
@@ -342,24 +347,11 @@ working_dir = "/"
 env = {{ SEEN_KEY = "{{tls_key}}" }}
 {tls_section(pki)}''')
     serve_and_verify(dep, pki, 2)
-    old_serial = served_serial(dep.port, pki["ca"])
-    old_pids = set(dep.replica_pids().values())
-    new_cert, new_key = make_leaf(pki["dir"], "next")
-    with TlsClientLoop(dep.port, pki["ca"]) as loop:
-        wait_until(lambda: loop.serials[old_serial] >= 20, 20, "connections before the change")
-        replace_atomically(new_key, pki["key"])
-        replace_atomically(new_cert, pki["cert"])
-        dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done"
-                     and not old_pids & {r["pid"] for r in s["services"][0]["replicas"]},
-                     timeout=40, what="every replica replaced by the rollout")
-        new_serial = served_serial(dep.port, pki["ca"])
-        count_then = sum(loop.serials.values())
-        wait_until(lambda: sum(loop.serials.values()) >= count_then + 20, 20,
-                   "connections after the roll")
-    measure(f"rotation, replicas as nobody: {sum(loop.serials.values())} TLS connections, "
-            f"{len(loop.failures)} failed")
-    assert loop.failures == [], loop.failures[:5]
-    assert new_serial != old_serial and loop.last_serial == new_serial
+    rotation = Rotation(dep, pki)
+    measure(f"rotation, replicas as nobody: {rotation.connections()} TLS connections, "
+            f"{len(rotation.loop.failures)} failed")
+    assert rotation.loop.failures == [], rotation.loop.failures[:5]
+    rotation.assert_rolled()
     assert_nobody_loads_from_descriptors(dep, pki)
 
 
