@@ -60,8 +60,8 @@ class AcmeManager {
   AcmeManager(const AcmeManager&) = delete;
   AcmeManager& operator=(const AcmeManager&) = delete;
 
-  // Takes up the acme services of `spec`, once, at the supervisor's start (a reload does not
-  // change them yet: docs/spec.md). Binds every http_listen; false with *error (nothing runs)
+  // Takes up the acme services of `spec`, once, at the supervisor's start (a reload's go
+  // through prepare_reload). Binds every http_listen; false with *error (nothing runs)
   // if one cannot be bound. Starts the listeners and plans lego runs: at once where no valid
   // certificate is stored.
   bool start(const Spec& spec, std::string* error);
@@ -103,9 +103,11 @@ class AcmeManager {
   boost::asio::io_context& io_;
   ChildWatcher& children_;
   AcmeEnvironment env_;
-  Jobs jobs_;                                // by service
-  Jobs staged_;                              // by service: a reload's, until committed
-  std::vector<std::unique_ptr<Job>> retired_;  // replaced by a reload: kept for late callbacks
+  Jobs jobs_;    // by service
+  Jobs staged_;  // by service: a reload's, until committed or cancelled
+  // Replaced or dropped by a reload, or a cancelled reload's: kept (stopped) so that a callback
+  // already queued for one finds it (it then does nothing).
+  std::vector<std::unique_ptr<Job>> retired_;
   std::function<void(const std::string&)> issued_;
   std::function<void(const std::string&)> reload_issued_;
   bool stopped_ = false;
