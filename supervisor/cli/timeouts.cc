@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "acme_manager.h"
+
 namespace deployctl {
 
 std::chrono::milliseconds default_request_timeout(std::string_view command, const Spec* spec) {
@@ -18,10 +20,14 @@ std::chrono::milliseconds default_request_timeout(std::string_view command, cons
     every_replica += cycle * std::max(service.replicas, 1);
   }
   for (const auto& step : spec->pre_start) pre_start += step.timeout;
+  Duration acme{0};  // a reload's certificates: lego runs for each changed service at once
+  for (const auto& service : spec->services) {
+    if (service.tls && service.tls->acme) acme = std::chrono::duration_cast<Duration>(kLegoTimeout);
+  }
   if (command == "down") return longest_stop + kTimeoutMargin;
   if (command == "scale") return longest_cycle + kTimeoutMargin;
   if (command == "restart") return every_replica + kTimeoutMargin;
-  if (command == "reload") return every_replica + pre_start + kTimeoutMargin;
+  if (command == "reload") return every_replica + pre_start + acme + kTimeoutMargin;
   return kLongRequestTimeout;
 }
 

@@ -26,7 +26,8 @@ inline constexpr std::chrono::milliseconds kUpgradeTimeout = std::chrono::second
 //            after start_period + stop.timeout + 5 s);
 //   restart  every replica of every service replaced one after another: the sum of
 //            replicas x (start_period + stop.timeout) + margin;
-//   reload   restart's bound + every pre-start step's timeout.
+//   reload   restart's bound + every pre-start step's timeout + lego's timeout when a service
+//            has tls.acme.
 // `spec` may be null: then kLongRequestTimeout for all but status, metrics and events.
 std::chrono::milliseconds default_request_timeout(std::string_view command, const Spec* spec);
 

@@ -126,6 +126,7 @@ struct AcmeManager::Job {
   int listener_failures = 0;
   asio::steady_timer listener_timer;
   AcmeReport report;
+  bool retired = false;  // stopped for good (retire())
 };
 
 AcmeManager::AcmeManager(asio::io_context& io, ChildWatcher& children, AcmeEnvironment environment)
@@ -137,12 +138,8 @@ bool AcmeManager::start(const Spec& spec, std::string* error) {
   error->clear();
   for (const auto& service : spec.services) {
     if (!service.tls || !service.tls->acme) continue;
-    auto job = std::make_unique<Job>(io_, service);
-    job->http = bind_listen_sockets({job->acme().http_listen}, error);
-    if (!error->empty()) {
-      *error = service.name + ": acme.http_listen: " + *error;
-      break;
-    }
+    auto job = make_job(service, nullptr, error);
+    if (!job) break;
     jobs_[service.name] = std::move(job);
   }
   if (error->empty() && !jobs_.empty()) make_acme_dirs(env_.acme_dir, error);
@@ -150,16 +147,51 @@ bool AcmeManager::start(const Spec& spec, std::string* error) {
     stop();
     return false;
   }
-  std::mt19937_64 random{std::random_device{}()};
-  for (auto& [name, job] : jobs_) {
-    start_listener(*job);
-    const auto paths = tls_paths(job->spec, env_.acme_dir);
-    std::string why;
-    job->schedule.start(pair_lifetime(paths->cert, paths->key, &why), unix_now(),
-                        std::uniform_real_distribution<double>(0, 1)(random));
-    plan(*job);
-  }
+  for (auto& [name, job] : jobs_) begin(*job, false);
   return true;
+}
+
+// A job for `service` with its http_listen socket: a duplicate of the one a job of
+// `share_from` holds on the same address, else newly bound. nullptr with *error.
+std::unique_ptr<AcmeManager::Job> AcmeManager::make_job(const ServiceSpec& service,
+                                                        const Jobs* share_from,
+                                                        std::string* error) {
+  auto job = std::make_unique<Job>(io_, service);
+  const ListenAddress& address = job->acme().http_listen;
+  static const Jobs kNone;
+  for (const auto& [name, current] : share_from ? *share_from : kNone) {
+    const ListenAddress& held = current->acme().http_listen;
+    if (current->http.empty() || held.host != address.host || held.port != address.port) continue;
+    ListenSocket copy = current->http.front();
+    copy.fd = fcntl(copy.fd, F_DUPFD_CLOEXEC, 3);
+    if (copy.fd < 0) {
+      *error = service.name + ": acme.http_listen: " + std::strerror(errno);
+      return nullptr;
+    }
+    job->http = {copy};
+    return job;
+  }
+  job->http = bind_listen_sockets({address}, error);
+  if (!error->empty()) {
+    *error = service.name + ": acme.http_listen: " + *error;
+    return nullptr;
+  }
+  return job;
+}
+
+// Starts the job's listener and plans its lego runs: at once where no valid certificate is
+// stored, or with `renew_now` (the stored one is not taken as valid).
+void AcmeManager::begin(Job& job, bool renew_now) {
+  start_listener(job);
+  std::optional<CertificateLifetime> stored;
+  if (!renew_now) {
+    const auto paths = tls_paths(job.spec, env_.acme_dir);
+    std::string why;
+    stored = pair_lifetime(paths->cert, paths->key, &why);
+  }
+  std::mt19937_64 random{std::random_device{}()};
+  job.schedule.start(stored, unix_now(), std::uniform_real_distribution<double>(0, 1)(random));
+  plan(job);
 }
 
 void AcmeManager::when_issued(std::function<void(const std::string& error)> done) {
@@ -167,17 +199,110 @@ void AcmeManager::when_issued(std::function<void(const std::string& error)> done
   check_issued();
 }
 
-void AcmeManager::check_issued() {
-  if (!issued_) return;
+namespace {
+
+// "" once every job has a valid certificate, the error of one whose attempt failed, or nullopt
+// while one is still trying.
+template <typename Jobs>
+std::optional<std::string> issue_outcome(const Jobs& jobs) {
   const std::int64_t now = unix_now();
-  for (const auto& [name, job] : jobs_) {
+  for (const auto& [name, job] : jobs) {
     if (job->schedule.has_valid(now)) continue;
-    if (job->schedule.state().consecutive_failures == 0) return;  // still trying
-    std::exchange(issued_,
-                  nullptr)(name + ": no certificate could be obtained: " + job->report.last_result);
-    return;
+    if (job->schedule.state().consecutive_failures == 0) return std::nullopt;  // still trying
+    return name + ": no certificate could be obtained: " + job->report.last_result;
   }
-  std::exchange(issued_, nullptr)("");
+  return "";
+}
+
+}  // namespace
+
+void AcmeManager::check_issued() {
+  for (auto [done, jobs] : {std::pair{&issued_, &jobs_}, std::pair{&reload_issued_, &staged_}}) {
+    if (!*done) continue;
+    if (auto outcome = issue_outcome(*jobs)) std::exchange(*done, nullptr)(*outcome);
+  }
+}
+
+bool AcmeManager::prepare_reload(const Spec& next, std::function<void(const std::string&)> done,
+                                 std::string* error) {
+  error->clear();
+  cancel_reload();
+  std::map<std::string, bool> renew_now;  // by service
+  for (const auto& service : next.services) {
+    if (!service.tls || !service.tls->acme) continue;
+    const AcmeSpec& acme = *service.tls->acme;
+    auto current = jobs_.find(service.name);
+    bool renew = false;
+    if (current != jobs_.end()) {
+      const Job& job = *current->second;
+      if (job.acme() == acme && https_port(job.spec) == https_port(service)) continue;
+      renew = job.acme().domains != acme.domains || job.acme().directory != acme.directory;
+    }
+    auto job = make_job(service, &jobs_, error);
+    if (!job) break;
+    staged_[service.name] = std::move(job);
+    renew_now[service.name] = renew;
+  }
+  if (error->empty() && !staged_.empty()) make_acme_dirs(env_.acme_dir, error);
+  if (!error->empty()) {
+    cancel_reload();
+    return false;
+  }
+  for (auto& [name, job] : staged_) {
+    spdlog::info("{}: acme: the reload's settings start before it applies (HTTP-01 listener on "
+                 "{}{})",
+                 name, job->acme().http_listen.text,
+                 renew_now[name] ? "; a new certificate for the new domains or directory" : "");
+    begin(*job, renew_now[name]);
+  }
+  reload_issued_ = std::move(done);
+  check_issued();
+  return true;
+}
+
+std::vector<std::string> AcmeManager::staged_services() const {
+  std::vector<std::string> names;
+  for (const auto& [name, job] : staged_) names.push_back(name);
+  return names;
+}
+
+void AcmeManager::commit_reload(const Spec& spec) {
+  reload_issued_ = nullptr;
+  for (auto& [name, job] : staged_) {
+    if (auto current = jobs_.find(name); current != jobs_.end()) {
+      const AcmeReport& before = current->second->report;
+      for (const auto& [result, count] : before.attempts) job->report.attempts[result] += count;
+      if (!job->report.last_attempt) {
+        job->report.last_attempt = before.last_attempt;
+        job->report.last_result = before.last_result;
+      }
+      retire(*current->second);
+      retired_.push_back(std::move(current->second));
+    }
+    jobs_[name] = std::move(job);
+  }
+  staged_.clear();
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    const ServiceSpec* service = spec.find_service(it->first);
+    if (service && service->tls && service->tls->acme) {
+      it->second->spec = *service;  // e.g. a new `user` owns the next key installed
+      ++it;
+      continue;
+    }
+    spdlog::info("{}: acme: no longer in the spec; its HTTP-01 listener stops", it->first);
+    retire(*it->second);
+    retired_.push_back(std::move(it->second));
+    it = jobs_.erase(it);
+  }
+}
+
+void AcmeManager::cancel_reload() {
+  reload_issued_ = nullptr;
+  for (auto& [name, job] : staged_) {
+    retire(*job);
+    retired_.push_back(std::move(job));
+  }
+  staged_.clear();
 }
 
 bool AcmeManager::force(const std::string& service, std::string* error) {
@@ -205,11 +330,14 @@ void AcmeManager::stop() {
   if (stopped_) return;
   stopped_ = true;
   issued_ = nullptr;
+  reload_issued_ = nullptr;
   for (auto& [name, job] : jobs_) retire(*job);
+  for (auto& [name, job] : staged_) retire(*job);
 }
 
 // Stops everything the job runs; none of its callbacks runs afterwards.
 void AcmeManager::retire(Job& job) {
+  job.retired = true;
   ++job.listener_run;
   job.timer.cancel();
   job.listener_timer.cancel();
@@ -225,7 +353,7 @@ void AcmeManager::retire(Job& job) {
 // Arms the job's timer for its next lego run (re-checked at least hourly: the schedule is in
 // wall-clock time, the timer in steady time).
 void AcmeManager::plan(Job& job) {
-  if (stopped_ || job.lego) return;
+  if (stopped_ || job.retired || job.lego) return;
   const std::int64_t wait =
       std::clamp<std::int64_t>(job.schedule.state().next_attempt - unix_now(), 0, kMaxTimerSeconds);
   job.timer.expires_after(std::chrono::seconds(wait));
@@ -285,7 +413,7 @@ void AcmeManager::run_lego(Job& job) {
 }
 
 void AcmeManager::lego_done(Job& job, bool ok, const std::string& lego_error) {
-  if (stopped_) return;
+  if (stopped_ || job.retired) return;
   const std::string& name = job.spec.name;
   std::string error = lego_error;
   std::optional<CertificateLifetime> lifetime;
@@ -329,7 +457,7 @@ void AcmeManager::lego_done(Job& job, bool ok, const std::string& lego_error) {
 // The HTTP-01 listener: deploy-server on the bound http_listen socket (LISTEN_FDS), serving the
 // webroot lego writes into and redirecting the rest to https://.
 void AcmeManager::start_listener(Job& job) {
-  if (stopped_ || job.http.empty()) return;
+  if (stopped_ || job.retired || job.http.empty()) return;
   const std::string webroot = env_.acme_dir + "/webroot-" + job.spec.name;
   std::string error;
   make_private_dir(webroot, &error);

@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "acme_schedule.h"
 #include "asio.h"
@@ -59,14 +60,28 @@ class AcmeManager {
   AcmeManager(const AcmeManager&) = delete;
   AcmeManager& operator=(const AcmeManager&) = delete;
 
-  // Takes up the acme services of `spec`, once, at the supervisor's start (a reload does not
-  // change them yet: docs/spec.md). Binds every http_listen; false with *error (nothing runs)
+  // Takes up the acme services of `spec`, once, at the supervisor's start (a reload's go
+  // through prepare_reload). Binds every http_listen; false with *error (nothing runs)
   // if one cannot be bound. Starts the listeners and plans lego runs: at once where no valid
   // certificate is stored.
   bool start(const Spec& spec, std::string* error);
   // Calls `done` once every acme service has a valid certificate ("" ) or once a first issuance
   // failed (its error). At once when nothing is missing.
   void when_issued(std::function<void(const std::string& error)> done);
+  // A reload to `next` (before it is applied): the acme services it adds, or whose acme
+  // settings or https port change, get a staged job: its own listener on http_listen (a
+  // duplicate of the socket when a current job listens there, else newly bound) and lego at
+  // once where no valid certificate is stored, or always when domains or directory change.
+  // Calls `done` like when_issued() for the staged jobs (at once with "" when none); what runs
+  // is untouched until commit_reload(). False with *error (nothing staged) if an http_listen
+  // cannot be bound.
+  bool prepare_reload(const Spec& next, std::function<void(const std::string& error)> done,
+                      std::string* error);
+  std::vector<std::string> staged_services() const;
+  // The reload is applied (`spec`: the new spec): staged jobs replace the current ones (their
+  // counts carried on), jobs of services without acme stop, the others take the new spec.
+  void commit_reload(const Spec& spec);
+  void cancel_reload();  // stops the staged jobs; no-op without any
   // `deployctl renew`: runs lego for `service` now. False with *error if it has no acme.
   bool force(const std::string& service, std::string* error);
   std::optional<AcmeReport> report(const std::string& service) const;
@@ -74,6 +89,10 @@ class AcmeManager {
 
  private:
   struct Job;
+  using Jobs = std::map<std::string, std::unique_ptr<Job>>;
+  std::unique_ptr<Job> make_job(const ServiceSpec& service, const Jobs* share_from,
+                                std::string* error);
+  void begin(Job& job, bool renew_now);
   void plan(Job& job);
   void run_lego(Job& job);
   void lego_done(Job& job, bool ok, const std::string& message);
@@ -84,8 +103,13 @@ class AcmeManager {
   boost::asio::io_context& io_;
   ChildWatcher& children_;
   AcmeEnvironment env_;
-  std::map<std::string, std::unique_ptr<Job>> jobs_;  // by service
+  Jobs jobs_;    // by service
+  Jobs staged_;  // by service: a reload's, until committed or cancelled
+  // Replaced or dropped by a reload, or a cancelled reload's: kept (stopped) so that a callback
+  // already queued for one finds it (it then does nothing).
+  std::vector<std::unique_ptr<Job>> retired_;
   std::function<void(const std::string&)> issued_;
+  std::function<void(const std::string&)> reload_issued_;
   bool stopped_ = false;
 };
 

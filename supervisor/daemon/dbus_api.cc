@@ -103,6 +103,19 @@ void DbusApi::export_object() {
       .implementedAs([this, no_results](sdbus::Result<>&& result, std::string file) {
         call(std::move(result), dbus::reload_request(file), no_results);
       });
+  auto renewing = [](auto& done, const json::Value& reply) {  // the services lego runs for
+    std::vector<std::string> names;
+    if (const json::Value* list = json::find(reply, "services"); list && list->is_array()) {
+      for (const auto& item : json::as_array(*list)) names.push_back(json::as_string(item));
+    }
+    done.returnResults(names);
+  };
+  object_->registerMethod("Renew").onInterface(kInterface).withInputParamNames("services")
+      .withOutputParamNames("services")
+      .implementedAs([this, renewing](sdbus::Result<std::vector<std::string>>&& result,
+                                      std::vector<std::string> names) {
+        call(std::move(result), dbus::renew_request(names), renewing);
+      });
   object_->registerMethod("Down").onInterface(kInterface)
       .implementedAs([this, no_results](sdbus::Result<>&& result) {
         call(std::move(result), dbus::down_request(), no_results);

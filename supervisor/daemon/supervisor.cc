@@ -378,25 +378,25 @@ std::vector<std::string> Supervisor::replica_environment(
 
 void Supervisor::spawn(const ReplicaPtr& replica) {
   const ServiceSpec& spec = *replica->spec;
-  const PlaceholderValues values = placeholders(spec, replica->index);
+  PlaceholderValues values = placeholders(spec, replica->index);
 
   SpawnRequest request;
-  for (const auto& arg : spec.command) request.argv.push_back(expand_placeholders(arg, values));
   std::string setup_error;
   const std::vector<int> listen = listen_fds(*replica, &setup_error);
   request.credentials = credentials_for(spec, &setup_error);
+  // [tls]: the ticket key (and cert and key), inherited after the control socket (tls_files.h).
+  ReplicaTlsFds tls_fds;
+  if (spec.tls && setup_error.empty()) {
+    const int first_fd = static_cast<int>(3 + listen.size() + 1);
+    replica_tls_fds(spec, request.credentials, first_fd, values, tls_fds, &setup_error);
+  }
+  for (const auto& arg : spec.command) request.argv.push_back(expand_placeholders(arg, values));
   std::string notify_name;
   int notify_fd = open_notify_socket(*replica, &notify_name);
   request.env = replica_environment(*replica, values, notify_fd >= 0 ? notify_name : std::string(),
                                     request.credentials, &setup_error);
-  // [tls]: the service's ticket key, inherited after the control socket (tls_files.h).
-  int ticket_fd = -1;
-  if (spec.tls && setup_error.empty()) {
-    std::optional<uid_t> owner;
-    if (request.credentials) owner = request.credentials->uid;
-    ticket_fd = tls_files_->ticket_key_fd(spec.name, owner, &setup_error);
-    set_variable(request.env, control::kTlsTicketKeyEnv,
-                 "/proc/self/fd/" + std::to_string(3 + listen.size() + 1));
+  if (!tls_fds.ticket_path.empty()) {
+    set_variable(request.env, control::kTlsTicketKeyEnv, tls_fds.ticket_path);
   }
   request.argv[0] = resolve_command(request.argv[0], path_variable(request.env));
   request.working_dir = spec.working_dir;
@@ -414,7 +414,7 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
     result.message = std::string("cannot create replica channels: ") + std::strerror(errno);
   } else {
     request.inherit_fds.push_back(control_pair[1]);
-    if (ticket_fd >= 0) request.inherit_fds.push_back(ticket_fd);
+    for (int fd : tls_fds.inherit) request.inherit_fds.push_back(fd);
     request.stdout_fd = out[1];
     request.stderr_fd = err[1];
     result = launcher_.launch(request);

@@ -45,6 +45,7 @@ struct PreStartOutcome;
 class LogWriter;
 class DbusApi;
 class TlsFiles;
+struct ReplicaTlsFds;
 class TlsWatch;
 class AcmeManager;
 class MetricsHttpServer;
@@ -149,6 +150,10 @@ class Supervisor {
       const std::optional<SpawnRequest::Credentials>& credentials, std::string* error) const;
   // {replica}, {port}, {tls_cert}, {tls_key} of the service's replica `index` (supervisor_tls.cc).
   PlaceholderValues placeholders(const ServiceSpec& spec, int index) const;
+  // The [tls] descriptors of a replica, inherited from `first_fd` on (supervisor_tls.cc).
+  void replica_tls_fds(const ServiceSpec& spec,
+                       const std::optional<SpawnRequest::Credentials>& credentials, int first_fd,
+                       PlaceholderValues& values, ReplicaTlsFds& fds, std::string* error);
   void start_tls();
   void watch_tls();
   void tls_files_changed(const std::string& service);
@@ -222,6 +227,9 @@ class Supervisor {
   // The reload's spec and sockets, bound before pre_start runs, adopted when the core applies
   // the reload (reload_applied).
   struct PendingReload;
+  // After the reload's pre-start steps: its ACME certificates first (supervisor_acme_reload.cc).
+  void reload_acme(std::uint64_t request);
+  void acme_reload_done(std::uint64_t request, const std::string& problem);
   void queue_reload(std::uint64_t request);
   void adopt_reload(std::uint64_t request);
   void drop_reload(std::uint64_t request);

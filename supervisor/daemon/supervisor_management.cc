@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "acme_manager.h"
 #include "asio.h"
 #include "commands.h"
 #include "fd_budget.h"
@@ -163,7 +164,7 @@ void Supervisor::handle_reload(const std::string& path, ManagementServer::Reply 
           this->reply(reply_action(id, ReplyCode::failed, message));
           return;
         }
-        queue_reload(id);
+        reload_acme(id);
       });
   pre_start_->start();
 }
@@ -231,6 +232,7 @@ void Supervisor::adopt_reload(std::uint64_t request) {
     if (!spec_.find_service(name)) close_listen_sockets(service->sockets);
   }
   for (auto& [name, sockets] : pending.bound) close_listen_sockets(sockets);  // not adopted
+  if (acme_) acme_->commit_reload(spec_);
   watch_tls();
 }
 
@@ -260,6 +262,7 @@ void Supervisor::drop_reload(std::uint64_t request) {
   auto node = reloads_.extract(request);
   if (node.empty()) return;
   for (auto& [name, sockets] : node.mapped()->bound) close_listen_sockets(sockets);
+  if (acme_) acme_->cancel_reload();  // not applied: the staged ACME jobs go
 }
 
 json::Value Supervisor::status_json() const {

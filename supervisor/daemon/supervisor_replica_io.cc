@@ -249,6 +249,12 @@ ProbeTarget Supervisor::probe_target(const Replica& replica) const {
     }
     target.argv[0] = resolve_command(target.argv[0], path_variable(replica.env));
     target.env = replica.env;
+    // A replica of another user has its pair as descriptors the probe does not inherit: the
+    // probe (the supervisor's user) reads the files (supervisor_tls.cc).
+    if (auto files = placeholders(spec, replica.index); files.tls_cert && files.tls_key) {
+      set_variable(target.env, control::kTlsCertEnv, *files.tls_cert);
+      set_variable(target.env, control::kTlsKeyEnv, *files.tls_key);
+    }
     target.working_dir = spec.working_dir;
   }
   return target;

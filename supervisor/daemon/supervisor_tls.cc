@@ -60,6 +60,28 @@ PlaceholderValues Supervisor::placeholders(const ServiceSpec& spec, int index) c
   return values;
 }
 
+// A replica of another user cannot open the files (tls_files.h): it gets them as memfds, and
+// {tls_cert} / {tls_key} (hence DEPLOYCTL_TLS_CERT / KEY) name those instead.
+void Supervisor::replica_tls_fds(const ServiceSpec& spec,
+                                 const std::optional<SpawnRequest::Credentials>& credentials,
+                                 int first_fd, PlaceholderValues& values, ReplicaTlsFds& fds,
+                                 std::string* error) {
+  std::optional<uid_t> owner;
+  if (credentials) owner = credentials->uid;
+  const int ticket = tls_files_->ticket_key_fd(spec.name, owner, error);
+  if (ticket < 0) return;
+  fds.inherit.push_back(ticket);
+  fds.ticket_path = "/proc/self/fd/" + std::to_string(first_fd);
+  if (!credentials || !values.tls_cert || !values.tls_key) return;
+  for (std::optional<std::string>* file : {&values.tls_cert, &values.tls_key}) {
+    const int fd = sealed_pem_fd(**file, credentials->uid, credentials->gid, error);
+    if (fd < 0) return;
+    fds.owned.push_back(fd);
+    fds.inherit.push_back(fd);
+    *file = "/proc/self/fd/" + std::to_string(first_fd + fds.inherit.size() - 1);
+  }
+}
+
 void Supervisor::start_tls() {
   tls_watch_ = std::make_unique<TlsWatch>(
       io_, kTlsSettle, [this](const std::string& service) { tls_files_changed(service); });

@@ -1,17 +1,22 @@
 #include "tls_files.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+
+#include "read_file.h"
 
 namespace deployctl {
 
 namespace {
 
 constexpr std::size_t kTicketKeyBytes = 80;  // nginx's format: name, HMAC key, AES key
+constexpr std::size_t kMaxPemBytes = 1 << 20;
 
 std::string system_error(const std::string& what) { return what + ": " + std::strerror(errno); }
 
@@ -65,6 +70,38 @@ int TlsFiles::ticket_key_fd(const std::string& service, std::optional<uid_t> own
     return -1;
   }
   return it->second;
+}
+
+int sealed_pem_fd(const std::string& path, uid_t uid, gid_t gid, std::string* error) {
+  const FileRead pem = read_file(path, kMaxPemBytes);
+  if (!pem.ok()) {
+    *error = pem.error;
+    return -1;
+  }
+  int fd = memfd_create("deployctl-tls", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) {
+    *error = system_error("memfd_create for " + path);
+    return -1;
+  }
+  std::size_t written = 0;
+  while (written < pem.text.size()) {
+    const ssize_t n = write(fd, pem.text.data() + written, pem.text.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    written += static_cast<std::size_t>(n);
+  }
+  constexpr int kSeals = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+  if (written != pem.text.size() || fchmod(fd, 0400) != 0 || fchown(fd, uid, gid) != 0 ||
+      fcntl(fd, F_ADD_SEALS, kSeals) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
+    *error = system_error("cannot hand " + path + " to uid " + std::to_string(uid));
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+ReplicaTlsFds::~ReplicaTlsFds() {
+  for (int fd : owned) close(fd);
 }
 
 }  // namespace deployctl

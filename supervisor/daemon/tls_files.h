@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "spec.h"
 
@@ -37,6 +38,27 @@ class TlsFiles {
   std::string state_dir_;
   std::string acme_dir_;
   std::map<std::string, int> ticket_fds_;  // by service
+};
+
+// A sealed in-memory copy (memfd) of the PEM file `path`, mode 0400 and owned by uid:gid, for a
+// replica that runs as another user and could not open the file itself (the ACME files live in
+// the 0700 state directory; a file key is often root's). The replica opens it as
+// /proc/self/fd/N: re-opening a memfd checks the memfd's own owner and mode, whereas re-opening
+// an inherited regular file checks the file's. Close-on-exec (the spawn dups it into place);
+// the caller closes it. -1 with *error on failure.
+int sealed_pem_fd(const std::string& path, uid_t uid, gid_t gid, std::string* error);
+
+// The [tls] descriptors one replica inherits after its control socket, in this order: the
+// session ticket key, then (a replica of another user) its certificate and key memfds.
+struct ReplicaTlsFds {
+  ReplicaTlsFds() = default;
+  ~ReplicaTlsFds();  // closes `owned`
+  ReplicaTlsFds(const ReplicaTlsFds&) = delete;
+  ReplicaTlsFds& operator=(const ReplicaTlsFds&) = delete;
+
+  std::vector<int> inherit;  // in order
+  std::string ticket_path;   // DEPLOYCTL_TLS_TICKET_KEY: /proc/self/fd/N
+  std::vector<int> owned;    // the memfds, closed when this is destroyed (after the launch)
 };
 
 }  // namespace deployctl

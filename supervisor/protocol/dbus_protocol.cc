@@ -72,6 +72,12 @@ json::Value restart_request(const std::vector<std::string>& services) {
   return value;
 }
 
+json::Value renew_request(const std::vector<std::string>& services) {
+  json::Value value = request("renew");
+  value["services"] = json::Array(services.begin(), services.end());
+  return value;
+}
+
 json::Value reload_request(const std::string& file) {
   json::Value value = request("reload");
   value["file"] = file;

@@ -13,6 +13,9 @@
 //   Scale(a{su} counts)          {"command":"scale","counts":{...}}
 //   Restart(as services)         {"command":"restart","services":[...]}; none named: all
 //   Reload(s file)               {"command":"reload","file":...}; "": the running spec's file
+//   Renew(as services) -> as     {"command":"renew","services":[...]}; none named: every
+//                                tls.acme service; answered once lego runs for each, with the
+//                                services it runs for (the outcome: status, Event signals)
 //   Down()                       {"command":"down"}
 // Properties (PropertiesChanged on change): Name s, State s, DesiredReplicas u,
 //   ReadyReplicas u (totals), DesiredByService a{su}, ReadyByService a{su}.
@@ -52,6 +55,7 @@ json::Value status_request();
 json::Value scale_request(const std::map<std::string, std::uint32_t>& counts);
 json::Value restart_request(const std::vector<std::string>& services);
 json::Value reload_request(const std::string& file);
+json::Value renew_request(const std::vector<std::string>& services);
 json::Value down_request();
 
 struct ErrorReply {

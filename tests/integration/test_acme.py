@@ -1,210 +1,41 @@
-"""ACME under deployctl ([services.X.tls] acme, issue 13), offline and real: Debian's pebble (a
-real ACME server made for testing clients) and pebble-challtestsrv (its DNS: every name is
-127.0.0.1) on loopback, lego (Debian) run by the supervisor as the client. Nothing is mocked.
-pebble's API certificate is made here (tls_certs.py): the spec's acme.ca_root makes lego trust
-it. pebble validates HTTP-01 by connecting to the domain on its httpPort: that is the test's
-http_listen port, served by the supervisor's HTTP-01 listener (deploy-server)."""
+"""ACME under deployctl ([services.X.tls] acme, issue 13), offline and real: Debian's pebble and
+pebble-challtestsrv on loopback (acme_pebble.py), lego (Debian) run by the supervisor as the
+client. Nothing is mocked."""
 from __future__ import annotations
 
-import collections
 import http.client
 import json
-import re
 import os
-import shutil
-import signal
+import re
 import socket
-import ssl
 import subprocess
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
-import pytest
-
+from acme_pebble import DOMAIN, acme_spec, needs_pebble, pebble_for  # noqa: F401 (a fixture)
 from harness import all_ready, free_port, wait_until
-from tls_certs import make_ca, make_leaf
+from tls_certs import TlsClientLoop, https_get
 
-DOMAIN = "app.acme.test"
-
-pytestmark = pytest.mark.skipif(
-    not all(shutil.which(tool) for tool in ("pebble", "pebble-challtestsrv", "lego")),
-    reason="needs Debian's pebble and lego (packaging/install-deps.sh installs them)")
+pytestmark = needs_pebble
 
 
-class Pebble:
-    """pebble and pebble-challtestsrv on free loopback ports; stop()/start() stop and restart
-    pebble alone (an ACME server that is down). Every process is killed at close()."""
-
-    def __init__(self, directory: Path, http_port: int):
-        self.dir = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self.ca = make_ca(directory / "api")  # pebble's own HTTPS certificate: lego's ca_root
-        cert, key = make_leaf(directory / "api", "pebble")
-        self.port, self.management, self.dns = free_port(), free_port(), free_port()
-        config = {"pebble": {
-            "listenAddress": f"127.0.0.1:{self.port}",
-            "managementListenAddress": f"127.0.0.1:{self.management}",
-            "certificate": str(cert), "privateKey": str(key),
-            "httpPort": http_port, "tlsPort": free_port(),
-            "ocspResponderURL": "", "externalAccountBindingRequired": False}}
-        self.config = directory / "pebble-config.json"
-        self.config.write_text(json.dumps(config))
-        self.env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0",
-                    "PEBBLE_AUTHZREUSE": "0"}
-        self.procs: list[subprocess.Popen] = []
-        self.dns_proc = self._spawn("challtestsrv", [
-            "pebble-challtestsrv", "-dns01", f"127.0.0.1:{self.dns}", "-http01", "",
-            "-https01", "", "-tlsalpn01", "", "-management", f"127.0.0.1:{free_port()}",
-            "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    @property
-    def directory(self) -> str:
-        return f"https://127.0.0.1:{self.port}/dir"
-
-    def _spawn(self, label: str, argv: list[str]) -> subprocess.Popen:
-        log = open(self.dir / f"{label}.log", "ab")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                stdin=subprocess.DEVNULL, cwd=self.dir)
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def start(self) -> None:
-        self.proc = self._spawn("pebble", ["pebble", "-config", str(self.config),
-                                           "-dnsserver", f"127.0.0.1:{self.dns}"])
-        wait_until(lambda: self._answers(), 20, "pebble's directory")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-    def _answers(self) -> bool:
-        assert self.proc.poll() is None, (self.dir / "pebble.log").read_text()
-        try:
-            self.get(self.directory)
-            return True
-        except OSError:
-            return False
-
-    def get(self, url: str) -> bytes:
-        context = ssl.create_default_context(cafile=str(self.ca))
-        with urllib.request.urlopen(url, context=context, timeout=5) as response:
-            return response.read()
-
-    def issuing_root(self) -> Path:
-        """The root pebble signs certificates with (management API /roots/0)."""
-        path = self.dir / "issuing-root.pem"
-        path.write_bytes(self.get(f"https://127.0.0.1:{self.management}/roots/0"))
-        return path
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
-
-
-@pytest.fixture
-def pebble_for(tmp_path):
-    made = []
-
-    def make(http_port: int) -> Pebble:
-        made.append(Pebble(tmp_path / "pebble", http_port))
-        return made[-1]
-
-    yield make
-    for pebble in made:
-        pebble.close()
-
-
-def acme_spec(pebble: Pebble, http_port: int, replicas: int = 2) -> str:
-    return f'''
-name = "@NAME@"
-
-[services.web]
-command = @SERVER_COMMAND@
-replicas = {replicas}
-listen = ["127.0.0.1:@PORT@"]
-
-[services.web.tls]
-acme = {{ domains = ["{DOMAIN}"], email = "ops@acme.test", directory = "{pebble.directory}", http_listen = "127.0.0.1:{http_port}", ca_root = "{pebble.ca}" }}
-'''
-
-
-def tls_get(port: int, root: Path, timeout: float = 5.0) -> tuple[int, str]:
+def tls_get(port: int, root: Path) -> tuple[int, str]:
     """One GET over a new TLS connection verified against `root` as DOMAIN: (status, serial)."""
-    context = ssl.create_default_context(cafile=str(root))
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
-        with context.wrap_socket(raw, server_hostname=DOMAIN) as tls:
-            serial = tls.getpeercert()["serialNumber"]
-            tls.sendall(f"GET /whoami HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
-                        .encode())
-            data = b""
-            while chunk := tls.recv(65536):
-                data += chunk
-    return (int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.") else 0), serial
-
-
-class Clients(threading.Thread):
-    """New verified TLS connections one after the other, bounded in count and time."""
-
-    def __init__(self, port: int, root: Path, limit: int = 4000, seconds: float = 60.0):
-        super().__init__(daemon=True)
-        self.port, self.root, self.limit, self.seconds = port, root, limit, seconds
-        self.stopping = threading.Event()
-        self.failures: list[str] = []
-        self.serials: collections.Counter = collections.Counter()
-
-    def run(self) -> None:
-        deadline = time.monotonic() + self.seconds
-        for _ in range(self.limit):
-            if self.stopping.is_set() or time.monotonic() > deadline:
-                return
-            try:
-                code, serial = tls_get(self.port, self.root)
-                self.serials[serial] += 1
-                if code != 200:
-                    self.failures.append(f"HTTP {code}")
-            except (OSError, ValueError) as error:
-                self.failures.append(repr(error))
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping.set()
-        self.join(30)
+    return https_get(port, root, "/whoami", hostname=DOMAIN)
 
 
 def tls_status(dep) -> dict:
     return dep.status()["services"][0]["tls"]
 
 
-def renewed(dep, count: int):
-    """A status predicate: `count` renewal attempts finished."""
-    def check(status):
-        tls = status["services"][0].get("tls") or {}
-        result = (tls.get("last_renewal") or {}).get("result", "")
-        return result not in ("", "running") and dep_attempts(dep) >= count
-    return check
-
-
-def dep_attempts(dep) -> int:
-    metrics = dep.deployctl("metrics", "--name", dep.name).stdout
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.splitlines()
-               if line.startswith("deployctl_acme_renewals_total{"))
-
-
 def test_up_obtains_a_certificate_renews_it_rolling_and_survives_pebble_down(
         deployment, pebble_for, measure):
+    """The replicas run as nobody, who cannot reach the 0700 state directory: they load the
+    certificate from the sealed descriptors the supervisor hands them."""
     http_port = free_port()
     pebble = pebble_for(http_port)
-    dep = deployment(acme_spec(pebble, http_port))
+    dep = deployment(acme_spec(pebble, http_port,
+                               extra='user = "nobody"\ngroup = "nogroup"\nworking_dir = "/"'))
     started = time.monotonic()
     run = dep.up(timeout=120)
     assert run.returncode == 0, run.describe() + dep.diagnostics()
@@ -227,6 +58,10 @@ def test_up_obtains_a_certificate_renews_it_rolling_and_survives_pebble_down(
     assert oct(state.stat().st_mode & 0o777) == "0o700"
     lego_lines = re.findall(r" acme (?:out|err) \| (.*)", dep.service_log("web"))
     assert any("Server responded with a certificate" in line for line in lego_lines), lego_lines
+    for pid in dep.replica_pids().values():
+        assert os.stat(f"/proc/{pid}").st_uid == 65534
+        assert os.readlink(f"/proc/{pid}/fd/6").startswith("/memfd:deployctl-tls")  # cert
+        assert os.readlink(f"/proc/{pid}/fd/7").startswith("/memfd:deployctl-tls")  # key
     metrics = dep.deployctl("metrics", "--name", dep.name).stdout
     assert 'deployctl_certificate_expiry_timestamp_seconds{service="web"}' in metrics, metrics
     assert 'deployctl_acme_renewals_total{service="web",result="ok"} 1' in metrics, metrics
@@ -244,7 +79,7 @@ def test_up_obtains_a_certificate_renews_it_rolling_and_survives_pebble_down(
     old_pids = set(dep.replica_pids().values())
     assert len(old_pids) == 2, dep.last_status
     assert "rolling restart" not in dep.log_text()  # the first certificate rolls nothing
-    with Clients(dep.port, root) as clients:
+    with TlsClientLoop(dep.port, root, hostname=DOMAIN) as clients:
         wait_until(lambda: clients.serials[old_serial] >= 20, 20, "connections before renewal")
         renew_started = time.monotonic()
         run = dep.deployctl("renew", "--name", dep.name)
@@ -296,3 +131,83 @@ def test_up_fails_clearly_and_starts_nothing_when_the_acme_server_is_down(deploy
     assert "no replica was started" in run.stderr, run.stderr
     assert "web.0 started" not in dep.log_text()
     assert not (dep.state_dir / "acme" / "certificates" / f"{DOMAIN}.crt").exists()
+
+
+def test_reload_obtains_the_certificate_before_applying_and_a_failure_changes_nothing(
+        deployment, pebble_for, measure):
+    """A reload that adds [tls] acme waits for lego (and starts the HTTP-01 listener) before
+    any replica loads the certificate; a reload to new domains while the ACME server is down
+    is refused and what runs keeps serving."""
+    http_port = free_port()
+    pebble = pebble_for(http_port)
+    acme = acme_spec(pebble, http_port)
+    plain = acme[:acme.index("[services.web.tls]")]
+    dep = deployment(plain)
+    assert dep.up().returncode == 0
+    dep.wait_for(lambda s: all_ready(s, 2), timeout=30, what="2 ready plain-HTTP replicas")
+    assert dep.status()["services"][0].get("tls") is None
+
+    dep.write_spec(acme)
+    started = time.monotonic()
+    run = dep.deployctl("reload", str(dep.spec_path), timeout=120)
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    reloaded_in = time.monotonic() - started
+    status = dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done",
+                          timeout=60, what="2 ready HTTPS replicas")
+    assert status["services"][0]["tls"]["last_renewal"]["result"].startswith("ok: ")
+    root = pebble.issuing_root()
+    code, serial = tls_get(dep.port, root)
+    assert code == 200
+    log = dep.log_text()
+    assert log.index("acme: new certificate installed") < log.index("reload: "), log
+    assert "rolling restart" not in log  # the reload's own rollout, no second one for the file
+    conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=5)
+    conn.request("GET", "/x?y=1", headers={"Host": DOMAIN})
+    response = conn.getresponse()
+    assert (response.status, response.getheader("Location")) == (
+        308, f"https://{DOMAIN}:{dep.port}/x?y=1")
+    conn.close()
+
+    # New domains: a certificate for them first, then the replicas roll onto it.
+    pids = dep.replica_pids()
+    dep.write_spec(acme.replace(f'["{DOMAIN}"]', f'["www.{DOMAIN}"]'))
+    run = dep.deployctl("reload", str(dep.spec_path), timeout=120)
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done"
+                 and not set(pids.values()) & {r["pid"] for r in s["services"][0]["replicas"]},
+                 timeout=60, what="every replica on the new certificate")
+    code, serial = https_get(dep.port, root, "/", hostname=f"www.{DOMAIN}")
+    assert code == 200
+
+    # Back to the first name with the ACME server down: refused, nothing changes (a changed
+    # name always gets a new certificate, even where an older one is stored).
+    pids = dep.replica_pids()
+    pebble.stop()
+    dep.write_spec(acme)
+    refused = dep.deployctl("reload", str(dep.spec_path), timeout=200)
+    assert refused.returncode == 1, refused.describe()
+    assert "reload refused: web: no certificate could be obtained: error: lego failed" in \
+        refused.stderr and "nothing was changed" in refused.stderr, refused.stderr
+    assert dep.replica_pids() == pids
+    assert https_get(dep.port, root, "/", hostname=f"www.{DOMAIN}") == (200, serial)
+    assert dep.status()["services"][0]["tls"]["cert"].endswith(f"/www.{DOMAIN}.crt")
+    conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=5)
+    conn.request("GET", "/", headers={"Host": DOMAIN})
+    assert conn.getresponse().status == 308  # the running listener still answers
+    conn.close()
+
+    # Without [tls] again: applied without the ACME server; the HTTP-01 listener stops.
+    dep.write_spec(plain)
+    run = dep.deployctl("reload", str(dep.spec_path), timeout=60)
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    wait_until(lambda: not port_open(http_port), 10, "the HTTP-01 listener gone")
+    assert "web: acme: no longer in the spec" in dep.log_text()
+    measure(f"acme reload: certificate obtained and applied in {reloaded_in:.1f}s")
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False

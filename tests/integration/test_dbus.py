@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import (all_replicas, assert_gone, is_alive, service_by_name, source_dir,
+from acme_pebble import acme_spec, needs_pebble, pebble_for, renewed  # noqa: F401 (a fixture)
+from harness import (all_replicas, assert_gone, free_port, is_alive, service_by_name, source_dir,
                      wait_until)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -279,6 +280,32 @@ def test_errors_keep_the_message_and_name_the_exit_code(deployment, bus):
     assert dep.replica_pids().keys() == {"web.0", "web.1"}
 
 
+@needs_pebble
+def test_renew_requests_a_certificate_now_from_pebble(deployment, bus, pebble_for):
+    http_port = free_port()
+    pebble = pebble_for(http_port)
+    dep = deployment(acme_spec(pebble, http_port, replicas=1))
+    api = on_bus(dep, bus)
+    assert dep.up(timeout=120).returncode == 0
+    dep.wait_for(renewed(dep, 1), timeout=10, what="the certificate issued at up")
+    assert api.ok("Renew", "as", "0") == [["web"]]  # none named: every acme service
+    status = dep.wait_for(renewed(dep, 2), timeout=60, what="the renewal D-Bus asked for")
+    assert status["services"][0]["tls"]["last_renewal"]["result"].startswith("ok: ")
+    assert api.ok("Renew", "as", "1", "web") == [["web"]]
+    dep.wait_for(renewed(dep, 3), timeout=60, what="the renewal of the named service")
+    error = api.error_of("Renew", ["['nope']"])
+    assert "org.deployctl.Supervisor1.Error.InvalidArguments: service 'nope' has no" in error
+
+
+def test_renew_without_acme_services_is_invalid_arguments(deployment, bus):
+    dep = deployment(TWO_SERVERS)
+    api = on_bus(dep, bus)
+    assert dep.up().returncode == 0
+    error = api.error_of("Renew", ["@as []"])
+    assert "org.deployctl.Supervisor1.Error.InvalidArguments: no service of itest has tls.acme" \
+        in error, error
+
+
 def test_restart_replaces_every_replica(deployment, bus):
     dep = deployment(TWO_SERVERS)
     api = on_bus(dep, bus)
@@ -378,7 +405,8 @@ def test_policy_lets_anyone_read_but_only_root_and_the_group_change(deployment, 
     assert json.loads(json.loads(status.stdout)["data"][0])["name"] == "itest"
     assert api.get("ReadyReplicas", user=AS_NOBODY) == 2
     for method, args in (("Scale", ("a{su}", "1", "web", "3")), ("Down", ()),
-                         ("Restart", ("as", "0")), ("Reload", ("s", ""))):
+                         ("Restart", ("as", "0")), ("Reload", ("s", "")),
+                         ("Renew", ("as", "0"))):
         denied = api.call(method, *args, user=AS_NOBODY)
         assert denied.returncode != 0 and "Access denied" in denied.stderr, (method, denied)
     assert dep.status()["services"][0]["desired"] == 2, "a denied call changed the deployment"

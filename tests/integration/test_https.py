@@ -3,32 +3,20 @@ DEPLOYCTL_TLS_CERT/KEY/TICKET_KEY; deploy-server, uvicorn and gunicorn each serv
 supervisor's socket, verified against a CA made in the test. 127.0.0.1 only, waits bounded."""
 from __future__ import annotations
 
-import collections
 import os
 import shutil
 import socket
 import ssl
 import stat
-import threading
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from harness import all_ready, deploy_example, wait_until
-from tls_certs import https_get, make_ca, make_leaf, s_client_verifies, served_serial
-
-ASGI_APP = '''
-import os
-async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    body = (os.environ.get("DEPLOYCTL_SERVICE", "?") + "." +
-            os.environ.get("DEPLOYCTL_REPLICA", "?")).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-'''
+from tls_certs import (ASGI_SERVERS, TlsClientLoop, asgi_spec, https_get, make_ca, make_leaf,
+                       s_client_verifies, served_serial, write_asgi_app)
 
 
 @pytest.fixture
@@ -81,73 +69,13 @@ env = {{ SEEN_CERT = "{{tls_cert}}" }}
     assert os.path.samefile(f"/proc/{pid}/fd/{fd}", ticket)
 
 
-ASGI_SERVERS = {
-    "uvicorn": '"-m", "uvicorn", "app:app", "--fd", "3", '
-               '"--ssl-certfile", "{tls_cert}", "--ssl-keyfile", "{tls_key}"',
-    "gunicorn": '"-m", "gunicorn", "app:app", "--worker-class", "uvicorn.workers.UvicornWorker",'
-                ' "--workers", "1", "--certfile", "{tls_cert}", "--keyfile", "{tls_key}"',
-}
-
-
 @pytest.mark.parametrize("server", sorted(ASGI_SERVERS))
 def test_asgi_server_serves_https_with_placeholders(deployment, pki, server):
-    dep = deployment(f'''
-name = "@NAME@"
-
-[services.web]
-command = ["@PYTHON@", {ASGI_SERVERS[server]}]
-replicas = 2
-listen = ["127.0.0.1:@PORT@"]
-working_dir = "app"
-
-[services.web.health]
-kind = "tcp"
-start_period = "30s"
-
-[services.web.stop]
-signal = "SIGTERM"
-timeout = "10s"
-{tls_section(pki)}''')
-    (dep.dir / "app").mkdir()
-    (dep.dir / "app" / "app.py").write_text(ASGI_APP)
+    dep = deployment(asgi_spec(server, tls_section(pki)))
+    write_asgi_app(dep.dir)
     serve_and_verify(dep, pki, 2)
     code, _ = https_get(dep.port, pki["ca"], "/")
     assert code == 200
-
-
-class TlsClientLoop(threading.Thread):
-    """New verified TLS connections, one GET each, one after the other, until stopped or
-    bounded (count and time). Records failures and the serials served."""
-
-    def __init__(self, port: int, ca: Path, limit: int = 5000, seconds: float = 60.0):
-        super().__init__(daemon=True)
-        self.port, self.ca, self.limit, self.seconds = port, ca, limit, seconds
-        self.stopping = threading.Event()
-        self.failures: list[str] = []
-        self.serials: collections.Counter = collections.Counter()
-        self.last_serial = ""
-
-    def run(self) -> None:
-        deadline = time.monotonic() + self.seconds
-        for _ in range(self.limit):
-            if self.stopping.is_set() or time.monotonic() > deadline:
-                return
-            try:
-                code, serial = https_get(self.port, self.ca, "/whoami")
-                self.serials[serial] += 1
-                self.last_serial = serial
-                if code != 200:
-                    self.failures.append(f"HTTP {code}")
-            except (OSError, ValueError) as error:
-                self.failures.append(repr(error))
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping.set()
-        self.join(30)
 
 
 def replace_atomically(source: Path, target: Path) -> None:
@@ -156,6 +84,38 @@ def replace_atomically(source: Path, target: Path) -> None:
     shutil.copyfile(source, staged)
     os.chmod(staged, 0o600)
     os.rename(staged, target)
+
+
+class Rotation:
+    """The files replaced on disk while a TlsClientLoop runs: waits (bounded) until every replica
+    was replaced, then for `connections` more. Holds the loop, both serials and the time the
+    roll took."""
+
+    def __init__(self, dep, pki, connections: int = 20, timeout: float = 40):
+        self.old_serial = served_serial(dep.port, pki["ca"])
+        old_pids = set(dep.replica_pids().values())
+        new_cert, new_key = make_leaf(pki["dir"], "next")
+        started = time.monotonic()
+        with TlsClientLoop(dep.port, pki["ca"]) as self.loop:
+            wait_until(lambda: self.loop.serials[self.old_serial] >= connections, 20,
+                       "connections before the change")
+            replace_atomically(new_key, pki["key"])
+            replace_atomically(new_cert, pki["cert"])
+            dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done"
+                         and not old_pids & {r["pid"] for r in s["services"][0]["replicas"]},
+                         timeout=timeout, what="every replica replaced by the rollout")
+            self.seconds = time.monotonic() - started
+            self.new_serial = served_serial(dep.port, pki["ca"])
+            count_then = self.connections()
+            wait_until(lambda: self.connections() >= count_then + connections, 20,
+                       "connections after the roll")
+
+    def connections(self) -> int:
+        return sum(self.loop.serials.values())
+
+    def assert_rolled(self) -> None:
+        assert self.new_serial != self.old_serial
+        assert self.loop.last_serial == self.new_serial
 
 
 def tls_status(dep) -> dict:
@@ -173,31 +133,15 @@ replicas = 2
 listen = ["127.0.0.1:@PORT@"]
 {tls_section(pki)}''')
     serve_and_verify(dep, pki, 2)
-    old_serial = served_serial(dep.port, pki["ca"])
-    old_pids = set(dep.replica_pids().values())
     before = tls_status(dep)
     assert before["source"] == "file" and before["subject"] == "CN=localhost"
     assert before["issuer"] == "CN=deployctl test CA" and before["days_left"] in (1, 2)
-    new_cert, new_key = make_leaf(pki["dir"], "next")
-    started = time.monotonic()
-    with TlsClientLoop(dep.port, pki["ca"]) as loop:
-        wait_until(lambda: loop.serials[old_serial] >= 20, 20, "connections before the change")
-        replace_atomically(new_key, pki["key"])
-        replace_atomically(new_cert, pki["cert"])
-        dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done"
-                     and not old_pids & {r["pid"] for r in s["services"][0]["replicas"]},
-                     timeout=40, what="every replica replaced by the rollout")
-        rolled = time.monotonic() - started
-        new_serial = served_serial(dep.port, pki["ca"])
-        count_then = sum(loop.serials.values())
-        wait_until(lambda: sum(loop.serials.values()) >= count_then + 20, 20,
-                   "connections after the roll")
-    total = sum(loop.serials.values())
-    measure(f"certificate rotation: {total} TLS connections, {len(loop.failures)} failed, "
-            f"rolled in {rolled:.1f}s; serials {dict(loop.serials)}")
-    assert loop.failures == [], loop.failures[:5]
-    assert new_serial != old_serial
-    assert loop.last_serial == new_serial
+    rotation = Rotation(dep, pki)
+    measure(f"certificate rotation: {rotation.connections()} TLS connections, "
+            f"{len(rotation.loop.failures)} failed, rolled in {rotation.seconds:.1f}s; "
+            f"serials {dict(rotation.loop.serials)}")
+    assert rotation.loop.failures == [], rotation.loop.failures[:5]
+    rotation.assert_rolled()
     assert "new certificate: rolling restart of 2 replicas" in dep.log_text()
     after = tls_status(dep)
     assert after["last_renewal"]["result"] == "ok: rolled out"
@@ -286,41 +230,12 @@ key = "KEY"
 @pytest.mark.parametrize("server", sorted(ASGI_SERVERS))
 def test_asgi_replicas_roll_onto_replaced_files_losing_only_uvicorns_unread_connections(deployment, pki,
                                                                              server, measure):
-    dep = deployment(f'''
-name = "@NAME@"
-
-[services.web]
-command = ["@PYTHON@", {ASGI_SERVERS[server]}]
-replicas = 2
-listen = ["127.0.0.1:@PORT@"]
-working_dir = "app"
-
-[services.web.health]
-kind = "tcp"
-start_period = "30s"
-
-[services.web.stop]
-signal = "SIGTERM"
-timeout = "10s"
-{tls_section(pki)}''')
-    (dep.dir / "app").mkdir()
-    (dep.dir / "app" / "app.py").write_text(ASGI_APP)
+    dep = deployment(asgi_spec(server, tls_section(pki)))
+    write_asgi_app(dep.dir)
     serve_and_verify(dep, pki, 2)
-    old_serial = served_serial(dep.port, pki["ca"])
-    old_pids = set(dep.replica_pids().values())
-    new_cert, new_key = make_leaf(pki["dir"], "next")
-    with TlsClientLoop(dep.port, pki["ca"]) as loop:
-        wait_until(lambda: loop.serials[old_serial] >= 10, 20, "connections before the change")
-        replace_atomically(new_key, pki["key"])
-        replace_atomically(new_cert, pki["cert"])
-        dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done"
-                     and not old_pids & {r["pid"] for r in s["services"][0]["replicas"]},
-                     timeout=60, what="every replica replaced by the rollout")
-        new_serial = served_serial(dep.port, pki["ca"])
-        count_then = sum(loop.serials.values())
-        wait_until(lambda: sum(loop.serials.values()) >= count_then + 10, 20,
-                   "connections after the roll")
-    measure(f"{server} certificate rotation: {sum(loop.serials.values())} TLS connections, "
+    rotation = Rotation(dep, pki, connections=10, timeout=60)
+    loop = rotation.loop
+    measure(f"{server} certificate rotation: {rotation.connections()} TLS connections, "
             f"{len(loop.failures)} failed")
     # uvicorn (alone or as gunicorn's UvicornWorker), stopping, closes connections it has
     # accepted (TLS handshake done) but whose request it has not read yet: the client sees the
@@ -331,7 +246,7 @@ timeout = "10s"
     unanswered = [f for f in loop.failures if f == "HTTP 0"]
     assert len(unanswered) <= allowed, loop.failures[:5]
     assert [f for f in loop.failures if f != "HTTP 0"] == [], loop.failures[:5]
-    assert new_serial != old_serial and loop.last_serial == new_serial
+    rotation.assert_rolled()
 
 
 def test_sessions_resume_on_any_replica_through_the_shared_ticket_key(deployment, pki):
@@ -366,3 +281,102 @@ listen = ["127.0.0.1:@PORT@"]
         replicas.add(body.split(b"\r\n\r\n", 1)[1][:40])
     assert len(replicas) == 2, replicas
     assert resumed == tries
+
+
+def replica_environ(pid: int) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in
+                Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+
+
+OTHER_USER = 'user = "nobody"\ngroup = "nogroup"'
+
+
+def assert_nobody_loads_from_descriptors(dep, pki) -> None:
+    """Every replica runs as nobody, cannot open the pair by path (pytest's tmp dir is 0700,
+    the key 0600 root), and was handed it as sealed descriptors instead."""
+    blocked = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              "cat", str(pki["key"])], capture_output=True, timeout=10)
+    assert blocked.returncode != 0, "nobody can read the key by path: the test proves nothing"
+    for pid in dep.replica_pids().values():
+        assert os.stat(f"/proc/{pid}").st_uid == 65534
+        environ = replica_environ(pid)
+        for variable in ("DEPLOYCTL_TLS_CERT", "DEPLOYCTL_TLS_KEY"):
+            path = environ[variable]
+            assert path.startswith("/proc/self/fd/"), environ
+            fd = path.rsplit("/", 1)[1]
+            assert os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:deployctl-tls")
+            info = os.stat(f"/proc/{pid}/fd/{fd}")
+            assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o400, 65534)
+        assert environ["SEEN_KEY"] == environ["DEPLOYCTL_TLS_KEY"]
+
+
+@pytest.mark.parametrize("server", ["deploy-server", *sorted(ASGI_SERVERS)])
+def test_replicas_of_another_user_serve_https_from_files_they_cannot_open(deployment, pki,
+                                                                         server):
+    extra = f'{OTHER_USER}\nenv = {{ SEEN_KEY = "{{tls_key}}" }}'
+    if server == "deploy-server":
+        dep = deployment(f'''
+name = "@NAME@"
+
+[services.web]
+command = @SERVER_COMMAND@
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+working_dir = "/"
+{extra}
+{tls_section(pki)}''')
+    else:
+        dep = deployment(asgi_spec(server, tls_section(pki), extra))
+        write_asgi_app(dep.dir)
+        os.chmod(dep.dir, 0o711)  # nobody reaches app/ (the state directory stays 0700)
+    serve_and_verify(dep, pki, 2)
+    assert_nobody_loads_from_descriptors(dep, pki)
+
+
+def test_replicas_of_another_user_roll_onto_replaced_files_with_zero_failures(deployment, pki,
+                                                                            measure):
+    dep = deployment(f'''
+name = "@NAME@"
+
+[services.web]
+command = @SERVER_COMMAND@
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+working_dir = "/"
+{OTHER_USER}
+env = {{ SEEN_KEY = "{{tls_key}}" }}
+{tls_section(pki)}''')
+    serve_and_verify(dep, pki, 2)
+    rotation = Rotation(dep, pki)
+    measure(f"rotation, replicas as nobody: {rotation.connections()} TLS connections, "
+            f"{len(rotation.loop.failures)} failed")
+    assert rotation.loop.failures == [], rotation.loop.failures[:5]
+    rotation.assert_rolled()
+    assert_nobody_loads_from_descriptors(dep, pki)
+
+
+def test_an_exec_probe_of_another_users_replica_reads_the_files(deployment, pki):
+    """The probe runs as the supervisor without the replica's descriptors: both its
+    placeholders and DEPLOYCTL_TLS_CERT/KEY name the files. The replica is ready only once a
+    probe passed."""
+    dep = deployment(f'''
+name = "@NAME@"
+
+[services.web]
+command = ["/bin/sh", "-c", "exec sleep 300"]
+replicas = 1
+listen = ["127.0.0.1:@PORT@"]
+working_dir = "/"
+{OTHER_USER}
+
+[services.web.health]
+kind = "exec"
+command = ["/bin/sh", "-c", "test -r \\"$DEPLOYCTL_TLS_KEY\\" && test -r \\"$DEPLOYCTL_TLS_CERT\\" && test -r {{tls_key}}"]
+interval = "1s"
+
+[services.web.stop]
+timeout = "1s"
+{tls_section(pki)}''')
+    run = dep.up(timeout=60)
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    dep.wait_for(lambda s: all_ready(s, 1), timeout=20, what="the replica ready by its probe")

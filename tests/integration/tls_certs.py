@@ -1,11 +1,15 @@
 """Certificates for the HTTPS tests, made with the openssl CLI: one test CA per call of
-make_ca(), leaf certificates for localhost/127.0.0.1 signed by it, each with a new serial."""
+make_ca(), leaf certificates for localhost/127.0.0.1 signed by it, each with a new serial.
+Also what the HTTPS and ACME tests share: TLS clients and the ASGI app and service."""
 from __future__ import annotations
 
+import collections
 import os
 import socket
 import ssl
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 TIMEOUT = 20
@@ -48,13 +52,15 @@ def served_serial(port: int, ca: Path, timeout: float = 5.0) -> str:
             return tls.getpeercert()["serialNumber"]
 
 
-def https_get(port: int, ca: Path, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
-    """One HTTP/1.1 GET over a new verified TLS connection: (status, serial served)."""
+def https_get(port: int, ca: Path, path: str = "/", timeout: float = 5.0,
+              hostname: str = "localhost") -> tuple[int, str]:
+    """One HTTP/1.1 GET over a new TLS connection to 127.0.0.1:port, verified against ca as
+    hostname: (status, serial served)."""
     context = ssl.create_default_context(cafile=str(ca))
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+        with context.wrap_socket(raw, server_hostname=hostname) as tls:
             serial = tls.getpeercert()["serialNumber"]
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n\r\n"
                         .encode())
             data = b""
             while chunk := tls.recv(65536):
@@ -69,3 +75,91 @@ def s_client_verifies(port: int, ca: Path) -> subprocess.CompletedProcess:
         ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
          "-verify_return_error", "-verify_hostname", "localhost", "-CAfile", str(ca),
          "-brief"], input="", capture_output=True, text=True, timeout=TIMEOUT)
+
+
+class TlsClientLoop(threading.Thread):
+    """New verified TLS connections, one GET /whoami each, one after the other, until stopped
+    or bounded (count and time). Records failures and the serials served."""
+
+    def __init__(self, port: int, ca: Path, hostname: str = "localhost", limit: int = 5000,
+                 seconds: float = 60.0):
+        super().__init__(daemon=True)
+        self.port, self.ca, self.hostname = port, ca, hostname
+        self.limit, self.seconds = limit, seconds
+        self.stopping = threading.Event()
+        self.failures: list[str] = []
+        self.serials: collections.Counter = collections.Counter()
+        self.last_serial = ""
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        for _ in range(self.limit):
+            if self.stopping.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                code, serial = https_get(self.port, self.ca, "/whoami", hostname=self.hostname)
+                self.serials[serial] += 1
+                self.last_serial = serial
+                if code != 200:
+                    self.failures.append(f"HTTP {code}")
+            except (OSError, ValueError) as error:
+                self.failures.append(repr(error))
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.join(30)
+
+
+ASGI_APP = '''
+import os
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = (os.environ.get("DEPLOYCTL_SERVICE", "?") + "." +
+            os.environ.get("DEPLOYCTL_REPLICA", "?")).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+# The command arguments (after @PYTHON@) of each ASGI server, loading {tls_cert}/{tls_key}.
+ASGI_SERVERS = {
+    "uvicorn": '"-m", "uvicorn", "app:app", "--fd", "3", '
+               '"--ssl-certfile", "{tls_cert}", "--ssl-keyfile", "{tls_key}"',
+    "gunicorn": '"-m", "gunicorn", "app:app", "--worker-class", "uvicorn.workers.UvicornWorker",'
+                ' "--workers", "1", "--certfile", "{tls_cert}", "--keyfile", "{tls_key}"',
+}
+
+
+def asgi_spec(server: str, tls_section: str, extra: str = "") -> str:
+    """A deployment spec (harness placeholders) of service `web`: 2 replicas of `server`
+    serving ASGI_APP from the spec's app/ directory (write_asgi_app) with `tls_section`;
+    `extra` lines go into [services.web]."""
+    return f'''
+name = "@NAME@"
+
+[services.web]
+command = ["@PYTHON@", {ASGI_SERVERS[server]}]
+replicas = 2
+listen = ["127.0.0.1:@PORT@"]
+working_dir = "app"
+{extra}
+
+[services.web.health]
+kind = "tcp"
+start_period = "30s"
+
+[services.web.stop]
+signal = "SIGTERM"
+timeout = "10s"
+{tls_section}'''
+
+
+def write_asgi_app(directory: Path) -> None:
+    """directory/app/app.py: ASGI_APP, readable by every user."""
+    (directory / "app").mkdir(mode=0o755)
+    (directory / "app" / "app.py").write_text(ASGI_APP)

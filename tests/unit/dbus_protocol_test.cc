@@ -40,6 +40,8 @@ TEST_CASE("dbus: calls become the requests the CLI sends") {
   CHECK(json::dump(dbus::restart_request({"web"})) == R"({"command":"restart","services":["web"]})");
   CHECK(json::dump(dbus::restart_request({})) == R"({"command":"restart","services":[]})");
   CHECK(json::dump(dbus::reload_request("")) == R"({"command":"reload","file":""})");
+  CHECK(json::dump(dbus::renew_request({"web"})) == R"({"command":"renew","services":["web"]})");
+  CHECK(json::dump(dbus::renew_request({})) == R"({"command":"renew","services":[]})");
 }
 
 TEST_CASE("dbus: error responses become D-Bus errors with the same message") {
