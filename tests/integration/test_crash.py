@@ -13,6 +13,8 @@ from harness import (all_replicas, client_loops, deploy_example, deployctl_bin, 
                      free_port, is_alive, replaced, server_bin, source_dir, summaries, toml_array,
                      wait_gone, wait_until)
 from systemd_ns import SystemdNamespace
+from test_reuseport import (DEPLOY_SERVER, answering_replicas, down_leaves_nothing, listeners,
+                            roll_and_scale_under_load)
 
 # Under the sanitizers, LeakSanitizer's exit-time check in a replica that gets its stop signal
 # and then SIGCONT/SIGKILL from the leftovers path can hang or outlive the kill with the
@@ -140,6 +142,40 @@ def test_kill_9_of_the_supervisor_under_load_is_adopted(deployment, measure):
     down = dep.down()
     assert down.returncode == 0, down.describe()
     assert wait_gone([new_keeper, *pids.values()], 5) == []
+
+
+def test_kill_9_with_per_replica_sockets_is_adopted_and_steered(deployment, measure):
+    """The fd keeper holds each replica's own socket too, STATE/adopt.json the kernel's group
+    order: the new `up` adopts the same pids with 0 failed requests, and then steers (a rolling
+    restart, scale down and up) with 0 failed requests."""
+    dep = deployment(DEPLOY_SERVER.replace("@SERVER@", server_bin()), name="crashpr")
+    assert dep.up().returncode == 0
+    dep.wait_for(lambda s: all_replicas(s) and all(r["state"] == "ready"
+                                                   for r in all_replicas(s)), what="ready")
+    record = json.loads((dep.state_dir / "adopt.json").read_text())
+    assert len(record["replica_sockets"]["web"][f"127.0.0.1:{dep.port}"]) == 4, record
+    with client_loops(dep.port, [("/whoami",)] * CLIENTS) as loops:
+        pids, keeper = kill_supervisor(dep)
+        for loop in loops:
+            loop.wait_for_successes(loop.successes + 20, 10)
+        adopt(dep, pids, measure, "deploy-server x4 per-replica")
+        assert listeners(dep.port) == 4, "the adopted sockets, none bound again"
+        for loop in loops:
+            loop.wait_for_successes(loop.successes + 20, 10)
+        adopted_failures = failures_by_kind(loops)
+        restart = roll_and_scale_under_load(dep, loops)
+    assert adopted_failures == {}, summaries(loops)
+    assert failures_by_kind(loops) == {}, summaries(loops)
+    assert "queued connection(s)" not in dep.log_text(), dep.diagnostics()
+    measure(f"per-replica after adoption: rolling restart {restart:.1f} s and scale 4->2->4, "
+            f"{sum(loop.successes for loop in loops)} requests through crash + steps, 0 failed")
+    assert wait_gone([keeper], 5) == []
+    ids = set(dep.replica_pids())  # a rollout renames replicas (web.4...)
+    assert len(ids) == 4 and answering_replicas(dep.port, ids) == ids
+    new_keeper = keeper_pid(dep)
+    dep.track_pid(new_keeper, "fd keeper")
+    down_leaves_nothing(dep)
+    assert wait_gone([new_keeper], 5) == []
 
 
 def test_kill_9_of_a_fastapi_supervisor_is_adopted(deployment, measure):
