@@ -199,6 +199,36 @@ def test_kill_9_of_a_fastapi_supervisor_is_adopted(deployment, measure):
     assert wait_gone([new_keeper, *pids.values()], 5) == []
 
 
+def test_kill_9_of_the_quick_start_is_adopted(deployment, measure):
+    """The quick start (quickstart.toml: FastAPI + uvicorn, 4 replicas on per-replica sockets,
+    memory limits, a pre-start step) through a crash of its supervisor, then a rolling restart
+    under the client loops: 0 failed requests."""
+    dep = deploy_example(deployment, "quickstart.toml", {'"127.0.0.1:8000"': '"127.0.0.1:@PORT@"'})
+    assert dep.up(timeout=90).returncode == 0
+    dep.wait_for(lambda s: all_replicas(s) and all(r["state"] == "ready"
+                                                   for r in all_replicas(s)), 60, "4 ready")
+    with client_loops(dep.port, [("/",)] * CLIENTS) as loops:
+        pids, keeper = kill_supervisor(dep)
+        for loop in loops:
+            loop.wait_for_successes(loop.successes + 10, 10)
+        adopt(dep, pids, measure, "quick start (FastAPI/uvicorn x4 per-replica)")
+        assert "migrate" not in dep.log_text().split("adopted from a crashed supervisor")[-1]
+        started = time.monotonic()
+        restart = dep.deployctl("restart", "web", "-f", str(dep.spec_path), timeout=120)
+        assert restart.returncode == 0, restart.describe()
+        restart_seconds = time.monotonic() - started
+        for loop in loops:
+            loop.wait_for_successes(loop.successes + 10, 20)
+    assert failures_by_kind(loops) == {}, summaries(loops)
+    assert set(dep.replica_pids().values()).isdisjoint(pids.values())
+    measure(f"quick start: crash + adoption + rolling restart ({restart_seconds:.1f} s): "
+            f"{sum(loop.successes for loop in loops)} requests, 0 failed")
+    new_keeper = keeper_pid(dep)
+    dep.track_pid(new_keeper, "fd keeper")
+    down_leaves_nothing(dep)
+    assert wait_gone([keeper, new_keeper], 5) == []
+
+
 def test_without_the_keeper_the_leftovers_are_stopped(deployment):
     dep = deployment(SLEEPERS, name="nokeeper")
     assert dep.up().returncode == 0
