@@ -199,6 +199,28 @@ def test_kill_9_of_a_fastapi_supervisor_is_adopted(deployment, measure):
     assert wait_gone([new_keeper, *pids.values()], 5) == []
 
 
+def test_per_replica_sockets_of_a_refused_adoption_are_closed(deployment):
+    """Another spec: the take-over is refused, the keeper's per-replica sockets are closed with
+    the old replicas and the keeper, so the new replicas' sockets make a new group whose order
+    the new supervisor knows: new connections reach exactly the replicas that run."""
+    dep = deployment(DEPLOY_SERVER.replace("@SERVER@", server_bin()), name="refusedpr")
+    assert dep.up().returncode == 0
+    pids, keeper = kill_supervisor(dep)
+    dep.write_spec(dep.spec_path.read_text().replace("replicas = 4", "replicas = 3"))
+    run = dep.up()
+    assert run.returncode == 0, run.describe()
+    assert "cannot adopt the replicas of the crashed supervisor: the spec differs" in run.stderr, \
+        run.describe()
+    assert wait_gone([keeper, *pids.values()], 10) == []
+    dep.wait_for(lambda s: len(all_replicas(s)) == 3 and
+                 all(r["state"] == "ready" for r in all_replicas(s)), 20, "3 ready")
+    assert listeners(dep.port) == 3, "no socket of the old group is left"
+    assert answering_replicas(dep.port, {"web.0", "web.1", "web.2"}) == {"web.0", "web.1", "web.2"}
+    assert dep.scale(web=1).returncode == 0
+    assert answering_replicas(dep.port, {"web.0"}) == {"web.0"}
+    down_leaves_nothing(dep)
+
+
 def test_kill_9_of_the_quick_start_is_adopted(deployment, measure):
     """The quick start (quickstart.toml: FastAPI + uvicorn, 4 replicas on per-replica sockets,
     memory limits, a pre-start step) through a crash of its supervisor, then a rolling restart
