@@ -7,10 +7,11 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 
 from harness import (all_replicas, client_loops, deploy_example, deployctl_bin, failures_by_kind,
-                     free_port, is_alive, replaced, server_bin, source_dir, summaries, toml_array,
+                     free_port, http_get, is_alive, replaced, server_bin, source_dir, summaries, toml_array,
                      wait_gone, wait_until)
 from systemd_ns import SystemdNamespace
 from test_reuseport import (DEPLOY_SERVER, answering_replicas, down_leaves_nothing, listeners,
@@ -197,6 +198,35 @@ def test_kill_9_of_a_fastapi_supervisor_is_adopted(deployment, measure):
     dep.track_pid(new_keeper, "fd keeper")
     assert dep.down().returncode == 0
     assert wait_gone([new_keeper, *pids.values()], 5) == []
+
+
+def test_per_replica_replica_dead_while_unsupervised_serves_its_queue_after_adoption(deployment):
+    """A replica killed while no supervisor runs: its socket stays in the group (the keeper holds
+    it) and keeps its share of new connections, which wait in its backlog; the new `up`
+    restarts the replica on that same socket and it serves them: none fails."""
+    dep = deployment(DEPLOY_SERVER.replace("@SERVER@", server_bin()), name="deadpr")
+    assert dep.up().returncode == 0
+    pids, _keeper = kill_supervisor(dep)
+    os.kill(pids["web.2"], signal.SIGKILL)
+    wait_until(lambda: not is_alive(pids["web.2"]), 5, "web.2's death")
+    results = []
+    clients = [threading.Thread(target=lambda: results.append(http_get(dep.port, "/whoami", 20)))
+               for _ in range(40)]
+    for client in clients:
+        client.start()
+    # Every client connected at once (loopback); the ones steered to web.2's socket wait.
+    wait_until(lambda: len(results) >= 20, 10, "the live replicas' answers")
+    run = dep.up()
+    assert run.returncode == 0 and "adopted" in run.stdout, run.describe()
+    for client in clients:
+        client.join(30)
+    assert len(results) == 40 and [r for r in results if r.failure] == [], results
+    new_pid = dep.replica_pids()["web.2"]
+    assert new_pid != pids["web.2"]
+    served_late = [r for r in results if r.body.startswith(f"web.2 {new_pid}")]
+    assert served_late, "none was steered to the dead replica's socket: the test shows nothing"
+    assert listeners(dep.port) == 4
+    down_leaves_nothing(dep)
 
 
 def test_per_replica_sockets_of_a_refused_adoption_are_closed(deployment):
