@@ -33,6 +33,16 @@ GroupOrder order_after_close(GroupOrder order, std::uint64_t owner) {
   return order;
 }
 
+GroupOrder recovered_order(const GroupOrder& recorded, const std::vector<std::uint64_t>& open) {
+  GroupOrder order = recorded;
+  for (const std::uint64_t owner : recorded) {
+    if (std::find(open.begin(), open.end(), owner) == open.end()) {
+      order = order_after_close(std::move(order), owner);
+    }
+  }
+  return order;
+}
+
 std::vector<std::uint32_t> steer_indices(const GroupOrder& order,
                                          const std::vector<std::uint64_t>& active) {
   std::vector<std::uint32_t> indices;

@@ -38,6 +38,13 @@ using GroupOrder = std::vector<std::uint64_t>;
 // `owner` is not in the group.
 GroupOrder order_after_close(GroupOrder order, std::uint64_t owner);
 
+// The group's order after a supervisor that recorded `recorded` died or re-executed, given the
+// owners whose sockets are still open (`open`, e.g. what the fd keeper handed back): every
+// recorded owner not open is taken as closed, in recorded order (exact when at most one is
+// missing; a crash between two closes and the next record can leave more). Owners open but
+// not recorded are not in the result: they were appended last, so the rest keep their indices.
+GroupOrder recovered_order(const GroupOrder& recorded, const std::vector<std::uint64_t>& open);
+
 // The group indices of `active`'s sockets, ascending; owners not in the group are skipped.
 std::vector<std::uint32_t> steer_indices(const GroupOrder& order,
                                          const std::vector<std::uint64_t>& active);

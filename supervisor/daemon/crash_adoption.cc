@@ -4,11 +4,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <set>
 
 #include "deployment_state_json.h"
 #include "leftovers.h"
 #include "read_file.h"
+#include "steering.h"
 
 namespace deployctl {
 
@@ -41,6 +43,52 @@ std::string listen_fd_name(const std::string& service, std::size_t index) {
 std::string channel_fd_name(std::uint64_t serial, const char* channel) {
   return std::to_string(serial) + " " + channel;
 }
+
+std::string replica_socket_fd_name(std::uint64_t serial, const std::string& address) {
+  return std::to_string(serial) + " socket " + address;
+}
+
+namespace {
+
+// Takes the per-replica sockets of `address` out of `fds`: the recorded order, less the
+// sockets the keeper no longer held (closed after the record), then any not recorded.
+std::vector<CarriedSocket> take_group(HandedFds& fds, const std::vector<CarriedSocket>& recorded,
+                                      const std::string& address) {
+  const std::string suffix = " socket " + address;
+  std::map<std::uint64_t, int> handed;
+  for (auto it = fds.begin(); it != fds.end();) {
+    const auto& name = it->first;
+    const auto space = name.find(' ');
+    if (!name.ends_with(suffix) || name.size() != space + suffix.size()) {
+      ++it;
+      continue;
+    }
+    handed[std::strtoull(name.c_str(), nullptr, 10)] = it->second;
+    it = fds.erase(it);
+  }
+  GroupOrder order, still_open;
+  for (const auto& socket : recorded) order.push_back(socket.owner);
+  for (const auto& [owner, fd] : handed) still_open.push_back(owner);
+  std::vector<CarriedSocket> group;
+  for (std::uint64_t owner : recovered_order(order, still_open)) {
+    group.push_back({owner, handed.at(owner)});
+    handed.erase(owner);
+  }
+  for (const auto& [owner, fd] : handed) group.push_back({owner, fd});
+  return group;
+}
+
+const std::vector<CarriedSocket>& recorded_group(const CarriedGroups& recorded,
+                                                 const std::string& service,
+                                                 const std::string& address) {
+  static const std::vector<CarriedSocket> none;
+  const auto in_service = recorded.find(service);
+  if (in_service == recorded.end()) return none;
+  const auto group = in_service->second.find(address);
+  return group == in_service->second.end() ? none : group->second;
+}
+
+}  // namespace
 
 std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std::string* why_not) {
   why_not->clear();
@@ -75,6 +123,11 @@ std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std
   auto give_up = [&adoption, why_not](std::string why) -> std::optional<Adoption> {
     for (auto& [name, fd] : adoption.fds) close(fd);
     for (auto& [name, sockets] : adoption.listen) close_listen_sockets(sockets);
+    for (auto& [service, groups] : adoption.replica_sockets) {
+      for (auto& [address, sockets] : groups) {
+        for (auto& socket : sockets) close(socket.fd);
+      }
+    }
     *why_not = std::move(why);
     return std::nullopt;
   };
@@ -92,11 +145,6 @@ std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std
   const bool same_spec =
       adoption.record.spec.name == spec.name && adoption.record.spec.services == spec.services;
   for (const auto& service : spec.services) {
-    if (service.sockets == SocketMode::per_replica) {  // the keeper holds shared sockets only
-      return give_up("service " + service.name +
-                     " has sockets = \"per-replica\", which a take-over after a crash does not "
-                     "carry yet");
-    }
     if (service.tls && service.tls->acme) {  // nor the ACME jobs and their HTTP-01 listener
       return give_up("service " + service.name +
                      " gets its certificate by ACME, which a take-over after a crash does not "
@@ -105,7 +153,16 @@ std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std
   }
   adoption.plan = plan_adoption(adoption.record.core, same_spec, alive);
   if (!adoption.plan.adopt) return give_up(adoption.plan.refusal);
+  const CarriedGroups recorded =
+      carried_groups_from_json(json::get(adoption.record.doc, "replica_sockets"));
   for (const auto& service : spec.services) {
+    if (service.sockets == SocketMode::per_replica) {
+      for (const auto& address : service.listen) {
+        adoption.replica_sockets[service.name][address.text] = take_group(
+            adoption.fds, recorded_group(recorded, service.name, address.text), address.text);
+      }
+      continue;  // no shared socket
+    }
     for (std::size_t i = 0; i < service.listen.size(); ++i) {
       auto it = adoption.fds.find(listen_fd_name(service.name, i));
       if (it == adoption.fds.end()) {

@@ -16,6 +16,7 @@
 #include "fd_keeper.h"
 #include "listen_sockets.h"
 #include "paths.h"
+#include "replica_sockets.h"
 #include "spec.h"
 #include "upgrade.h"
 
@@ -28,6 +29,8 @@ std::string adoption_record_path(const std::string& state_dir);  // STATE/adopt.
 // The names fds are kept under: "listen web 0", "7 control" (replica serial 7), "7 out", ...
 std::string listen_fd_name(const std::string& service, std::size_t index);
 std::string channel_fd_name(std::uint64_t serial, const char* channel);
+// A per-replica socket: "7 socket 127.0.0.1:8000".
+std::string replica_socket_fd_name(std::uint64_t serial, const std::string& address);
 
 // What a new supervisor resumes from.
 struct Adoption {
@@ -35,6 +38,7 @@ struct Adoption {
   AdoptionPlan plan;
   std::map<std::string, std::vector<ListenSocket>> listen;  // the spec's, from the keeper
   HandedFds fds;  // the adopted replicas' channels (owned until the supervisor takes them)
+  CarriedGroups replica_sockets;  // from the keeper, in recovered group order (steering.h)
 };
 
 // With the deployment's lock held, before anything is bound: the adoption of the replicas a

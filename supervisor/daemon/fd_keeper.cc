@@ -22,8 +22,9 @@ namespace deployctl {
 
 namespace {
 
-// A message: one text line ("A name", "D name", "P name pid", "Q"; handing over: "F name",
-// "E"; confirming: "T") and at most one fd.
+// A message: one text line ("A name", "D name", "P name pid", "Q"; "R name": drop it and
+// answer "R name" once closed; handing over: "F name", "E"; confirming: "T") and at most one
+// fd.
 constexpr std::size_t kMaxMessage = 512;
 constexpr std::chrono::milliseconds kPeerTimeout{2000};
 
@@ -130,6 +131,10 @@ bool hold(int supervisor, Held& held) {
     } else {
       if (fd >= 0) close(fd);
       if (line.starts_with("D ")) held.drop(name);
+      if (line.starts_with("R ")) {  // closed before the answer: the caller relies on it
+        held.drop(name);
+        send_message(supervisor, std::string(line), -1);
+      }
     }
   }
 }
@@ -289,6 +294,17 @@ bool FdKeeper::sync(const std::map<std::string, int>& fds,
     if (auto it = watched_.find(name); it != watched_.end() && it->second == pid) continue;
     if (send("P " + name + " " + std::to_string(pid))) watched_[name] = pid;
   }
+  return !broken_;
+}
+
+bool FdKeeper::drop_now(const std::string& name) {
+  held_.erase(name);  // asked even if not in held_: an adopted keeper holds what it was sent
+  const std::string message = "R " + name;
+  if (!send(message)) return false;
+  int fd = -1;  // the keeper sends nothing else; a timeout (1 s) counts as unreachable
+  auto answer = receive_message(fd_, &fd);
+  if (fd >= 0) close(fd);
+  if (!answer || *answer != message) broken_ = true;
   return !broken_;
 }
 

@@ -46,6 +46,11 @@ class FdKeeper {
   // sends what is new or now refers to another file (by device and inode), drops what is gone.
   // False once the keeper is unreachable (it died): the supervisor runs on, unprotected.
   bool sync(const std::map<std::string, int>& fds, const std::map<std::string, pid_t>& pids);
+  // Makes the keeper close its copy of `name` now and waits (bounded) until it confirms: for a
+  // socket whose closing must take effect at once (a per-replica socket leaves its reuseport
+  // group only when its last copy closes). True once confirmed (also when it held no such fd);
+  // false once the keeper is unreachable.
+  bool drop_now(const std::string& name);
   // The deployment stopped: the keeper drops everything and exits (waited for, at most 1 s).
   void quit();
 

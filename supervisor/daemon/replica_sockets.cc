@@ -14,6 +14,38 @@
 
 namespace deployctl {
 
+json::Value carried_groups_json(const CarriedGroups& groups, bool with_fds) {
+  json::Value out = json::Value::object();
+  for (const auto& [service, addresses] : groups) {
+    for (const auto& [address, sockets] : addresses) {
+      json::Value list = json::Value::array();
+      for (const auto& socket : sockets) {
+        json::Value entry{{"replica", socket.owner}};
+        if (with_fds) entry["fd"] = socket.fd;
+        list.push_back(std::move(entry));
+      }
+      out[service][address] = std::move(list);
+    }
+  }
+  return out;
+}
+
+CarriedGroups carried_groups_from_json(const json::Value& value) {
+  CarriedGroups groups;
+  for (const auto& [service, addresses] : json::as_object(value)) {
+    for (const auto& [address, sockets] : json::as_object(addresses)) {
+      auto& group = groups[service][address];
+      for (const auto& entry : json::as_array(sockets)) {
+        const auto owner = json::as_int(json::get(entry, "replica"), -1);
+        if (owner <= 0) continue;
+        group.push_back({static_cast<std::uint64_t>(owner),
+                         static_cast<int>(json::as_int(json::get(entry, "fd"), -1))});
+      }
+    }
+  }
+  return groups;
+}
+
 ReplicaSockets::ReplicaSockets(boost::asio::io_context& io, ListenAddress address)
     : io_(io), address_(std::move(address)) {}
 
@@ -47,6 +79,10 @@ int ReplicaSockets::open(std::uint64_t owner, std::string* error) {
     return -1;
   }
   return fd;
+}
+
+void ReplicaSockets::adopt(std::uint64_t owner, int fd) {
+  sockets_.push_back({address_, fd, owner});
 }
 
 bool ReplicaSockets::attach(const std::vector<std::uint64_t>& order,

@@ -14,9 +14,22 @@
 #include <string>
 #include <vector>
 
+#include "json.h"
 #include "listen_sockets.h"
 
 namespace deployctl {
+
+// The per-replica sockets a supervisor hands to its successor: service -> address text ->
+// sockets in group order (fd -1 where only the order is recorded, as in STATE/adopt.json).
+struct CarriedSocket {
+  std::uint64_t owner = 0;
+  int fd = -1;
+};
+using CarriedGroups = std::map<std::string, std::map<std::string, std::vector<CarriedSocket>>>;
+// {"web": {"127.0.0.1:8000": [{"replica": 3, "fd": 12}, ...]}}; "fd" only if `with_fds`.
+json::Value carried_groups_json(const CarriedGroups& groups, bool with_fds);
+// The inverse; malformed entries are skipped.
+CarriedGroups carried_groups_from_json(const json::Value& value);
 
 class ReplicaSockets {
  public:
@@ -34,6 +47,10 @@ class ReplicaSockets {
   // steered to as before: the program sends it nothing until steer() names it). -1 and *error
   // when it cannot be bound.
   int open(std::uint64_t owner, std::string* error);
+  // Takes over `fd`, an open socket of this group, as `owner`'s, after the ones taken so far
+  // (after an upgrade in place or a crash; call in group order). The program attached to the
+  // group keeps working until the next steer() replaces it.
+  void adopt(std::uint64_t owner, int fd);
   // Sends new connections to the sockets of `active` only (owners without a socket are
   // skipped; none: the kernel spreads them over every socket). Returns false with *error.
   bool steer(std::vector<std::uint64_t> active, std::string* error);

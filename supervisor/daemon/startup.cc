@@ -272,7 +272,9 @@ std::optional<std::map<std::string, std::vector<ListenSocket>>> carried_sockets(
   const json::Value& services = json::get(carried.doc, "services");
   for (const auto& service : carried.spec.services) {
     const json::Value& fds = json::get(services, service.name);
-    if (!fds.is_array() || fds.size() != service.listen.size()) {
+    const std::size_t shared =  // per-replica sockets are carried apart ("replica_sockets")
+        service.sockets == SocketMode::per_replica ? 0 : service.listen.size();
+    if (!fds.is_array() || fds.size() != shared) {
       *error = "the listen sockets of " + service.name + " do not match its spec";
       return std::nullopt;
     }

@@ -34,6 +34,7 @@
 #include "probes.h"
 #include "process.h"
 #include "replica_machine.h"
+#include "replica_sockets.h"
 #include "seams.h"
 #include "spec.h"
 #include "upgrade.h"
@@ -134,12 +135,14 @@ class Supervisor {
   bool accepts_itself(const Replica& replica) const;
   // Per-replica sockets (supervisor_replica_sockets.cc): the fds a replica inherits from 3 on,
   // the steering of each group to the core's targets, a quiescing replica's queue watch, and
-  // the release of a retired replica's socket.
+  // the release of a retired replica's socket; carrying them across an upgrade or a crash.
   std::vector<int> listen_fds(const Replica& replica, std::string* error);
   int own_socket(const Replica& replica) const;
   void steer(const std::string& service);
   void steer_away(const ReplicaPtr& replica);
   void release_socket(const Replica& replica);
+  CarriedGroups replica_socket_groups() const;
+  void adopt_replica_sockets(const CarriedGroups& groups);
   ProbeTarget probe_target(const Replica& replica) const;
   void read_output(const ReplicaPtr& replica, OutputPipe& pipe);
   void drain_output(const ReplicaPtr& replica, OutputPipe& pipe);

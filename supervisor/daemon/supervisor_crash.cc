@@ -63,6 +63,11 @@ void Supervisor::sync_keeper() {
     for (std::size_t i = 0; i < service->sockets.size(); ++i) {
       fds[listen_fd_name(name, i)] = service->sockets[i].fd;
     }
+    for (const auto& [text, group] : service->replica_sockets) {
+      for (const auto& socket : group->sockets()) {
+        fds[replica_socket_fd_name(socket.replica, text)] = socket.fd;
+      }
+    }
   }
   for (const auto& [serial, replica] : replicas_) {
     if (replica->pid <= 0) continue;
@@ -117,6 +122,7 @@ void Supervisor::record_adoption(const std::vector<RecordedReplica>& live) {
   doc["spec_path"] = spec_.path;
   doc["spec_text"] = spec_text;
   doc["core"] = to_json(core_.state());
+  doc["replica_sockets"] = carried_groups_json(replica_socket_groups(), false);  // group order
   json::Array replicas;
   for (const auto& recorded : live) {
     for (const auto& [serial, replica] : replicas_) {
@@ -160,6 +166,7 @@ void Supervisor::watch_adopted(const ReplicaPtr& replica) {
 
 bool Supervisor::adopt(Adoption adoption, std::string* error) {
   core_ = Deployment(adoption.plan.state);
+  adopt_replica_sockets(adoption.replica_sockets);
   make_management();
   if (!management_->listen(error)) return false;
   if (!start_metrics(error)) return false;

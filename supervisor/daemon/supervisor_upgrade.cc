@@ -86,11 +86,6 @@ std::string Supervisor::upgrade_refusal() const {
 
 std::string Supervisor::upgrade_unsupported() const {
   for (const auto& service : spec_.services) {
-    if (service.sockets == SocketMode::per_replica) {
-      return "service " + service.name +
-             " has sockets = \"per-replica\", which an upgrade in place does not carry "
-             "(docs/upgrade.md); restart the supervisor instead";
-    }
     if (service.memory.max || service.memory.restart_above) {
       return "service " + service.name +
              " has memory limits, which an upgrade in place does not carry yet (docs/upgrade.md)";
@@ -141,6 +136,14 @@ std::optional<json::Value> Supervisor::upgrade_state(const std::string& binary,
     services[name] = std::move(sockets);
   }
   doc["services"] = std::move(services);
+  const CarriedGroups groups = replica_socket_groups();  // in group order: the steering's key
+  for (const auto& [name, addresses] : groups) {
+    for (const auto& [text, sockets] : addresses) {
+      for (const auto& socket : sockets) fds->push_back(socket.fd);
+    }
+  }
+  doc["replica_sockets"] = carried_groups_json(groups, true);
+  doc["keeper_confirms_drops"] = true;  // FdKeeper::drop_now
   json::Array replicas;
   for (const auto& [serial, replica] : replicas_) {
     if (replica->pid <= 0) continue;
@@ -297,6 +300,7 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   upgrade_.upgrade_error = json::as_string(json::get(doc, "upgrade_error"));
   make_management();
   start_tree_cgroups();  // the same path as before the exec: replicas keep their cgroups
+  adopt_replica_sockets(carried_groups_from_json(json::get(doc, "replica_sockets")));
   if (!management_->adopt(static_cast<int>(json::as_int(json::get(doc, "management_fd"))), error)) {
     return false;
   }
@@ -350,6 +354,10 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   if (const auto keeper = json::as_int(json::get(doc, "keeper_fd"), -1); keeper >= 0) {
     keeper_ = FdKeeper::adopt(static_cast<int>(keeper),
                               static_cast<pid_t>(json::as_int(json::get(doc, "keeper_pid"))));
+    if (!json::as_bool(json::get(doc, "keeper_confirms_drops"))) {
+      keeper_->quit();  // a keeper of an older binary: replaced by one that confirms drops
+      start_keeper();
+    }
   } else {
     start_keeper();  // the previous binary had none
   }
@@ -362,7 +370,8 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   if (std::string metrics_error; !start_metrics(&metrics_error)) {
     spdlog::warn("after the upgrade: {}", metrics_error);  // the old binary's socket closed at exec
   }
-  children_.reap();  // replicas that exited during the exec: restarted by policy
+  children_.reap();   // replicas that exited during the exec: restarted by policy
+  record_replicas();  // the keeper in step at once (an adopted one is sent everything again)
   notify_status();
   return true;
 }

@@ -178,6 +178,11 @@ std::vector<int> carried_fds(const json::Value& doc) {
   for (const auto& [name, sockets] : json::as_object(json::get(doc, "services"))) {
     for (const auto& fd : json::as_array(sockets)) add(fd);
   }
+  for (const auto& [name, addresses] : json::as_object(json::get(doc, "replica_sockets"))) {
+    for (const auto& [address, sockets] : json::as_object(addresses)) {
+      for (const auto& socket : json::as_array(sockets)) add(json::get(socket, "fd"));
+    }
+  }
   for (const auto& replica : json::as_array(json::get(doc, "replicas"))) {
     for (const char* key : {"control_fd", "notify_fd", "out_fd", "err_fd", "pidfd"})
       add(json::get(replica, key));

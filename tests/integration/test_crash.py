@@ -7,12 +7,15 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 
 from harness import (all_replicas, client_loops, deploy_example, deployctl_bin, failures_by_kind,
-                     free_port, is_alive, replaced, server_bin, source_dir, summaries, toml_array,
+                     free_port, http_get, is_alive, replaced, server_bin, source_dir, summaries, toml_array,
                      wait_gone, wait_until)
 from systemd_ns import SystemdNamespace
+from test_reuseport import (DEPLOY_SERVER, answering_replicas, down_leaves_nothing, listeners,
+                            roll_and_scale_under_load)
 
 # Under the sanitizers, LeakSanitizer's exit-time check in a replica that gets its stop signal
 # and then SIGCONT/SIGKILL from the leftovers path can hang or outlive the kill with the
@@ -142,6 +145,40 @@ def test_kill_9_of_the_supervisor_under_load_is_adopted(deployment, measure):
     assert wait_gone([new_keeper, *pids.values()], 5) == []
 
 
+def test_kill_9_with_per_replica_sockets_is_adopted_and_steered(deployment, measure):
+    """The fd keeper holds each replica's own socket too, STATE/adopt.json the kernel's group
+    order: the new `up` adopts the same pids with 0 failed requests, and then steers (a rolling
+    restart, scale down and up) with 0 failed requests."""
+    dep = deployment(DEPLOY_SERVER.replace("@SERVER@", server_bin()), name="crashpr")
+    assert dep.up().returncode == 0
+    dep.wait_for(lambda s: all_replicas(s) and all(r["state"] == "ready"
+                                                   for r in all_replicas(s)), what="ready")
+    record = json.loads((dep.state_dir / "adopt.json").read_text())
+    assert len(record["replica_sockets"]["web"][f"127.0.0.1:{dep.port}"]) == 4, record
+    with client_loops(dep.port, [("/whoami",)] * CLIENTS) as loops:
+        pids, keeper = kill_supervisor(dep)
+        for loop in loops:
+            loop.wait_for_successes(loop.successes + 20, 10)
+        adopt(dep, pids, measure, "deploy-server x4 per-replica")
+        assert listeners(dep.port) == 4, "the adopted sockets, none bound again"
+        for loop in loops:
+            loop.wait_for_successes(loop.successes + 20, 10)
+        adopted_failures = failures_by_kind(loops)
+        restart = roll_and_scale_under_load(dep, loops)
+    assert adopted_failures == {}, summaries(loops)
+    assert failures_by_kind(loops) == {}, summaries(loops)
+    assert "queued connection(s)" not in dep.log_text(), dep.diagnostics()
+    measure(f"per-replica after adoption: rolling restart {restart:.1f} s and scale 4->2->4, "
+            f"{sum(loop.successes for loop in loops)} requests through crash + steps, 0 failed")
+    assert wait_gone([keeper], 5) == []
+    ids = set(dep.replica_pids())  # a rollout renames replicas (web.4...)
+    assert len(ids) == 4 and answering_replicas(dep.port, ids) == ids
+    new_keeper = keeper_pid(dep)
+    dep.track_pid(new_keeper, "fd keeper")
+    down_leaves_nothing(dep)
+    assert wait_gone([new_keeper], 5) == []
+
+
 def test_kill_9_of_a_fastapi_supervisor_is_adopted(deployment, measure):
     dep = deploy_example(deployment, "uvicorn.toml", {'"127.0.0.1:8000"': '"127.0.0.1:@PORT@"',
                                                       "replicas = 3": "replicas = 2"})
@@ -161,6 +198,87 @@ def test_kill_9_of_a_fastapi_supervisor_is_adopted(deployment, measure):
     dep.track_pid(new_keeper, "fd keeper")
     assert dep.down().returncode == 0
     assert wait_gone([new_keeper, *pids.values()], 5) == []
+
+
+def test_per_replica_replica_dead_while_unsupervised_serves_its_queue_after_adoption(deployment):
+    """A replica killed while no supervisor runs: its socket stays in the group (the keeper holds
+    it) and keeps its share of new connections, which wait in its backlog; the new `up`
+    restarts the replica on that same socket and it serves them: none fails."""
+    dep = deployment(DEPLOY_SERVER.replace("@SERVER@", server_bin()), name="deadpr")
+    assert dep.up().returncode == 0
+    pids, _keeper = kill_supervisor(dep)
+    os.kill(pids["web.2"], signal.SIGKILL)
+    wait_until(lambda: not is_alive(pids["web.2"]), 5, "web.2's death")
+    results = []
+    clients = [threading.Thread(target=lambda: results.append(http_get(dep.port, "/whoami", 20)))
+               for _ in range(40)]
+    for client in clients:
+        client.start()
+    # Every client connected at once (loopback); the ones steered to web.2's socket wait.
+    wait_until(lambda: len(results) >= 20, 10, "the live replicas' answers")
+    run = dep.up()
+    assert run.returncode == 0 and "adopted" in run.stdout, run.describe()
+    for client in clients:
+        client.join(30)
+    assert len(results) == 40 and [r for r in results if r.failure] == [], results
+    new_pid = dep.replica_pids()["web.2"]
+    assert new_pid != pids["web.2"]
+    served_late = [r for r in results if r.body.startswith(f"web.2 {new_pid}")]
+    assert served_late, "none was steered to the dead replica's socket: the test shows nothing"
+    assert listeners(dep.port) == 4
+    down_leaves_nothing(dep)
+
+
+def test_per_replica_sockets_of_a_refused_adoption_are_closed(deployment):
+    """Another spec: the take-over is refused, the keeper's per-replica sockets are closed with
+    the old replicas and the keeper, so the new replicas' sockets make a new group whose order
+    the new supervisor knows: new connections reach exactly the replicas that run."""
+    dep = deployment(DEPLOY_SERVER.replace("@SERVER@", server_bin()), name="refusedpr")
+    assert dep.up().returncode == 0
+    pids, keeper = kill_supervisor(dep)
+    dep.write_spec(dep.spec_path.read_text().replace("replicas = 4", "replicas = 3"))
+    run = dep.up()
+    assert run.returncode == 0, run.describe()
+    assert "cannot adopt the replicas of the crashed supervisor: the spec differs" in run.stderr, \
+        run.describe()
+    assert wait_gone([keeper, *pids.values()], 10) == []
+    dep.wait_for(lambda s: len(all_replicas(s)) == 3 and
+                 all(r["state"] == "ready" for r in all_replicas(s)), 20, "3 ready")
+    assert listeners(dep.port) == 3, "no socket of the old group is left"
+    assert answering_replicas(dep.port, {"web.0", "web.1", "web.2"}) == {"web.0", "web.1", "web.2"}
+    assert dep.scale(web=1).returncode == 0
+    assert answering_replicas(dep.port, {"web.0"}) == {"web.0"}
+    down_leaves_nothing(dep)
+
+
+def test_kill_9_of_the_quick_start_is_adopted(deployment, measure):
+    """The quick start (quickstart.toml: FastAPI + uvicorn, 4 replicas on per-replica sockets,
+    memory limits, a pre-start step) through a crash of its supervisor, then a rolling restart
+    under the client loops: 0 failed requests."""
+    dep = deploy_example(deployment, "quickstart.toml", {'"127.0.0.1:8000"': '"127.0.0.1:@PORT@"'})
+    assert dep.up(timeout=90).returncode == 0
+    dep.wait_for(lambda s: all_replicas(s) and all(r["state"] == "ready"
+                                                   for r in all_replicas(s)), 60, "4 ready")
+    with client_loops(dep.port, [("/",)] * CLIENTS) as loops:
+        pids, keeper = kill_supervisor(dep)
+        for loop in loops:
+            loop.wait_for_successes(loop.successes + 10, 10)
+        adopt(dep, pids, measure, "quick start (FastAPI/uvicorn x4 per-replica)")
+        assert "migrate" not in dep.log_text().split("adopted from a crashed supervisor")[-1]
+        started = time.monotonic()
+        restart = dep.deployctl("restart", "web", "-f", str(dep.spec_path), timeout=120)
+        assert restart.returncode == 0, restart.describe()
+        restart_seconds = time.monotonic() - started
+        for loop in loops:
+            loop.wait_for_successes(loop.successes + 10, 20)
+    assert failures_by_kind(loops) == {}, summaries(loops)
+    assert set(dep.replica_pids().values()).isdisjoint(pids.values())
+    measure(f"quick start: crash + adoption + rolling restart ({restart_seconds:.1f} s): "
+            f"{sum(loop.successes for loop in loops)} requests, 0 failed")
+    new_keeper = keeper_pid(dep)
+    dep.track_pid(new_keeper, "fd keeper")
+    down_leaves_nothing(dep)
+    assert wait_gone([keeper, new_keeper], 5) == []
 
 
 def test_without_the_keeper_the_leftovers_are_stopped(deployment):

@@ -11,9 +11,8 @@ import signal
 import socket
 import subprocess
 
-from harness import (ClientLoop, all_ready, deploy_example, deployctl_bin, failures_by_kind,
-                     get_json, replaced, server_bin, summaries, wait_gone, wait_until)
-from test_crash import kill_supervisor
+from harness import (ClientLoop, all_ready, deploy_example, failures_by_kind, get_json, replaced,
+                     server_bin, summaries, wait_until)
 
 START_TIMEOUT = 60
 CLIENTS = 2  # client loops, each a new connection per request
@@ -98,6 +97,29 @@ def restart_under_wrk(dep) -> tuple[dict, int]:
     return errors, int(re.search(r"(\d+) requests in", output)[1])
 
 
+def roll_and_scale_under_load(dep, loops) -> float:
+    """Under running client loops: a rolling restart, then scale 4 -> 2 -> 4. Each step closes
+    sockets in the middle of the kernel's group and re-attaches the steering program: after an
+    upgrade or a crash, only right if the supervisor knows the group's order. Returns the
+    restart's seconds."""
+    def more():
+        for loop in loops:
+            loop.wait_for_successes(loop.successes + 5, 20)
+    before = dep.replica_pids()
+    restart = dep.deployctl("restart", "web", "-f", str(dep.spec_path), timeout=90)
+    assert restart.returncode == 0, restart.describe()
+    assert set(dep.replica_pids().values()).isdisjoint(before.values())
+    more()
+    assert dep.scale(web=2).returncode == 0
+    assert listeners(dep.port) == 2
+    more()
+    assert dep.scale(web=4).returncode == 0
+    dep.wait_for(lambda s: all_ready(s, 4), 30, "4 ready replicas")
+    more()
+    assert listeners(dep.port) == 4
+    return restart.seconds
+
+
 def down_leaves_nothing(dep):
     assert dep.down().returncode == 0
     assert dep.leftovers() == {}
@@ -149,7 +171,8 @@ def answering_replicas(port: int, expected: set[str]) -> set[str]:
 def test_crash_and_scale_keep_the_steering_right(deployment):
     """A replica killed with kill -9 restarts on its own socket; scaling down closes sockets in
     the middle of the kernel's group (the last one moves into the hole) and new connections
-    still reach exactly the replicas that run. An upgrade in place is refused."""
+    still reach exactly the replicas that run. (Across an upgrade in place and a crash of the
+    supervisor: test_upgrade.py, test_crash.py.)"""
     dep = deployment(DEPLOY_SERVER.replace("@SERVER@", server_bin()))
     assert dep.up().returncode == 0
     victim = dep.replica_pids()["web.1"]
@@ -165,24 +188,6 @@ def test_crash_and_scale_keep_the_steering_right(deployment):
     assert answering_replicas(dep.port, {"web.0", "web.1", "web.2"}) == \
         {"web.0", "web.1", "web.2"}
 
-    # An upgrade in place does not carry per-replica sockets yet: refused, nothing changes.
-    run = dep.deployctl("upgrade", "--name", dep.name, "--binary", deployctl_bin(), timeout=40)
-    assert run.returncode == 1, run.describe()  # retrying cannot help: not "busy" (6)
-    assert 'service web has sockets = "per-replica", which an upgrade in place does not carry' \
-        in run.stderr, run.describe()
-    assert dep.status()["supervisor"]["upgrades"] == 0
-
-    # Nor does a take-over after a crash: the next `up` says why, stops what the dead supervisor
-    # left and starts afresh (docs/upgrade.md, "Crash of the supervisor").
-    old_pids, _keeper = kill_supervisor(dep)
-    run = dep.up()
-    assert run.returncode == 0, run.describe()
-    assert 'has sockets = "per-replica", which a take-over after a crash does not carry' \
-        in run.stderr, run.describe()
-    assert wait_gone(old_pids.values(), 10) == [], "the dead supervisor's replicas were stopped"
-    dep.wait_for(lambda s: all_ready(s, 3), what="3 new replicas ready")
-    assert answering_replicas(dep.port, {"web.0", "web.1", "web.2"}) == \
-        {"web.0", "web.1", "web.2"}
     down_leaves_nothing(dep)
 
 

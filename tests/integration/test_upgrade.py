@@ -9,8 +9,11 @@ import signal
 import threading
 import time
 
-from harness import (ClientLoop, all_replicas, deployctl_bin, is_alive, replaced, service_by_name,
+from harness import (ClientLoop, all_ready, all_replicas, client_loops, deployctl_bin,
+                     failures_by_kind, is_alive, replaced, server_bin, service_by_name, summaries,
                      wait_until)
+from test_reuseport import (DEPLOY_SERVER, answering_replicas, down_leaves_nothing, listeners,
+                            roll_and_scale_under_load)
 
 SPEC = """
 name = "@NAME@"
@@ -135,6 +138,38 @@ def test_upgrade_in_place_under_load(deployment, measure):
     os.kill(supervisor, signal.SIGUSR2)
     status = dep.wait_for(lambda s: s["supervisor"]["upgrades"] == 2, what="the SIGUSR2 upgrade")
     assert status["pid"] == supervisor
+
+
+def test_upgrade_carries_per_replica_sockets_and_their_steering(deployment, measure):
+    """Each replica's own SO_REUSEPORT socket and the kernel group's order cross the exec: the
+    same pids serve with 0 failed new connections, and the new binary then steers (a rolling
+    restart, scale down and up) with 0 failed requests."""
+    dep = deployment(DEPLOY_SERVER.replace("@SERVER@", server_bin()), name="uppr")
+    assert dep.up().returncode == 0
+    dep.wait_for(lambda s: all_ready(s, 4), what="4 ready replicas")
+    before = dep.status()
+    new_binary = dep.dir / "deployctl-new"
+    shutil.copy2(deployctl_bin(), new_binary)
+    with client_loops(dep.port, [("/whoami",)] * 2) as loops:
+        run = upgrade(dep, str(new_binary))
+        assert run.returncode == 0, run.describe() + dep.diagnostics()
+        for loop in loops:
+            loop.wait_for_successes(loop.successes + 20, 10)
+        after = dep.status()
+        upgraded_failures = failures_by_kind(loops)
+        restart = roll_and_scale_under_load(dep, loops)
+    assert upgraded_failures == {}, summaries(loops)
+    assert failures_by_kind(loops) == {}, summaries(loops)
+    assert after["pid"] == before["pid"] and after["supervisor"]["upgrades"] == 1
+    assert after["supervisor"]["executable"] == str(new_binary)
+    assert dep.replica_pids(after) == dep.replica_pids(before)
+    assert "queued connection(s)" not in dep.log_text(), dep.diagnostics()
+    measure(f"per-replica upgrade in place, then rolling restart {restart:.1f} s and scale "
+            f"4->2->4: {sum(loop.successes for loop in loops)} requests, 0 failed")
+    ids = set(dep.replica_pids())  # a rollout renames replicas (web.4...)
+    assert len(ids) == 4 and answering_replicas(dep.port, ids) == ids
+    assert listeners(dep.port) == 4
+    down_leaves_nothing(dep)
 
 
 def test_failed_upgrades_leave_the_old_supervisor_running(deployment):

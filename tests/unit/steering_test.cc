@@ -36,6 +36,19 @@ TEST_CASE("order_after_close: the last socket moves into the closed one's index"
   CHECK(order_after_close({10, 11}, 99) == GroupOrder{10, 11});
 }
 
+TEST_CASE("recovered_order: the recorded order, with the sockets no longer open closed") {
+  CHECK(recovered_order({10, 11, 12, 13}, {10, 11, 12, 13}) == GroupOrder{10, 11, 12, 13});
+  CHECK(recovered_order({10, 11, 12, 13}, {13, 12, 11, 10}) == GroupOrder{10, 11, 12, 13});
+  // One closed after the record: the last moved into its index.
+  CHECK(recovered_order({10, 11, 12, 13}, {10, 12, 13}) == GroupOrder{10, 13, 12});
+  CHECK(recovered_order({10, 11, 12, 13}, {10, 11, 12}) == GroupOrder{10, 11, 12});
+  // Two: closed in recorded order (11 first: 13 moves into index 1; then 12, now the last).
+  CHECK(recovered_order({10, 11, 12, 13}, {10, 13}) == GroupOrder{10, 13});
+  CHECK(recovered_order({10, 11}, {}) == GroupOrder{});
+  // Open but never recorded (bound after the last record): not part of the recovered order.
+  CHECK(recovered_order({10, 11}, {10, 11, 14}) == GroupOrder{10, 11});
+}
+
 TEST_CASE("steer_indices: the group indices of the active owners, ascending") {
   CHECK(steer_indices({10, 13, 12}, {12, 13}) == std::vector<std::uint32_t>{1, 2});
   CHECK(steer_indices({10, 13, 12}, {99}).empty());
