@@ -1,5 +1,6 @@
 #include "http_probe.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 
 #include <cctype>
@@ -116,6 +117,11 @@ bool HttpProbeConnection::kept_alive() const {
 void HttpProbeConnection::connect() {
   close_socket();
   transport_ = std::make_shared<Transport>(io_, use_tls_);
+  // Kept for minutes, so close-on-exec: never inherited by an upgrade's re-exec or a helper.
+  error_code open_ec;
+  transport_->socket.open(endpoint_.protocol(), open_ec);
+  if (open_ec) return post_failure(open_ec.message());
+  ::fcntl(transport_->socket.native_handle(), F_SETFD, FD_CLOEXEC);
   transport_->socket.async_connect(
       endpoint_, guarded([this](error_code ec) {
         if (ec) return transport_failed(ec.message());
@@ -173,6 +179,13 @@ void HttpProbeConnection::judge() {
   const bool keep = policy_.answered(*head_, response_.size() > answer) && keep_;
   if (!keep) policy_.closed();
   finish(head_->status >= 200 && head_->status < 300, "HTTP " + std::to_string(head_->status));
+}
+
+// A failure found inline (no operation pending): reported on the loop, as every result is.
+void HttpProbeConnection::post_failure(std::string detail) {
+  boost::asio::post(io_, guarded([this, detail = std::move(detail)]() mutable {
+                      finish(false, std::move(detail));
+                    }));
 }
 
 void HttpProbeConnection::transport_failed(std::string detail) {

@@ -46,6 +46,7 @@ class HttpProbeConnection : public std::enable_shared_from_this<HttpProbeConnect
   void on_read(const boost::system::error_code& ec, std::size_t n);
   void judge();
   void transport_failed(std::string detail);
+  void post_failure(std::string detail);
   void finish(bool ok, std::string detail);
   void close_socket();
 

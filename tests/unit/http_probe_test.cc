@@ -1,7 +1,12 @@
 // The http probe's kept connection, tested for real: a keep-alive HTTP server on 127.0.0.1 on
 // the same event loop, counting the connections it accepts, in the ways servers end them.
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -242,4 +247,26 @@ TEST_CASE("http probe: a check while one is in flight goes over a one-off connec
       run_checks(io, children, target_of(server), kept, 3);  // the kept one carries on
   CHECK(more.passed == 3);
   CHECK(server.accepted == 2);
+}
+
+TEST_CASE("http probe: the kept connection is close-on-exec") {
+  boost::asio::io_context io;
+  ChildWatcher children(io);
+  KeepAliveServer server(io, Behaviour::keep);
+  KeptProbeConnection kept;
+  REQUIRE(run_checks(io, children, target_of(server), kept, 1).passed == 1);
+  // The probe's end of the connection: the socket whose peer is the server's port.
+  int found = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::stoi(entry.path().filename().string());
+    sockaddr_in peer{};
+    socklen_t size = sizeof peer;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &size) != 0 ||
+        peer.sin_family != AF_INET || ntohs(peer.sin_port) != server.port()) {
+      continue;
+    }
+    ++found;
+    CHECK((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
+  }
+  CHECK(found == 1);
 }
