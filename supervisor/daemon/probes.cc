@@ -3,15 +3,13 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include <boost/asio/ssl.hpp>
-
 #include <algorithm>
-#include <array>
 #include <cctype>
 #include <memory>
 #include <utility>
 
 #include "clock.h"
+#include "http_probe.h"
 #include "process.h"
 #include "replica_machine.h"
 
@@ -20,23 +18,6 @@ namespace {
 
 using boost::asio::ip::tcp;
 using boost::system::error_code;
-namespace ssl = boost::asio::ssl;
-
-// The https probe's client settings: TLS 1.2+, no certificate verification (the replica's
-// certificate names the public host, not the loopback address probed; the probe checks that
-// the replica completes a handshake and answers, as the http probe does without TLS).
-ssl::context& probe_tls_context() {
-  static ssl::context context = [] {
-    ssl::context made(ssl::context::tls_client);
-    made.set_options(ssl::context::no_sslv2 | ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
-                     ssl::context::no_tlsv1_1);
-    made.set_verify_mode(ssl::verify_none);
-    return made;
-  }();
-  return context;
-}
-
-constexpr std::size_t kStatusLineCap = 8 * 1024;
 
 std::string timed_out(Duration timeout) {
   return "timed out after " + std::to_string(to_ms(timeout)) + "ms";
@@ -49,32 +30,11 @@ std::string describe_error(const error_code& ec) {
   return text;
 }
 
-// At most `limit` bytes of `raw`, with anything unprintable shown as '?', for a detail line.
-std::string printable_prefix(std::string_view raw, std::size_t limit = 60) {
-  std::string out(raw.substr(0, limit));
-  for (char& c : out) {
-    if (!std::isprint(static_cast<unsigned char>(c))) c = '?';
-  }
-  if (raw.size() > limit) out += "...";
-  return out;
-}
-
 bool is_valid_request_target(std::string_view path) {
   return std::all_of(path.begin(), path.end(), [](char c) {
     auto byte = static_cast<unsigned char>(c);
     return byte > 0x20 && byte != 0x7f;
   });
-}
-
-std::string host_header(const ProbeTarget& target) {
-  const bool ipv6 = target.host.find(':') != std::string::npos;
-  return (ipv6 ? "[" + target.host + "]" : target.host) + ":" + std::to_string(target.port);
-}
-
-std::string http_request(const ProbeTarget& target) {
-  const std::string path = target.path.empty() ? "/" : target.path;
-  return "GET " + path + " HTTP/1.1\r\nHost: " + host_header(target) +
-         "\r\nUser-Agent: deployctl-probe\r\nConnection: close\r\n\r\n";
 }
 
 // Holds a probe's `done` and calls it at most once: the deadline and the completion race.
@@ -92,19 +52,11 @@ class Once {
   ProbeDone done_;
 };
 
-// One http or tcp attempt. Every pending handler holds a shared_ptr to it.
-class SocketProbe : public std::enable_shared_from_this<SocketProbe> {
+// One tcp attempt: a connect. Every pending handler holds a shared_ptr to it.
+class TcpProbe : public std::enable_shared_from_this<TcpProbe> {
  public:
-  SocketProbe(boost::asio::io_context& io, const ProbeTarget& target, Duration timeout,
-              ProbeDone done)
-      : socket_(io),
-        deadline_(io),
-        http_(target.kind == HealthKind::http),
-        request_(http_ ? http_request(target) : std::string()),
-        timeout_(timeout),
-        done_(std::move(done)) {
-    if (http_ && target.tls) tls_.emplace(socket_, probe_tls_context());
-  }
+  TcpProbe(boost::asio::io_context& io, Duration timeout, ProbeDone done)
+      : socket_(io), deadline_(io), timeout_(timeout), done_(std::move(done)) {}
 
   void start(const tcp::endpoint& endpoint) {
     deadline_.expires_after(timeout_);
@@ -112,77 +64,11 @@ class SocketProbe : public std::enable_shared_from_this<SocketProbe> {
       if (!ec) self->finish(false, timed_out(self->timeout_));
     });
     socket_.async_connect(endpoint, [self = shared_from_this()](error_code ec) {
-      self->on_connected(ec);
+      self->finish(!ec, ec ? describe_error(ec) : "connected");
     });
   }
 
  private:
-  void on_connected(error_code ec) {
-    if (done_.called()) return;
-    if (ec) return finish(false, describe_error(ec));
-    if (!http_) return finish(true, "connected");
-    if (!tls_) return send_request();
-    tls_->async_handshake(ssl::stream_base::client, [self = shared_from_this()](error_code tls_ec) {
-      if (self->done_.called()) return;
-      if (tls_ec) return self->finish(false, "TLS handshake failed: " + tls_ec.message());
-      self->send_request();
-    });
-  }
-
-  // Calls f with the stream the request goes over: the TLS stream or the plain socket.
-  template <typename F>
-  void with_stream(F f) {
-    if (tls_) {
-      f(*tls_);
-    } else {
-      f(socket_);
-    }
-  }
-
-  void send_request() {
-    with_stream([this](auto& stream) {
-      boost::asio::async_write(stream, boost::asio::buffer(request_),
-                               [self = shared_from_this()](error_code ec, std::size_t) {
-                                 if (self->done_.called()) return;
-                                 if (ec) return self->finish(false, describe_error(ec));
-                                 self->read_status_line();
-                               });
-    });
-  }
-
-  void read_status_line() {
-    auto space = boost::asio::buffer(buffer_.data() + received_, buffer_.size() - received_);
-    with_stream([this, space](auto& stream) {
-      stream.async_read_some(space, [self = shared_from_this()](error_code ec, std::size_t n) {
-        self->on_read(ec, n);
-      });
-    });
-  }
-
-  void on_read(error_code ec, std::size_t n) {
-    if (done_.called()) return;
-    received_ += n;
-    const std::string_view seen(buffer_.data(), received_);
-    const std::size_t newline = seen.find('\n');
-    if (newline != std::string_view::npos) return judge_status_line(seen.substr(0, newline + 1));
-    if (ec == boost::asio::error::eof || ec == ssl::error::stream_truncated) {
-      return finish(false, received_ == 0 ? "connection closed without a response"
-                                          : "connection closed inside the status line");
-    }
-    if (ec) return finish(false, describe_error(ec));
-    if (received_ == buffer_.size()) return finish(false, "status line longer than 8 KiB");
-    read_status_line();
-  }
-
-  void judge_status_line(std::string_view line) {
-    const std::optional<int> status = parse_status_line(line);
-    if (!status) {
-      const std::string_view shown = line.substr(0, line.find_first_of("\r\n"));
-      return finish(false, "not an HTTP/1.x status line: '" + printable_prefix(shown) + "'");
-    }
-    finish(*status >= 200 && *status < 300, "HTTP " + std::to_string(*status));
-  }
-
   void finish(bool ok, std::string detail) {
     if (done_.called()) return;
     deadline_.cancel();
@@ -192,12 +78,7 @@ class SocketProbe : public std::enable_shared_from_this<SocketProbe> {
   }
 
   tcp::socket socket_;
-  std::optional<ssl::stream<tcp::socket&>> tls_;  // https probes: over socket_
   boost::asio::steady_timer deadline_;
-  const bool http_;
-  const std::string request_;
-  std::array<char, kStatusLineCap> buffer_{};
-  std::size_t received_ = 0;
   const Duration timeout_;
   Once done_;
 };
@@ -218,8 +99,9 @@ class ExecProbe : public std::enable_shared_from_this<ExecProbe> {
     const SpawnResult spawned = spawn_process(request);
     if (spawned.pid <= 0) return fail_soon(spawned.message);
     pid_ = spawned.pid;
-    children.watch(pid_, [self = shared_from_this()](int status) { self->on_exit(status); },
-                   /*kill_group=*/true);
+    children.watch(
+        pid_, [self = shared_from_this()](int status) { self->on_exit(status); },
+        /*kill_group=*/true);
     deadline_.expires_after(timeout_);
     deadline_.async_wait([self = shared_from_this()](error_code ec) {
       if (!ec) self->on_deadline();
@@ -264,21 +146,34 @@ void post_failure(boost::asio::io_context& io, ProbeDone done, std::string detai
   });
 }
 
+// An http probe goes over `kept` when it is free, else over a one-off connection.
+void start_http_probe(boost::asio::io_context& io, const ProbeTarget& target,
+                      const tcp::endpoint& endpoint, Duration timeout, ProbeDone done,
+                      std::shared_ptr<HttpProbeConnection>* kept) {
+  const bool reuse = kept && !(*kept && (*kept)->busy());
+  if (reuse && !*kept) *kept = std::make_shared<HttpProbeConnection>(io);
+  auto connection = reuse ? *kept : std::make_shared<HttpProbeConnection>(io);
+  connection->check(target, endpoint, timeout, reuse, std::move(done));
+}
+
 void start_socket_probe(boost::asio::io_context& io, const ProbeTarget& target, Duration timeout,
-                        ProbeDone done) {
+                        ProbeDone done, std::shared_ptr<HttpProbeConnection>* kept) {
   error_code ec;
   const auto address = boost::asio::ip::make_address(target.host, ec);
   if (ec) {
     return post_failure(io, std::move(done),
                         "invalid probe address '" + target.host + "': expected a numeric IP");
   }
-  if (target.kind == HealthKind::http && !is_valid_request_target(target.path)) {
+  const tcp::endpoint endpoint(address, target.port);
+  if (target.kind == HealthKind::tcp) {
+    return std::make_shared<TcpProbe>(io, timeout, std::move(done))->start(endpoint);
+  }
+  if (!is_valid_request_target(target.path)) {
     return post_failure(io, std::move(done),
                         "invalid http probe path '" + printable_prefix(target.path) +
                             "': no spaces or control characters");
   }
-  auto probe = std::make_shared<SocketProbe>(io, target, timeout, std::move(done));
-  probe->start(tcp::endpoint(address, target.port));
+  start_http_probe(io, target, endpoint, timeout, std::move(done), kept);
 }
 
 void start_exec_probe(boost::asio::io_context& io, ChildWatcher& children,
@@ -286,16 +181,20 @@ void start_exec_probe(boost::asio::io_context& io, ChildWatcher& children,
   std::make_shared<ExecProbe>(io, timeout, std::move(done))->start(children, target);
 }
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
 }  // namespace
 
+void KeptProbeConnection::close() {
+  if (connection_) connection_->close();
+  connection_.reset();
+}
+
 void start_probe(boost::asio::io_context& io, ChildWatcher& children, const ProbeTarget& target,
-                 Duration timeout, ProbeDone done) {
+                 Duration timeout, ProbeDone done, KeptProbeConnection* kept) {
   switch (target.kind) {
     case HealthKind::http:
     case HealthKind::tcp:
-      return start_socket_probe(io, target, timeout, std::move(done));
+      return start_socket_probe(io, target, timeout, std::move(done),
+                                kept ? &kept->connection_ : nullptr);
     case HealthKind::exec:
       return start_exec_probe(io, children, target, timeout, std::move(done));
     case HealthKind::control:
@@ -303,21 +202,6 @@ void start_probe(boost::asio::io_context& io, ChildWatcher& children, const Prob
       break;
   }
   post_failure(io, std::move(done), "not a probe kind: use http, tcp or exec");
-}
-
-std::optional<int> parse_status_line(std::string_view line) {
-  if (line.ends_with('\n')) line.remove_suffix(1);
-  if (line.ends_with('\r')) line.remove_suffix(1);
-  constexpr std::string_view prefix = "HTTP/1.";
-  if (!line.starts_with(prefix)) return std::nullopt;
-  line.remove_prefix(prefix.size());
-  // Now "<minor digit> SP <3 digits>" and then nothing or SP reason-phrase.
-  if (line.size() < 5 || !is_digit(line[0]) || line[1] != ' ') return std::nullopt;
-  if (!is_digit(line[2]) || !is_digit(line[3]) || !is_digit(line[4])) return std::nullopt;
-  if (line.size() > 5 && line[5] != ' ') return std::nullopt;
-  const int status = (line[2] - '0') * 100 + (line[3] - '0') * 10 + (line[4] - '0');
-  if (status < 100 || status > 599) return std::nullopt;
-  return status;
 }
 
 }  // namespace deployctl

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12,6 +13,7 @@
 
 #include "asio.h"
 #include "child_watcher.h"
+#include "http_probe_connection.h"  // parse_status_line
 #include "spec.h"
 
 namespace deployctl {
@@ -36,15 +38,34 @@ struct ProbeResult {
 
 using ProbeDone = std::function<void(ProbeResult)>;
 
+class HttpProbeConnection;  // http_probe.h
+
+// One replica's kept-open `http` probe connection, reused across its checks while the server
+// keeps it alive. close() (or destruction) closes the socket at once; a check in flight on it
+// then fails, on the loop. Close it when the replica's process ends.
+class KeptProbeConnection {
+ public:
+  KeptProbeConnection() = default;
+  KeptProbeConnection(const KeptProbeConnection&) = delete;
+  KeptProbeConnection& operator=(const KeptProbeConnection&) = delete;
+  ~KeptProbeConnection() { close(); }
+
+  void close();
+
+ private:
+  friend void start_probe(boost::asio::io_context&, ChildWatcher&, const ProbeTarget&, Duration,
+                          ProbeDone, KeptProbeConnection*);
+  std::shared_ptr<HttpProbeConnection> connection_;
+};
+
 // Starts one probe on `io`; `done` is called exactly once, on the loop (never from inside this
 // call), within `timeout` (+ a few ms). On timeout the probe is abandoned: its socket closed,
-// or the exec probe's process group SIGKILLed. Precondition: `io` is run by one thread, and it
-// and `children` outlive the probe; if the loop is destroyed first, `done` is never called.
+// or the exec probe's process group SIGKILLed. An http probe with `kept` sends its request on
+// that connection (opening it if needed; a one-off connection while a check is already in
+// flight on it); without, on a one-off connection. Precondition: `io` is run by one thread,
+// and it and `children` (and `kept`) outlive the probe's start; if the loop is destroyed
+// first, `done` is never called.
 void start_probe(boost::asio::io_context& io, ChildWatcher& children, const ProbeTarget& target,
-                 Duration timeout, ProbeDone done);
-
-// Pure: the status code of an HTTP/1.x status line ("HTTP/1.1 204 No Content"), or nullopt.
-// A trailing CR or CRLF is allowed.
-std::optional<int> parse_status_line(std::string_view line);
+                 Duration timeout, ProbeDone done, KeptProbeConnection* kept = nullptr);
 
 }  // namespace deployctl

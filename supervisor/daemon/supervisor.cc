@@ -552,6 +552,7 @@ void Supervisor::close_channels(Replica& replica) {
   replica.out.pause.cancel();
   replica.err.pause.cancel();
   replica.health_timer.cancel();
+  replica.probe_connection.close();
   replica.pidfd.reset();
 }
 

@@ -40,7 +40,8 @@ void Supervisor::timed_probe(const ReplicaPtr& replica, ProbeDone done) {
                          .message = "health probe failed: " + result.detail});
         }
         done(std::move(result));
-      });
+      },
+      &replica->probe_connection);
 }
 
 void Supervisor::record_pre_start(const std::vector<PreStartOutcome>& steps) {

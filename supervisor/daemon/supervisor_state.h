@@ -93,6 +93,7 @@ struct Supervisor::Replica {
   ReadBudget budget;
   MessageBudget messages;  // control + notify messages, across the slot's runs
   boost::asio::steady_timer timer, health_timer;
+  KeptProbeConnection probe_connection;  // http checks of the current run (probes.h)
   std::uint64_t timer_generation = 0;
   std::deque<std::string> stderr_tail;
   std::vector<std::string> env;  // of the current run (exec probes run with it)

@@ -57,20 +57,33 @@ def keepalive_latencies_ms(port: int, count: int) -> list[float]:
     return latencies
 
 
-def tcp_connection_inodes() -> set[str]:
-    """Socket inodes of every TCP socket on the machine that is not listening."""
+def socket_inodes(pid: int) -> set[str]:
     inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] != "0A":  # 0A: LISTEN
-                inodes.add(fields[9])
+    for entry in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{entry}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
     return inodes
 
 
-def holds_a_connection(pids: list[int]) -> bool:
+def tcp_connection_inodes(supervisor: int) -> set[str]:
+    """Socket inodes of every TCP socket on the machine that is not listening, except the
+    accepted ends of the supervisor's kept health-probe connections (idle between checks, and
+    replaced by the supervisor when their replica dies: no client's request)."""
+    rows = [line.split() for table in ("/proc/net/tcp", "/proc/net/tcp6")
+            for line in Path(table).read_text().splitlines()[1:]]
+    own = socket_inodes(supervisor)
+    probe_ports = {row[1].rsplit(":", 1)[1] for row in rows if row[9] in own}
+    return {row[9] for row in rows
+            if row[3] != "0A" and row[2].rsplit(":", 1)[1] not in probe_ports}  # 0A: LISTEN
+
+
+def holds_a_connection(pids: list[int], supervisor: int) -> bool:
     """True if any of `pids` has an open TCP connection (an accepted client) among its fds."""
-    connections = tcp_connection_inodes()
+    connections = tcp_connection_inodes(supervisor)
     for pid in pids:
         try:
             entries = os.listdir(f"/proc/{pid}/fd")
@@ -86,7 +99,7 @@ def holds_a_connection(pids: list[int]) -> bool:
     return False
 
 
-def freeze_between_requests(pid: int, timeout: float = 15.0) -> list[int]:
+def freeze_between_requests(pid: int, supervisor: int, timeout: float = 15.0) -> list[int]:
     """SIGSTOPs `pid` and its descendants at a moment when none of them holds a client
     connection; returns the frozen pids. A request inside a process killed with SIGKILL dies
     with it under any supervisor: freezing first makes every failure of the kill deployctl's."""
@@ -94,7 +107,7 @@ def freeze_between_requests(pid: int, timeout: float = 15.0) -> list[int]:
         tree = [pid, *descendants(pid)]
         for member in tree:
             os.kill(member, signal.SIGSTOP)
-        if not holds_a_connection(tree):
+        if not holds_a_connection(tree, supervisor):
             return tree
         for member in tree:
             os.kill(member, signal.SIGCONT)
@@ -184,7 +197,7 @@ def test_server_shares_the_socket_survives_kill_9_and_rolls(server, deployment, 
     # kill -9 of one replica while clients keep connecting: no request fails.
     victim = dep.replica_pids(status)["web.1"]
     with client_loops(dep.port, [("/", "/items")] * CLIENTS) as loops:
-        freeze_between_requests(victim)
+        freeze_between_requests(victim, dep.supervisor_pid)
         os.kill(victim, signal.SIGKILL)
         dep.wait_for(lambda s: replaced(s, "web.1", victim) and all_ready(s, REPLICAS),
                      timeout=30, what=f"web.1 of {server} replaced after kill -9")
