@@ -461,7 +461,8 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
   } else {
     replica->health.reset();
   }
-  spdlog::info("{} started (pid {})", replica->id, result.pid);
+  spdlog::info("{} started (pid {}{})", replica->id, result.pid,
+               result.born_in_cgroup ? ", born in its cgroup" : "");
   read_control(replica);
   read_notify(replica);
   read_output(replica, replica->out);
