@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/magic.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <sched.h>
@@ -10,17 +11,20 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <set>
 #include <sstream>
 
+#include "clone3.h"
 #include "control_protocol.h"
 #include "load.h"
 #include "read_file.h"
@@ -67,6 +71,7 @@ struct ChildArgs {
   char* listen_pid_slot;
   int dev_null;
   ChildError* report;  // where the child leaves a failure; stage -1: none (it exec'd)
+  const std::string* born_in = nullptr;  // the cgroup.procs of the cgroup clone3 created it in
 };
 
 // Runs in the cloned child, on its own stack, in the parent's memory while the parent waits:
@@ -85,7 +90,7 @@ struct ChildArgs {
   setpgid(0, 0);
   // Before anything of the replica's own can run.
   for (const std::string* file : {&request.cgroup_procs, &request.tree_cgroup_procs}) {
-    if (file->empty()) continue;
+    if (file->empty() || file == args.born_in) continue;
     int procs = open(file->c_str(), O_WRONLY | O_CLOEXEC);
     if (procs < 0 || write(procs, "0", 1) != 1) {
       child_fail(report, file == &request.cgroup_procs ? 4 : 5);
@@ -152,6 +157,7 @@ int child_entry(void* args) { exec_child(*static_cast<ChildArgs*>(args)); }
 #endif
 #ifdef DEPLOYCTL_SPAWN_COPIES_MEMORY
 constexpr int kCloneFlags = CLONE_VFORK | SIGCHLD;
+constexpr bool kMaySpawnIntoCgroup = false;  // clone3's entry is for CLONE_VM children only
 ChildError* failure_report(ChildError*) {
   static auto* shared = static_cast<ChildError*>(mmap(nullptr, sizeof(ChildError),
                                                       PROT_READ | PROT_WRITE,
@@ -160,12 +166,56 @@ ChildError* failure_report(ChildError*) {
 }
 #else
 constexpr int kCloneFlags = CLONE_VM | CLONE_VFORK | SIGCHLD;
+constexpr bool kMaySpawnIntoCgroup = true;
 ChildError* failure_report(ChildError* local) { return local; }
 #endif
 
 // The child's stack: it runs only while the parent sleeps (CLONE_VFORK), one child at a time
 // (the event loop is single-threaded), so one static stack serves every spawn.
 alignas(64) char child_stack[64 * 1024];
+
+// Set once clone3 said it cannot create a child in a cgroup on this kernel (ENOSYS, E2BIG,
+// EINVAL): every later spawn goes straight to clone() and the child's own cgroup.procs write.
+bool no_clone_into_cgroup = false;
+
+// For CLONE_INTO_CGROUP: the directory of the first of the request's cgroup.procs files that is
+// on cgroup v2 (opened O_PATH), and that file in *procs; -1 when none is (cgroup v1, a test
+// tree of plain files), clone3 cannot do it here, or DEPLOYCTL_CLONE_INTO_CGROUP=off (to
+// measure or test the fallback).
+int open_cgroup2_dir(const SpawnRequest& request, const std::string** procs) {
+  if (!kMaySpawnIntoCgroup || no_clone_into_cgroup || !clone3_vm_available()) return -1;
+  const char* knob = std::getenv("DEPLOYCTL_CLONE_INTO_CGROUP");
+  if (knob && std::strcmp(knob, "off") == 0) return -1;
+  for (const std::string* file : {&request.cgroup_procs, &request.tree_cgroup_procs}) {
+    const std::size_t slash = file->rfind('/');
+    if (slash == std::string::npos || slash == 0) continue;
+    const std::string dir = file->substr(0, slash);
+    const int fd = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    struct statfs fs;
+    if (fd >= 0 && fstatfs(fd, &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC) {
+      *procs = file;
+      return fd;
+    }
+    if (fd >= 0) close(fd);
+  }
+  return -1;
+}
+
+// Creates the child (see spawn_process) and returns its pid, or -1 with errno. Born in the
+// cgroup of `args.born_in` when clone3 can do it (`cgroup_fd` >= 0); after any failure of that
+// (the cgroup gone or not usable, an old kernel) the child is created by clone() and moves into
+// its cgroups itself, which also reports the error of a cgroup that cannot be joined.
+pid_t clone_child(ChildArgs& args, int cgroup_fd) {
+  if (cgroup_fd >= 0) {
+    const long pid =
+        clone3_vm_into_cgroup(cgroup_fd, child_stack, sizeof child_stack, child_entry, &args);
+    if (pid > 0) return static_cast<pid_t>(pid);
+    if (pid == -ENOSYS || pid == -E2BIG || pid == -EINVAL) no_clone_into_cgroup = true;
+    args.born_in = nullptr;
+    *args.report = ChildError{-1, 0};
+  }
+  return clone(child_entry, child_stack + sizeof child_stack, kCloneFlags, &args);
+}
 
 std::string self_dir() {
   std::error_code ec;
@@ -259,16 +309,18 @@ SpawnResult spawn_process(const SpawnRequest& request) {
   *report = ChildError{-1, 0};
   ChildArgs child{&request, path.c_str(), argv.data(), envp.data(), listen_pid_slot, dev_null,
                   report};
+  const int cgroup_fd = open_cgroup2_dir(request, &child.born_in);
   // Like posix_spawn: the child runs in our memory while we sleep until it has exec'd (or
   // failed), so there is no page-table copy and no pipe to read: when clone returns, the
   // child's fate is known. Signals stay blocked across it (see exec_child).
   sigset_t all, saved;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &saved);
-  pid_t pid = clone(child_entry, child_stack + sizeof child_stack, kCloneFlags, &child);
+  pid_t pid = clone_child(child, cgroup_fd);
   int clone_errno = errno;
   pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   if (dev_null >= 0) close(dev_null);
+  if (cgroup_fd >= 0) close(cgroup_fd);
   if (pid < 0) {
     result.error = clone_errno;
     result.message = std::string("fork: ") + std::strerror(clone_errno);
@@ -279,6 +331,7 @@ SpawnResult spawn_process(const SpawnRequest& request) {
   const ChildError failure = *report;
   if (failure.stage < 0) {
     result.pid = pid;
+    result.born_in_cgroup = child.born_in != nullptr;
     return result;
   }
   int status;

@@ -291,7 +291,10 @@ void Supervisor::started(const Action& action) {
 }
 
 void Supervisor::after_event() {
-  record_replicas();
+  // Once the queue is drained: the record holds every replica (O(replicas) per write), and a
+  // batch (a scale's spawns, each queuing its `spawned` event) would otherwise rewrite it per
+  // event. The queue is drained in this same turn of the loop, without waiting for I/O.
+  if (queue_.size() <= 1 || finished()) record_replicas();
   notify_status();
   publish_dbus();
   if (finished() && !std::exchange(closed_, true)) close_down();
@@ -461,7 +464,8 @@ void Supervisor::spawn(const ReplicaPtr& replica) {
   } else {
     replica->health.reset();
   }
-  spdlog::info("{} started (pid {})", replica->id, result.pid);
+  spdlog::info("{} started (pid {}{})", replica->id, result.pid,
+               result.born_in_cgroup ? ", born in its cgroup" : "");
   read_control(replica);
   read_notify(replica);
   read_output(replica, replica->out);

@@ -4,6 +4,7 @@ kills its whole tree, descendants that escaped its process group with setsid and
 included. Real processes and the host's real cgroup v2 hierarchy; where it is not writable
 (an unprivileged CI runner) the tests that need it are skipped, and the log says why."""
 import os
+import platform
 import shutil
 import signal
 
@@ -153,3 +154,45 @@ def test_down_after_a_supervisor_kill_takes_the_detached_descendants_too(deploym
     assert run.returncode == 0, run.describe()
     assert_gone([replica, detached], 5)
     assert not os.path.exists(deployment_dir)
+
+
+# Each replica's first act: writing down its own cgroup, before anything could move it.
+FIRST_SIGHT = """
+name = "@NAME@"
+
+[services.web]
+command = ["/bin/sh", "-c", "cat /proc/self/cgroup > @DIR@/cgroup.$DEPLOYCTL_REPLICA; exec /bin/sleep 600"]
+replicas = 2
+
+[services.web.health]
+kind = "none"
+"""
+
+
+def clone3_into_cgroup_expected() -> bool:
+    major, minor = (int(part) for part in platform.release().split(".")[:2])
+    return platform.machine() == "x86_64" and (major, minor) >= (5, 7)
+
+
+@pytest.mark.parametrize("clone_into_cgroup", ["on", "off"])
+def test_a_replica_starts_in_its_cgroup(deployment, clone_into_cgroup):
+    """Born there with clone3 (CLONE_INTO_CGROUP: no migration, the log says so), or, with
+    DEPLOYCTL_CLONE_INTO_CGROUP=off (what an old kernel gets), moved there before its exec."""
+    if clone_into_cgroup == "on" and not clone3_into_cgroup_expected():
+        pytest.skip("clone3 with CLONE_INTO_CGROUP needs Linux >= 5.7 and an x86-64 build")
+    dep = deployment(FIRST_SIGHT)
+    dep.env["DEPLOYCTL_CLONE_INTO_CGROUP"] = clone_into_cgroup
+    up_with_cgroups(dep)
+    pids = dep.replica_pids()
+    for replica in ("web.0", "web.1"):
+        seen = dep.dir / f"cgroup.{replica[4:]}"
+        wait_until(lambda: seen.exists() and seen.read_text().endswith("\n"), 10,
+                   f"{replica} wrote its cgroup")
+        first_sight = next(l for l in seen.read_text().splitlines() if l.startswith("0::"))
+        assert first_sight[3:] == cgroup_of(pids[replica]), first_sight
+        assert first_sight.endswith("/" + replica), first_sight
+        born = f"{replica} started (pid {pids[replica]}, born in its cgroup)"
+        assert (born in dep.log_text()) == (clone_into_cgroup == "on"), dep.log_text()
+    run = dep.down()
+    assert run.returncode == 0, run.describe()
+    assert_gone(list(pids.values()), 5)

@@ -1,19 +1,26 @@
 // The decision parts of "a cgroup per replica" (tree_cgroup.h): the path scheme and where the
 // deployment's cgroup goes, against fake trees in temp dirs; the kill of a whole tree on the
-// host's real cgroup v2 hierarchy when it is writable (as root), else skipped by doctest.
+// host's real cgroup v2 hierarchy, and a replica born in its cgroup (clone3) or moved there (the
+// fallback), when it is writable (as root), else skipped by doctest.
 #include "tree_cgroup.h"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
+#include "clone3.h"
 #include "process.h"
 #include "temp_dir.h"
 
@@ -130,5 +137,89 @@ TEST_CASE("tree cgroup: a restart's prepare kills what the last run left, setsid
   REQUIRE(second);
   CHECK(second->members().empty());
   CHECK(second->remove());
+  cgroups.close();
+}
+
+namespace {
+
+// Spawns `script` under sh in `procs`'s cgroup with stdout captured; waits for its exit.
+std::pair<SpawnResult, std::string> run_in_cgroup(const std::string& procs,
+                                                  const std::string& script) {
+  int out[2];
+  REQUIRE(pipe2(out, O_CLOEXEC) == 0);
+  SpawnRequest request;
+  request.argv = {"/bin/sh", "-c", script};
+  request.env = {"PATH=/usr/bin:/bin"};
+  request.stdout_fd = out[1];
+  request.tree_cgroup_procs = procs;
+  SpawnResult result = spawn_process(request);
+  close(out[1]);
+  std::string output;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = read(out[0], buffer, sizeof buffer)) > 0) output.append(buffer, n);
+  close(out[0]);
+  if (result.pid > 0) waitpid(result.pid, nullptr, 0);
+  return {result, output};
+}
+
+// Whether clone3 can create a child in its cgroup here: an x86-64 build, Linux >= 5.7.
+bool clone_into_cgroup_expected() {
+  utsname host{};
+  int major = 0, minor = 0;
+  return clone3_vm_available() && uname(&host) == 0 &&
+         std::sscanf(host.release, "%d.%d", &major, &minor) == 2 &&
+         (major > 5 || (major == 5 && minor >= 7));
+}
+
+// The v2 line ("0::/path") of a /proc/PID/cgroup text.
+std::string v2_line(const std::string& text) {
+  const auto start = text.find("0::");
+  return start == std::string::npos ? "" : text.substr(start, text.find('\n', start) - start);
+}
+
+}  // namespace
+
+TEST_CASE("tree cgroup: a replica is born in its cgroup (clone3), or moves there when it cannot" *
+          doctest::skip(no_writable_cgroup2())) {
+  TreeCgroups cgroups;
+  std::string why;
+  const std::string name = "deployctl-unit-test-" + std::to_string(getpid());
+  REQUIRE(cgroups.open(*host_parent(), name, &why));
+  auto cgroup = cgroups.prepare("web.0", &why);
+  REQUIRE(cgroup);
+  const std::string expected = "/" + name + "/web.0";
+
+  SUBCASE("born there: no migration (where the kernel has CLONE_INTO_CGROUP)") {
+    // The shell's first act is reading its own cgroup.
+    auto [result, output] = run_in_cgroup(cgroup->procs_file(), "cat /proc/self/cgroup");
+    REQUIRE_MESSAGE(result.pid > 0, result.message);
+    CHECK(result.born_in_cgroup == clone_into_cgroup_expected());
+    CHECK(v2_line(output).ends_with(expected));
+  }
+  SUBCASE("DEPLOYCTL_CLONE_INTO_CGROUP=off: the clone() fallback moves the child before exec") {
+    setenv("DEPLOYCTL_CLONE_INTO_CGROUP", "off", 1);
+    auto [result, output] = run_in_cgroup(cgroup->procs_file(), "cat /proc/self/cgroup");
+    unsetenv("DEPLOYCTL_CLONE_INTO_CGROUP");
+    REQUIRE_MESSAGE(result.pid > 0, result.message);
+    CHECK_FALSE(result.born_in_cgroup);
+    CHECK(v2_line(output).ends_with(expected));
+  }
+  SUBCASE("a cgroup that cannot take processes: clone3 refuses, the fallback says why") {
+    // A sibling of a threaded cgroup is "domain invalid": no process may enter it.
+    const fs::path parent = cgroup->path();
+    REQUIRE(mkdir((parent / "threads").c_str(), 0755) == 0);
+    std::ofstream(parent / "threads" / "cgroup.type") << "threaded";
+    REQUIRE(mkdir((parent / "invalid").c_str(), 0755) == 0);
+    const std::string procs = (parent / "invalid" / "cgroup.procs").string();
+    auto [result, output] = run_in_cgroup(procs, "exit 0");
+    CHECK(result.pid < 0);
+    CHECK(result.message ==
+          "cannot join the replica's cgroup '" + procs + "': " + std::strerror(result.error));
+    CHECK(result.error == EOPNOTSUPP);
+    rmdir((parent / "invalid").c_str());
+    rmdir((parent / "threads").c_str());
+  }
+  CHECK(cgroup->remove());
   cgroups.close();
 }
