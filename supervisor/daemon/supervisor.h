@@ -203,6 +203,12 @@ class Supervisor {
   void log_recycle(const Action& action);
   void finish_memory();
   json::Value memory_json(const ReplicaRecord& record, const Replica* replica) const;
+  // Across an upgrade or a crash (supervisor_memory_carry.cc): the carried setup and replica
+  // state (null after a crash: found again by the cgroup's path).
+  json::Value memory_setup_json() const;
+  void resume_memory(const json::Value* carried);
+  json::Value replica_memory_json(const Replica& replica) const;
+  void adopt_memory(const ReplicaPtr& replica, const json::Value* carried);
 
   // Every replica's tree in a cgroup of its own when cgroups are writable (supervisor_tree.cc).
   void start_tree_cgroups();
@@ -212,6 +218,7 @@ class Supervisor {
   // At the replica's exit: kills what is left of its tree and removes its cgroup.
   void release_tree_cgroup(const ReplicaPtr& replica);
   void adopt_tree_cgroup(const ReplicaPtr& replica);  // after an exec of the supervisor
+  void resume_tree_cgroups(const std::string& carried_dir);
   void finish_tree_cgroups();
 
   // Management API.

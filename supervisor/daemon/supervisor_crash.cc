@@ -192,6 +192,7 @@ bool Supervisor::adopt(Adoption adoption, std::string* error) {
       schedule_health(replica);
     }
     adopt_tree_cgroup(replica);
+    adopt_memory(replica, nullptr);  // its cgroup, found by path; OOM kills count from now
     watch_adopted(replica);
     read_control(replica);
     read_notify(replica);

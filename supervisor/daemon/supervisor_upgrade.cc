@@ -91,10 +91,6 @@ std::string Supervisor::upgrade_unsupported() const {
              " has sockets = \"per-replica\", which an upgrade in place does not carry "
              "(docs/upgrade.md); restart the supervisor instead";
     }
-    if (service.memory.max || service.memory.restart_above) {
-      return "service " + service.name +
-             " has memory limits, which an upgrade in place does not carry yet (docs/upgrade.md)";
-    }
   }
   return "";
 }
@@ -130,6 +126,8 @@ std::optional<json::Value> Supervisor::upgrade_state(const std::string& binary,
   doc["core"] = to_json(core_.state());
   doc["keeper_fd"] = keeper_ ? keeper_->fd() : -1;
   doc["keeper_pid"] = keeper_ ? keeper_->pid() : -1;
+  doc["memory"] = memory_setup_json();
+  doc["tree_cgroup_dir"] = tree_cgroups_.dir();
   fds->assign({upgrade_.lock_fd, management_->native_fd(), keeper_ ? keeper_->fd() : -1});
   json::Value services = json::Value::object();
   for (const auto& [name, service] : services_) {
@@ -163,6 +161,7 @@ std::optional<json::Value> Supervisor::upgrade_state(const std::string& binary,
     r["requests"] = replica->requests ? json::Value(*replica->requests) : json::Value();
     r["env"] = strings(replica->env);
     r["stderr_tail"] = strings(replica->stderr_tail);
+    r["memory"] = replica_memory_json(*replica);
     replicas.push_back(std::move(r));
   }
   doc["replicas"] = std::move(replicas);
@@ -296,7 +295,8 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   upgrade_.upgrade_failures = static_cast<int>(json::as_int(json::get(doc, "upgrade_failures")));
   upgrade_.upgrade_error = json::as_string(json::get(doc, "upgrade_error"));
   make_management();
-  start_tree_cgroups();  // the same path as before the exec: replicas keep their cgroups
+  resume_tree_cgroups(json::as_string(json::get(doc, "tree_cgroup_dir")));
+  resume_memory(json::find(doc, "memory"));  // before the replicas take up their cgroups
   if (!management_->adopt(static_cast<int>(json::as_int(json::get(doc, "management_fd"))), error)) {
     return false;
   }
@@ -334,6 +334,7 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
       schedule_health(replica);
     }
     adopt_tree_cgroup(replica);
+    adopt_memory(replica, json::find(r, "memory"));
     replica->pidfd = adopt_fd(io_, json::as_int(json::get(r, "pidfd"), -1));
     if (replica->pidfd) {
       watch_adopted(replica);
@@ -356,7 +357,6 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   watch_signals();
   unblock_exec_signals();
   watchdog_ping();
-  start_memory();
   start_dbus();
   start_tls();  // watches the certificate files again; new replicas get a fresh ticket key
   if (std::string metrics_error; !start_metrics(&metrics_error)) {
