@@ -47,6 +47,7 @@ class DbusApi;
 class TlsFiles;
 class TlsWatch;
 class AcmeManager;
+struct AcmeCarried;
 class MetricsHttpServer;
 struct Adoption;
 
@@ -156,7 +157,15 @@ class Supervisor {
   std::string tls_reload_problem(const Spec& next) const;
   json::Value tls_json(const std::string& service) const;  // null without [tls]
   // ACME (supervisor_acme.cc).
-  bool start_acme(std::string* error);
+  // `carried`: what an upgrade or a crashed supervisor left of each acme service (acme_carry.h).
+  bool start_acme(std::string* error, std::map<std::string, AcmeCarried> carried);
+  // Across an upgrade or a crash (supervisor_acme_carry.cc).
+  json::Value acme_upgrade_state(std::vector<int>* fds) const;
+  std::string acme_upgrade_refusal() const;  // "" unless lego runs now
+  void keep_acme_sockets(std::map<std::string, int>& fds) const;  // for the fd keeper
+  void record_acme_listeners(std::vector<RecordedReplica>& live) const;
+  // The record of `pid` as `id`, its start time as recorded before or read now; nullopt if gone.
+  std::optional<RecordedReplica> recorded_entry(std::string id, pid_t pid, int stop_signal) const;
   void acme_issued(const std::string& error);
   void handle_renew(const json::Value& request, ManagementServer::Reply reply);
   void acme_json(const std::string& service, json::Value& tls) const;

@@ -75,6 +75,7 @@ void Supervisor::sync_keeper() {
     }
     pids[channel_fd_name(serial, "pid")] = replica->pid;
   }
+  keep_acme_sockets(fds);
   if (!keeper_->sync(fds, pids)) {
     spdlog::warn(
         "the fd keeper (pid {}) is gone: the replicas will not survive a crash of the "
@@ -168,6 +169,7 @@ bool Supervisor::adopt(Adoption adoption, std::string* error) {
   start_tree_cgroups();  // before start_memory, as in start()
   start_memory();
   start_dbus();
+  if (!start_acme(error, std::move(adoption.acme))) return false;  // before start_tls, as in start()
   start_tls();
   std::string pids;
   for (const auto& r : json::as_array(json::get(adoption.record.doc, "replicas"))) {

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "acme_carry.h"
 #include "commands.h"
 #include "dbus_api.h"
 #include "deployment_state_json.h"
@@ -73,6 +74,7 @@ std::string Supervisor::upgrade_refusal() const {
   if (!requests_.empty() || !reloads_.empty() || pre_start_ || core_.rollout_running()) {
     return "another command is under way; try again";
   }
+  if (auto acme = acme_upgrade_refusal(); !acme.empty()) return acme;
   for (const auto& [name, service] : state.services) {
     for (const auto& [index, record] : service.replicas) {
       if (record.machine.state != ReplicaState::ready) {
@@ -129,6 +131,7 @@ std::optional<json::Value> Supervisor::upgrade_state(const std::string& binary,
   doc["memory"] = memory_setup_json();
   doc["tree_cgroup_dir"] = tree_cgroups_.dir();
   fds->assign({upgrade_.lock_fd, management_->native_fd(), keeper_ ? keeper_->fd() : -1});
+  doc["acme"] = acme_upgrade_state(fds);  // appends the http_listen sockets
   json::Value services = json::Value::object();
   for (const auto& [name, service] : services_) {
     json::Array sockets;
@@ -358,6 +361,8 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   unblock_exec_signals();
   watchdog_ping();
   start_dbus();
+  // The acme services' sockets, listeners and schedules (before start_tls, as in start()).
+  if (!start_acme(error, acme_carried_from_json(json::get(doc, "acme")))) return false;
   start_tls();  // watches the certificate files again; new replicas get a fresh ticket key
   if (std::string metrics_error; !start_metrics(&metrics_error)) {
     spdlog::warn("after the upgrade: {}", metrics_error);  // the old binary's socket closed at exec
