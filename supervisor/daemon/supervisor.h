@@ -164,8 +164,6 @@ class Supervisor {
   std::string acme_upgrade_refusal() const;  // "" unless lego runs now
   void keep_acme_sockets(std::map<std::string, int>& fds) const;  // for the fd keeper
   void record_acme_listeners(std::vector<RecordedReplica>& live) const;
-  // The record of `pid` as `id`, its start time as recorded before or read now; nullopt if gone.
-  std::optional<RecordedReplica> recorded_entry(std::string id, pid_t pid, int stop_signal) const;
   void acme_issued(const std::string& error);
   void handle_renew(const json::Value& request, ManagementServer::Reply reply);
   void acme_json(const std::string& service, json::Value& tls) const;
@@ -180,6 +178,8 @@ class Supervisor {
   // After each event: what systemd and D-Bus see; the end of the loop once finished.
   void after_event();
   void record_replicas();  // supervisor_record.cc
+  // The record of `pid` as `id`, its start time as recorded before or read now; nullopt if gone.
+  std::optional<RecordedReplica> recorded_entry(std::string id, pid_t pid, int stop_signal) const;
 
   // Crash survival (supervisor_crash.cc, docs/upgrade.md): the fd keeper, the adoption record.
   void start_keeper();

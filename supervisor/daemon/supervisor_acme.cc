@@ -62,7 +62,12 @@ void Supervisor::acme_issued(const std::string& error) {
 }
 
 void Supervisor::handle_renew(const json::Value& request, ManagementServer::Reply reply) {
-  if (!acme_) return reply(management_error("ACME is not running in this supervisor", kExitFailed));
+  if (!acme_) {  // upgraded in place from a binary that did not carry ACME (docs/upgrade.md)
+    return reply(management_error(
+        "this supervisor was upgraded in place from a binary that did not carry ACME; restart "
+        "the deployment (down, up) to renew",
+        kExitFailed));
+  }
   std::vector<std::string> services;
   if (const auto* list = json::find(request, "services"); list && list->is_array()) {
     for (const auto& item : json::as_array(*list)) services.push_back(json::as_string(item));

@@ -169,7 +169,7 @@ bool Supervisor::adopt(Adoption adoption, std::string* error) {
   start_tree_cgroups();  // before start_memory, as in start()
   start_memory();
   start_dbus();
-  if (!start_acme(error, std::move(adoption.acme))) return false;  // before start_tls, as in start()
+  if (!start_acme(error, std::move(adoption.acme))) return false;  // before start_tls
   start_tls();
   std::string pids;
   for (const auto& r : json::as_array(json::get(adoption.record.doc, "replicas"))) {

@@ -361,8 +361,13 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   unblock_exec_signals();
   watchdog_ping();
   start_dbus();
-  // The acme services' sockets, listeners and schedules (before start_tls, as in start()).
-  if (!start_acme(error, acme_carried_from_json(json::get(doc, "acme")))) return false;
+  // The acme services' sockets, listeners and schedules (before start_tls, as in start()). A
+  // binary before this carried none: its listener keeps the http_listen socket, not ours to bind.
+  if (const auto* acme = json::find(doc, "acme")) {
+    if (!start_acme(error, acme_carried_from_json(*acme))) return false;
+  } else {
+    spdlog::warn("the previous binary did not carry ACME: no renewals until a restart");
+  }
   start_tls();  // watches the certificate files again; new replicas get a fresh ticket key
   if (std::string metrics_error; !start_metrics(&metrics_error)) {
     spdlog::warn("after the upgrade: {}", metrics_error);  // the old binary's socket closed at exec
