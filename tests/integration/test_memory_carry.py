@@ -41,7 +41,9 @@ stop = { timeout = "2s" }
 
 
 def start(deployment, forced: str):
-    dep = deployment(SPEC)
+    # Memory cgroups are named <deployment>.<replica> below the supervisor's: a name of its own
+    # keeps these apart from test_memory.py's ("itest") when ctest runs both at once.
+    dep = deployment(SPEC, name="memcarry")
     mode = host_cgroup_mode() if os.geteuid() == 0 and forced != "sampling" else None
     if mode is None:
         dep.env["DEPLOYCTL_MEMORY_MODE"] = "sampling"
