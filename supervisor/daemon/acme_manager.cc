@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <utility>
 
 #include "certificate.h"
 #include "listen_sockets.h"
@@ -134,21 +135,43 @@ AcmeManager::AcmeManager(asio::io_context& io, ChildWatcher& children, AcmeEnvir
 
 AcmeManager::~AcmeManager() { stop(); }
 
-bool AcmeManager::start(const Spec& spec, std::string* error) {
+bool AcmeManager::start(const Spec& spec, std::string* error,
+                        std::map<std::string, AcmeCarried> carried) {
   error->clear();
   for (const auto& service : spec.services) {
     if (!service.tls || !service.tls->acme) continue;
-    auto job = make_job(service, nullptr, error);
-    if (!job) break;
+    std::unique_ptr<Job> job;
+    if (auto given = carried.find(service.name);
+        given != carried.end() && given->second.http_fd >= 0) {
+      job = std::make_unique<Job>(io_, service);
+      job->http.push_back({job->acme().http_listen, std::exchange(given->second.http_fd, -1)});
+    } else if (!(job = make_job(service, nullptr, error))) {
+      break;
+    }
     jobs_[service.name] = std::move(job);
   }
   if (error->empty() && !jobs_.empty()) make_acme_dirs(env_.acme_dir, error);
   if (!error->empty()) {
+    for (auto& [name, given] : carried) {
+      if (given.http_fd >= 0) close(given.http_fd);
+    }
     stop();
     return false;
   }
-  for (auto& [name, job] : jobs_) begin(*job, false);
+  for (auto& [name, job] : jobs_) {
+    auto given = carried.find(name);
+    begin(*job, false, given == carried.end() ? nullptr : &given->second);
+  }
   return true;
+}
+
+std::map<std::string, AcmeCarried> AcmeManager::carried() const {
+  std::map<std::string, AcmeCarried> now;
+  for (const auto& [name, job] : jobs_) {
+    now[name] = {job->http.empty() ? -1 : job->http.front().fd, job->listener, true,
+                 job->schedule.state(), job->report};
+  }
+  return now;
 }
 
 // A job for `service` with its http_listen socket: a duplicate of the one a job of
@@ -179,10 +202,16 @@ std::unique_ptr<AcmeManager::Job> AcmeManager::make_job(const ServiceSpec& servi
   return job;
 }
 
-// Starts the job's listener and plans its lego runs: at once where no valid certificate is
-// stored, or with `renew_now` (the stored one is not taken as valid).
-void AcmeManager::begin(Job& job, bool renew_now) {
-  start_listener(job);
+// Starts (or, with `from`, takes over) the job's listener and plans its lego runs: at once
+// where no valid certificate is stored, or with `renew_now` (the stored one is not taken as
+// valid). An upgrade's carried schedule goes on counting its attempts and failures.
+void AcmeManager::begin(Job& job, bool renew_now, const AcmeCarried* from) {
+  take_listener(job, from);
+  if (from && from->schedule) {
+    job.schedule = AcmeSchedule({}, *from->schedule);
+    job.report = from->report;
+    return plan(job);
+  }
   std::optional<CertificateLifetime> stored;
   if (!renew_now) {
     const auto paths = tls_paths(job.spec, env_.acme_dir);
@@ -472,34 +501,57 @@ void AcmeManager::start_listener(Job& job) {
   request.stderr_fd = STDERR_FILENO;
   SpawnResult result = spawn_process(request);
   const std::uint64_t run = ++job.listener_run;
-  auto retry = [this, &job, run] {
-    if (stopped_ || job.listener_run != run) return;
-    const int delay = std::min(1 << std::min(job.listener_failures, 5), kMaxListenerDelaySeconds);
-    ++job.listener_failures;
-    job.listener_timer.expires_after(std::chrono::seconds(delay));
-    job.listener_timer.async_wait([this, &job](boost::system::error_code ec) {
-      if (!ec) start_listener(job);
-    });
-  };
   if (result.pid < 0) {
     spdlog::error("{}: acme: cannot start the HTTP-01 listener: {}", job.spec.name, result.message);
-    return retry();
+    return retry_listener(job, run);
   }
   job.listener = result.pid;
   spdlog::info("{}: acme: HTTP-01 listener on {} (pid {})", job.spec.name,
                job.acme().http_listen.text, result.pid);
+  watch_listener(job, run);
+}
+
+// After an upgrade the listener is still this process's child: watched again. After a crash it
+// is the dead supervisor's: a new one accepts on the same socket first, then it is told to stop
+// (it finishes what it serves), so http:// is never refused.
+void AcmeManager::take_listener(Job& job, const AcmeCarried* from) {
+  if (from && from->listener > 0 && from->listener_is_child) {
+    job.listener = from->listener;
+    spdlog::info("{}: acme: HTTP-01 listener on {} (pid {}) taken over", job.spec.name,
+                 job.acme().http_listen.text, job.listener);
+    return watch_listener(job, ++job.listener_run);
+  }
+  start_listener(job);
+  if (from && from->listener > 0) {
+    spdlog::info("{}: acme: the crashed supervisor's HTTP-01 listener (pid {}) is replaced",
+                 job.spec.name, from->listener);
+    kill(from->listener, SIGTERM);
+  }
+}
+
+void AcmeManager::watch_listener(Job& job, std::uint64_t run) {
   const auto started = std::chrono::steady_clock::now();
   children_.watch(
-      result.pid,
-      [this, &job, retry, started](int) {
+      job.listener,
+      [this, &job, run, started](int) {
         job.listener = -1;
         if (std::chrono::steady_clock::now() - started > std::chrono::seconds(60)) {
           job.listener_failures = 0;
         }
         spdlog::warn("{}: acme: the HTTP-01 listener exited; restarting it", job.spec.name);
-        retry();
+        retry_listener(job, run);
       },
       /*kill_group=*/true);
+}
+
+void AcmeManager::retry_listener(Job& job, std::uint64_t run) {
+  if (stopped_ || job.listener_run != run) return;
+  const int delay = std::min(1 << std::min(job.listener_failures, 5), kMaxListenerDelaySeconds);
+  ++job.listener_failures;
+  job.listener_timer.expires_after(std::chrono::seconds(delay));
+  job.listener_timer.async_wait([this, &job](boost::system::error_code ec) {
+    if (!ec) start_listener(job);
+  });
 }
 
 }  // namespace deployctl

@@ -53,6 +53,17 @@ struct AcmeReport {
   std::map<std::string, std::uint64_t> attempts;  // by result: "ok", "error"
 };
 
+// What a successor takes over of one acme service, after an upgrade in place or a crash of the
+// supervisor (acme_carry.h): the bound http_listen socket, the HTTP-01 listener serving it and,
+// after an upgrade, the renewal schedule and the report.
+struct AcmeCarried {
+  int http_fd = -1;                // owned by the manager once given to start()
+  pid_t listener = -1;             // the listener serving http_fd; -1: none
+  bool listener_is_child = false;  // true: kept and watched; false (crash): replaced, SIGTERMed
+  std::optional<AcmeScheduleState> schedule;  // nullopt: planned from the stored certificate
+  AcmeReport report;
+};
+
 class AcmeManager {
  public:
   AcmeManager(boost::asio::io_context& io, ChildWatcher& children, AcmeEnvironment environment);
@@ -64,7 +75,13 @@ class AcmeManager {
   // through prepare_reload). Binds every http_listen; false with *error (nothing runs)
   // if one cannot be bound. Starts the listeners and plans lego runs: at once where no valid
   // certificate is stored.
-  bool start(const Spec& spec, std::string* error);
+  // With `carried` (a service's entry), its socket and listener are taken over instead of bound
+  // and started, and its schedule resumes instead of starting afresh.
+  bool start(const Spec& spec, std::string* error,
+             std::map<std::string, AcmeCarried> carried = {});
+  // What each acme service holds now (listener_is_child true): for the upgrade's state and the
+  // fd keeper.
+  std::map<std::string, AcmeCarried> carried() const;
   // Calls `done` once every acme service has a valid certificate ("" ) or once a first issuance
   // failed (its error). At once when nothing is missing.
   void when_issued(std::function<void(const std::string& error)> done);
@@ -92,11 +109,14 @@ class AcmeManager {
   using Jobs = std::map<std::string, std::unique_ptr<Job>>;
   std::unique_ptr<Job> make_job(const ServiceSpec& service, const Jobs* share_from,
                                 std::string* error);
-  void begin(Job& job, bool renew_now);
+  void begin(Job& job, bool renew_now, const AcmeCarried* from = nullptr);
   void plan(Job& job);
   void run_lego(Job& job);
   void lego_done(Job& job, bool ok, const std::string& message);
   void start_listener(Job& job);
+  void take_listener(Job& job, const AcmeCarried* from);
+  void watch_listener(Job& job, std::uint64_t run);
+  void retry_listener(Job& job, std::uint64_t run);
   void check_issued();
   void retire(Job& job);
 

@@ -214,6 +214,17 @@ std::optional<ReplicaCgroup> ReplicaCgroup::create(MemoryMode mode, const std::s
   return cgroup;
 }
 
+std::optional<ReplicaCgroup> ReplicaCgroup::adopt(MemoryMode mode, const std::string& path,
+                                                  std::optional<std::uint64_t> oom_baseline) {
+  struct stat st;
+  if (mode == MemoryMode::sampling || stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return std::nullopt;
+  }
+  ReplicaCgroup cgroup(mode, path);
+  cgroup.oom_baseline_ = oom_baseline ? *oom_baseline : cgroup.oom_counter();
+  return cgroup;
+}
+
 std::optional<std::uint64_t> ReplicaCgroup::usage() const {
   const bool v2 = mode_ == MemoryMode::cgroup2;
   auto used = read_number(path_ + (v2 ? "/memory.current" : "/memory.usage_in_bytes"));

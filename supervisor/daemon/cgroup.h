@@ -61,6 +61,11 @@ class ReplicaCgroup {
   static std::optional<ReplicaCgroup> create(MemoryMode mode, const std::string& parent,
                                              const std::string& name, const MemoryLimits& limits,
                                              std::string* error);
+  // The cgroup of a replica that already runs (after an exec or a crash of the supervisor), if
+  // its directory exists. OOM kills count from `oom_baseline` (the count when its run began,
+  // carried across an exec), else from now.
+  static std::optional<ReplicaCgroup> adopt(MemoryMode mode, const std::string& path,
+                                            std::optional<std::uint64_t> oom_baseline);
 
   const std::string& path() const { return path_; }
   std::string procs_file() const { return path_ + "/cgroup.procs"; }
@@ -68,6 +73,7 @@ class ReplicaCgroup {
   std::optional<std::uint64_t> usage() const;
   // The kernel's OOM kills in this cgroup since create().
   std::uint64_t oom_kills() const;
+  std::uint64_t oom_baseline() const { return oom_baseline_; }
   std::vector<int> members() const;
   // SIGKILLs every member (cgroup.kill on v2 too); grandchildren that left the process group
   // with setsid are members as well.

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <set>
 
+#include "acme_carry.h"
 #include "deployment_state_json.h"
 #include "leftovers.h"
 #include "read_file.h"
@@ -95,9 +96,12 @@ std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std
   const std::string record_path = replica_record_path(paths.dir);
   std::optional<RecordedReplica> keeper;
   std::vector<RecordedReplica> replicas;
+  std::map<std::string, pid_t> listeners;  // acme service -> its HTTP-01 listener
   for (auto& leftover : find_leftovers(record_path)) {
     if (leftover.id == kKeeperId) {
       keeper = leftover;
+    } else if (leftover.id.rfind(acme_listener_id(""), 0) == 0) {
+      listeners[leftover.id.substr(acme_listener_id("").size())] = leftover.pid;
     } else {
       replicas.push_back(leftover);
     }
@@ -128,6 +132,7 @@ std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std
         for (auto& socket : sockets) close(socket.fd);
       }
     }
+    for (auto& [name, acme] : adoption.acme) close(acme.http_fd);
     *why_not = std::move(why);
     return std::nullopt;
   };
@@ -144,13 +149,6 @@ std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std
   }
   const bool same_spec =
       adoption.record.spec.name == spec.name && adoption.record.spec.services == spec.services;
-  for (const auto& service : spec.services) {
-    if (service.tls && service.tls->acme) {  // nor the ACME jobs and their HTTP-01 listener
-      return give_up("service " + service.name +
-                     " gets its certificate by ACME, which a take-over after a crash does not "
-                     "carry yet");
-    }
-  }
   adoption.plan = plan_adoption(adoption.record.core, same_spec, alive);
   if (!adoption.plan.adopt) return give_up(adoption.plan.refusal);
   const CarriedGroups recorded =
@@ -169,6 +167,16 @@ std::optional<Adoption> take_over(const Spec& spec, const StatePaths& paths, std
         return give_up("the fd keeper had no socket for " + service.listen[i].text);
       }
       adoption.listen[service.name].push_back({service.listen[i], it->second});
+      adoption.fds.erase(it);
+    }
+    if (service.tls && service.tls->acme) {
+      auto it = adoption.fds.find(acme_fd_name(service.name));
+      if (it == adoption.fds.end()) {
+        return give_up("the fd keeper had no socket for " + service.tls->acme->http_listen.text);
+      }
+      auto listener = listeners.find(service.name);
+      adoption.acme[service.name] = {
+          it->second, listener == listeners.end() ? -1 : listener->second, false, {}, {}};
       adoption.fds.erase(it);
     }
   }

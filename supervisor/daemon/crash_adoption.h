@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "acme_manager.h"
 #include "adoption.h"
 #include "fd_keeper.h"
 #include "listen_sockets.h"
@@ -39,6 +40,9 @@ struct Adoption {
   std::map<std::string, std::vector<ListenSocket>> listen;  // the spec's, from the keeper
   HandedFds fds;  // the adopted replicas' channels (owned until the supervisor takes them)
   CarriedGroups replica_sockets;  // from the keeper, in recovered group order (steering.h)
+  // Each acme service's http_listen socket (from the keeper) and the crashed supervisor's
+  // HTTP-01 listener still serving it, if recorded and alive: replaced by the successor.
+  std::map<std::string, AcmeCarried> acme;
 };
 
 // With the deployment's lock held, before anything is bound: the adoption of the replicas a

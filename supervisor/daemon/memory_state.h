@@ -3,9 +3,11 @@
 #pragma once
 
 #include <optional>
+#include <string>
 
 #include "cgroup.h"
 #include "memory_policy.h"
+#include "spec.h"
 
 namespace deployctl {
 
@@ -14,5 +16,15 @@ struct ReplicaMemory {
   std::optional<ReplicaCgroup> cgroup;  // cgroup modes: the cgroup of the current run
   bool killed = false;                  // sampling mode: killed for `max` in the current run
 };
+
+inline MemoryLimits memory_limits(const ServiceSpec& spec) {
+  return {spec.memory.max, spec.memory.restart_above};
+}
+
+// The name of a replica's memory cgroup below the supervisor's (the same for every run, so a
+// successor finds it after a crash).
+inline std::string memory_cgroup_name(const std::string& deployment, const std::string& replica) {
+  return deployment + "." + replica;
+}
 
 }  // namespace deployctl

@@ -98,7 +98,7 @@ bool Supervisor::start(std::string* error) {
   start_tree_cgroups();  // before start_memory, which may move this process to a leaf
   start_memory();
   start_dbus();
-  if (!start_acme(error)) return false;  // makes the acme directories start_tls() watches
+  if (!start_acme(error, {})) return false;  // makes the acme directories start_tls() watches
   start_tls();
   start_keeper();
   // The replicas start once every acme service has its certificate (at once if stored).

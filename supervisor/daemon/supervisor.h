@@ -49,6 +49,7 @@ class TlsFiles;
 struct ReplicaTlsFds;
 class TlsWatch;
 class AcmeManager;
+struct AcmeCarried;
 class MetricsHttpServer;
 struct Adoption;
 
@@ -164,7 +165,13 @@ class Supervisor {
   std::string tls_reload_problem(const Spec& next) const;
   json::Value tls_json(const std::string& service) const;  // null without [tls]
   // ACME (supervisor_acme.cc).
-  bool start_acme(std::string* error);
+  // `carried`: what an upgrade or a crashed supervisor left of each acme service (acme_carry.h).
+  bool start_acme(std::string* error, std::map<std::string, AcmeCarried> carried);
+  // Across an upgrade or a crash (supervisor_acme_carry.cc).
+  json::Value acme_upgrade_state(std::vector<int>* fds) const;
+  std::string acme_upgrade_refusal() const;  // "" unless lego runs now
+  void keep_acme_sockets(std::map<std::string, int>& fds) const;  // for the fd keeper
+  void record_acme_listeners(std::vector<RecordedReplica>& live) const;
   void acme_issued(const std::string& error);
   void handle_renew(const json::Value& request, ManagementServer::Reply reply);
   void acme_json(const std::string& service, json::Value& tls) const;
@@ -179,6 +186,8 @@ class Supervisor {
   // After each event: what systemd and D-Bus see; the end of the loop once finished.
   void after_event();
   void record_replicas();  // supervisor_record.cc
+  // The record of `pid` as `id`, its start time as recorded before or read now; nullopt if gone.
+  std::optional<RecordedReplica> recorded_entry(std::string id, pid_t pid, int stop_signal) const;
 
   // Crash survival (supervisor_crash.cc, docs/upgrade.md): the fd keeper, the adoption record.
   void start_keeper();
@@ -211,6 +220,12 @@ class Supervisor {
   void log_recycle(const Action& action);
   void finish_memory();
   json::Value memory_json(const ReplicaRecord& record, const Replica* replica) const;
+  // Across an upgrade or a crash (supervisor_memory_carry.cc): the carried setup and replica
+  // state (null after a crash: found again by the cgroup's path).
+  json::Value memory_setup_json() const;
+  void resume_memory(const json::Value* carried);
+  json::Value replica_memory_json(const Replica& replica) const;
+  void adopt_memory(const ReplicaPtr& replica, const json::Value* carried);
 
   // Every replica's tree in a cgroup of its own when cgroups are writable (supervisor_tree.cc).
   void start_tree_cgroups();
@@ -220,6 +235,7 @@ class Supervisor {
   // At the replica's exit: kills what is left of its tree and removes its cgroup.
   void release_tree_cgroup(const ReplicaPtr& replica);
   void adopt_tree_cgroup(const ReplicaPtr& replica);  // after an exec of the supervisor
+  void resume_tree_cgroups(const std::string& carried_dir);
   void finish_tree_cgroups();
 
   // Management API.
@@ -246,7 +262,6 @@ class Supervisor {
   // Upgrade in place (supervisor_upgrade.cc, docs/upgrade.md).
   void handle_upgrade(std::string binary, ManagementServer::Reply reply);
   std::string upgrade_refusal() const;      // passing: "try again" (exit 6); "" if none
-  std::string upgrade_unsupported() const;  // lasting: not carried yet (exit 1); "" if none
   std::optional<json::Value> upgrade_state(const std::string& binary, std::vector<int>* fds,
                                            std::string* error) const;
   void exec_when_replies_sent(const std::string& binary, int tries_left);

@@ -30,7 +30,7 @@ std::string deploy_server_path() {
 
 }  // namespace
 
-bool Supervisor::start_acme(std::string* error) {
+bool Supervisor::start_acme(std::string* error, std::map<std::string, AcmeCarried> carried) {
   AcmeEnvironment environment{tls_files_->acme_dir(), deploy_server_path()};
   environment.on_line = [this](const std::string& service, const std::string& line,
                                bool is_stderr) {
@@ -42,7 +42,7 @@ bool Supervisor::start_acme(std::string* error) {
     if (to_terminal) std::fprintf(is_stderr ? stderr : stdout, "acme | %s\n", line.c_str());
   };
   acme_ = std::make_unique<AcmeManager>(io_, children_, std::move(environment));
-  return acme_->start(spec_, error);
+  return acme_->start(spec_, error, std::move(carried));
 }
 
 // Every acme service has a certificate (error empty): the replicas start. Otherwise the start
@@ -62,10 +62,10 @@ void Supervisor::acme_issued(const std::string& error) {
 }
 
 void Supervisor::handle_renew(const json::Value& request, ManagementServer::Reply reply) {
-  if (!acme_) {  // resumed after an upgrade in place: ACME is not taken over (docs/spec.md)
+  if (!acme_) {  // upgraded in place from a binary that did not carry ACME (docs/upgrade.md)
     return reply(management_error(
-        "this supervisor was upgraded in place and does not run ACME; restart the deployment "
-        "(down, up) to renew",
+        "this supervisor was upgraded in place from a binary that did not carry ACME; restart "
+        "the deployment (down, up) to renew",
         kExitFailed));
   }
   std::vector<std::string> services;

@@ -80,6 +80,7 @@ void Supervisor::sync_keeper() {
     }
     pids[channel_fd_name(serial, "pid")] = replica->pid;
   }
+  keep_acme_sockets(fds);
   if (!keeper_->sync(fds, pids)) {
     spdlog::warn(
         "the fd keeper (pid {}) is gone: the replicas will not survive a crash of the "
@@ -175,6 +176,7 @@ bool Supervisor::adopt(Adoption adoption, std::string* error) {
   start_tree_cgroups();  // before start_memory, as in start()
   start_memory();
   start_dbus();
+  if (!start_acme(error, std::move(adoption.acme))) return false;  // before start_tls
   start_tls();
   std::string pids;
   for (const auto& r : json::as_array(json::get(adoption.record.doc, "replicas"))) {
@@ -199,6 +201,7 @@ bool Supervisor::adopt(Adoption adoption, std::string* error) {
       schedule_health(replica);
     }
     adopt_tree_cgroup(replica);
+    adopt_memory(replica, nullptr);  // its cgroup, found by path; OOM kills count from now
     watch_adopted(replica);
     read_control(replica);
     read_notify(replica);

@@ -15,10 +15,6 @@ namespace {
 constexpr Duration kSamplingInterval{100};  // sampling mode: `max` is enforced at this period
 constexpr Duration kCgroupInterval{250};    // cgroup modes: only restart_above and status
 
-MemoryLimits limits_of(const ServiceSpec& spec) {
-  return {spec.memory.max, spec.memory.restart_above};
-}
-
 std::string mib(std::uint64_t bytes) {
   char text[32];
   std::snprintf(text, sizeof text, "%.1fMiB", static_cast<double>(bytes) / (1024 * 1024));
@@ -30,7 +26,7 @@ std::string mib(std::uint64_t bytes) {
 void Supervisor::start_memory() {
   memory_setup_ = detect_memory_mode(host_from_environment());
   bool limited = false;
-  for (const auto& service : spec_.services) limited = limited || limits_of(service).any();
+  for (const auto& service : spec_.services) limited = limited || memory_limits(service).any();
   if (limited && memory_setup_.mode == MemoryMode::cgroup2) prepare_memory_cgroup2();
   spdlog::info("memory limits: {} ({})", mode_name(memory_setup_.mode), memory_setup_.reason);
 }
@@ -49,7 +45,7 @@ void Supervisor::prepare_memory_cgroup2() {
 bool Supervisor::prepare_memory(const ReplicaPtr& replica, SpawnRequest& request,
                                 std::string* error) {
   auto& memory = replica->memory;
-  const MemoryLimits limits = limits_of(*replica->spec);
+  const MemoryLimits limits = memory_limits(*replica->spec);
   memory.killed = false;
   memory.cgroup.reset();
   if (!limits.any()) {
@@ -60,8 +56,9 @@ bool Supervisor::prepare_memory(const ReplicaPtr& replica, SpawnRequest& request
   const MemoryMode mode = memory_setup_.mode;
   memory.policy.emplace(limits, MemoryPolicyOptions{.enforce_max = mode == MemoryMode::sampling});
   if (mode != MemoryMode::sampling) {
-    memory.cgroup = ReplicaCgroup::create(mode, memory_setup_.dir, spec_.name + "." + replica->id,
-                                          limits, error);
+    memory.cgroup = ReplicaCgroup::create(mode, memory_setup_.dir,
+                                          memory_cgroup_name(spec_.name, replica->id), limits,
+                                          error);
     if (!memory.cgroup) {
       *error += "; set DEPLOYCTL_MEMORY_MODE=sampling to enforce limits without cgroups";
       return false;
@@ -75,7 +72,9 @@ bool Supervisor::prepare_memory(const ReplicaPtr& replica, SpawnRequest& request
 bool Supervisor::memory_exit(const ReplicaPtr& replica, const ExitStatus& status) {
   auto& memory = replica->memory;
   bool oom = memory.killed;
-  if (memory.cgroup && status.signal == SIGKILL && memory.cgroup->oom_kills() > 0) oom = true;
+  // An adopted replica's status is unknown (not our child): the cgroup's count decides.
+  const bool killed = status.signal == SIGKILL || status.unknown;
+  if (memory.cgroup && killed && memory.cgroup->oom_kills() > 0) oom = true;
   if (oom) {
     const auto& max = replica->spec->memory.max;
     spdlog::warn("{} (pid {}) was killed for exceeding memory.max ({}, {})", replica->id,

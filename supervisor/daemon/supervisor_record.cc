@@ -27,17 +27,25 @@ void Supervisor::record_replicas() {
   // keeper may lack: take_over() then does not adopt that replica (it stops it).
   record_adoption(live);
   sync_keeper();
-  if (keeper_) {  // recorded too: `down` or a refused adoption stops it like a replica
-    RecordedReplica entry{kKeeperId, keeper_->pid(), 0, SIGTERM};
-    for (const auto& known : recorded_) {
-      if (known.pid == entry.pid && known.id == entry.id) entry.start_time = known.start_time;
-    }
-    if (entry.start_time == 0) entry.start_time = process_start_time(entry.pid).value_or(0);
-    if (entry.start_time != 0 && !live.empty()) live.push_back(std::move(entry));
+  // Recorded too: `down` or a refused adoption stops them like replicas.
+  if (keeper_ && !live.empty()) {
+    if (auto entry = recorded_entry(kKeeperId, keeper_->pid(), SIGTERM)) live.push_back(*entry);
   }
+  if (!live.empty()) record_acme_listeners(live);
   if (live == recorded_) return;
   recorded_ = std::move(live);
   write_replica_record(replica_record_path(paths_.dir), recorded_);
+}
+
+std::optional<RecordedReplica> Supervisor::recorded_entry(std::string id, pid_t pid,
+                                                         int stop_signal) const {
+  RecordedReplica entry{std::move(id), pid, 0, stop_signal};
+  for (const auto& known : recorded_) {
+    if (known.pid == entry.pid && known.id == entry.id) entry.start_time = known.start_time;
+  }
+  if (entry.start_time == 0) entry.start_time = process_start_time(entry.pid).value_or(0);
+  if (entry.start_time == 0) return std::nullopt;
+  return entry;
 }
 
 }  // namespace deployctl

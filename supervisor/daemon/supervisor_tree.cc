@@ -26,6 +26,19 @@ void Supervisor::start_tree_cgroups() {
       why);
 }
 
+// After an exec: the directory the previous binary used ("" : none; detected as at a start).
+// Detecting it again could find another one: prepare_cgroup2 may have moved this process.
+void Supervisor::resume_tree_cgroups(const std::string& carried_dir) {
+  const auto slash = carried_dir.rfind('/');
+  std::string why;
+  if (slash != std::string::npos && slash > 0 &&
+      tree_cgroups_.open(carried_dir.substr(0, slash), carried_dir.substr(slash + 1), &why)) {
+    spdlog::info("replica trees: a cgroup per replica in {}", tree_cgroups_.dir());
+    return;
+  }
+  start_tree_cgroups();
+}
+
 void Supervisor::prepare_tree_cgroup(const ReplicaPtr& replica, SpawnRequest& request) {
   replica->tree_cgroup.reset();
   const bool memory_holds_tree =

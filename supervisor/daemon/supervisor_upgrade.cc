@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "acme_carry.h"
 #include "commands.h"
 #include "dbus_api.h"
 #include "deployment_state_json.h"
@@ -73,22 +74,13 @@ std::string Supervisor::upgrade_refusal() const {
   if (!requests_.empty() || !reloads_.empty() || pre_start_ || core_.rollout_running()) {
     return "another command is under way; try again";
   }
+  if (auto acme = acme_upgrade_refusal(); !acme.empty()) return acme;
   for (const auto& [name, service] : state.services) {
     for (const auto& [index, record] : service.replicas) {
       if (record.machine.state != ReplicaState::ready) {
         return record.id + " is " + state_name(record.machine.state) +
                "; try again once every replica is ready";
       }
-    }
-  }
-  return "";
-}
-
-std::string Supervisor::upgrade_unsupported() const {
-  for (const auto& service : spec_.services) {
-    if (service.memory.max || service.memory.restart_above) {
-      return "service " + service.name +
-             " has memory limits, which an upgrade in place does not carry yet (docs/upgrade.md)";
     }
   }
   return "";
@@ -125,7 +117,10 @@ std::optional<json::Value> Supervisor::upgrade_state(const std::string& binary,
   doc["core"] = to_json(core_.state());
   doc["keeper_fd"] = keeper_ ? keeper_->fd() : -1;
   doc["keeper_pid"] = keeper_ ? keeper_->pid() : -1;
+  doc["memory"] = memory_setup_json();
+  doc["tree_cgroup_dir"] = tree_cgroups_.dir();
   fds->assign({upgrade_.lock_fd, management_->native_fd(), keeper_ ? keeper_->fd() : -1});
+  doc["acme"] = acme_upgrade_state(fds);  // appends the http_listen sockets
   json::Value services = json::Value::object();
   for (const auto& [name, service] : services_) {
     json::Array sockets;
@@ -166,6 +161,7 @@ std::optional<json::Value> Supervisor::upgrade_state(const std::string& binary,
     r["requests"] = replica->requests ? json::Value(*replica->requests) : json::Value();
     r["env"] = strings(replica->env);
     r["stderr_tail"] = strings(replica->stderr_tail);
+    r["memory"] = replica_memory_json(*replica);
     replicas.push_back(std::move(r));
   }
   doc["replicas"] = std::move(replicas);
@@ -184,9 +180,6 @@ void Supervisor::handle_upgrade(std::string binary, ManagementServer::Reply repl
     upgrade_failed(message);
     reply(management_error("upgrade refused: " + message, code));
   };
-  if (auto unsupported = upgrade_unsupported(); !unsupported.empty()) {
-    return refuse(unsupported, kExitFailed);  // no retry would help
-  }
   if (auto refusal = upgrade_refusal(); !refusal.empty()) return refuse(refusal, kExitBusy);
   if (binary.empty()) binary = upgrade_.executable;
   if (binary.empty() || binary[0] != '/' || access(binary.c_str(), X_OK) != 0) {
@@ -299,7 +292,8 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   upgrade_.upgrade_failures = static_cast<int>(json::as_int(json::get(doc, "upgrade_failures")));
   upgrade_.upgrade_error = json::as_string(json::get(doc, "upgrade_error"));
   make_management();
-  start_tree_cgroups();  // the same path as before the exec: replicas keep their cgroups
+  resume_tree_cgroups(json::as_string(json::get(doc, "tree_cgroup_dir")));
+  resume_memory(json::find(doc, "memory"));  // before the replicas take up their cgroups
   adopt_replica_sockets(carried_groups_from_json(json::get(doc, "replica_sockets")));
   if (!management_->adopt(static_cast<int>(json::as_int(json::get(doc, "management_fd"))), error)) {
     return false;
@@ -338,6 +332,7 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
       schedule_health(replica);
     }
     adopt_tree_cgroup(replica);
+    adopt_memory(replica, json::find(r, "memory"));
     replica->pidfd = adopt_fd(io_, json::as_int(json::get(r, "pidfd"), -1));
     if (replica->pidfd) {
       watch_adopted(replica);
@@ -364,8 +359,14 @@ bool Supervisor::resume(const CarriedState& carried, std::string* error) {
   watch_signals();
   unblock_exec_signals();
   watchdog_ping();
-  start_memory();
   start_dbus();
+  // The acme services' sockets, listeners and schedules (before start_tls, as in start()). A
+  // binary before this carried none: its listener keeps the http_listen socket, not ours to bind.
+  if (const auto* acme = json::find(doc, "acme")) {
+    if (!start_acme(error, acme_carried_from_json(*acme))) return false;
+  } else {
+    spdlog::warn("the previous binary did not carry ACME: no renewals until a restart");
+  }
   start_tls();  // watches the certificate files again; new replicas get a fresh ticket key
   if (std::string metrics_error; !start_metrics(&metrics_error)) {
     spdlog::warn("after the upgrade: {}", metrics_error);  // the old binary's socket closed at exec

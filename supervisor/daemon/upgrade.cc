@@ -187,6 +187,9 @@ std::vector<int> carried_fds(const json::Value& doc) {
     for (const char* key : {"control_fd", "notify_fd", "out_fd", "err_fd", "pidfd"})
       add(json::get(replica, key));
   }
+  for (const auto& [service, acme] : json::as_object(json::get(doc, "acme"))) {
+    add(json::get(acme, "http_fd"));
+  }
   return fds;
 }
 

@@ -59,7 +59,7 @@ struct CarriedState {
 std::optional<CarriedState> decode_state(const std::string& text, std::string* error);
 
 // Every fd a state document names (lock, management, listen sockets, per-replica sockets,
-// replica channels).
+// replica channels, the acme services' http_listen sockets).
 std::vector<int> carried_fds(const json::Value& doc);
 // Sets or clears FD_CLOEXEC on each fd >= 0.
 void set_cloexec(const std::vector<int>& fds, bool on);

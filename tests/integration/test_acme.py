@@ -12,8 +12,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import shutil
+import threading
+
 from acme_pebble import DOMAIN, acme_spec, needs_pebble, pebble_for  # noqa: F401 (a fixture)
-from harness import all_ready, free_port, wait_until
+from harness import all_ready, free_port, is_alive, wait_gone, wait_until
 from tls_certs import TlsClientLoop, https_get
 
 pytestmark = needs_pebble
@@ -211,3 +214,150 @@ def port_open(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def dep_attempts(dep) -> int:
+    metrics = dep.deployctl("metrics", "--name", dep.name).stdout
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.splitlines()
+               if line.startswith("deployctl_acme_renewals_total{"))
+
+
+class Redirects(threading.Thread):
+    """http:// GETs on http_listen, each on a new connection, bounded in count and time: every
+    answer must be the 308 to https://."""
+
+    def __init__(self, port: int, limit: int = 4000, seconds: float = 90.0):
+        super().__init__(daemon=True)
+        self.port, self.limit, self.seconds = port, limit, seconds
+        self.stopping = threading.Event()
+        self.failures: list[str] = []
+        self.successes = 0
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        for _ in range(self.limit):
+            if self.stopping.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn.request("GET", "/x?y=1", headers={"Host": DOMAIN})
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+                if response.status == 308:
+                    self.successes += 1
+                else:
+                    self.failures.append(f"HTTP {response.status}")
+            except (OSError, http.client.HTTPException) as error:
+                self.failures.append(repr(error))
+            self.stopping.wait(0.01)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.join(30)
+
+
+def acme_listener_pid(dep) -> int:
+    record = json.loads((dep.state_dir / "replicas.json").read_text())
+    [pid] = [entry["pid"] for entry in record if entry["id"] == "acme-listener web"]
+    return pid
+
+
+def renew_rolls(dep, root: Path, clients: TlsClientLoop) -> str:
+    """`deployctl renew`: every replica rolls onto a new serial while `clients` connect."""
+    _, old_serial = tls_get(dep.port, root)
+    old_pids = set(dep.replica_pids().values())
+    run = dep.deployctl("renew", "--name", dep.name)
+    assert run.returncode == 0, run.describe()
+    dep.wait_for(lambda s: all_ready(s, 2) and s["services"][0]["rollout"] == "done"
+                 and not old_pids & {r["pid"] for r in s["services"][0]["replicas"]}
+                 and tls_get(dep.port, root)[1] != old_serial,
+                 timeout=60, what="every replica rolled onto the renewed certificate")
+    count = sum(clients.serials.values())
+    wait_until(lambda: sum(clients.serials.values()) >= count + 20, 20, "connections after")
+    _, new_serial = tls_get(dep.port, root)
+    assert new_serial != old_serial
+    return new_serial
+
+
+def test_acme_survives_an_upgrade_in_place_and_renews_after_it(deployment, pebble_for, measure):
+    http_port = free_port()
+    pebble = pebble_for(http_port)
+    dep = deployment(acme_spec(pebble, http_port))
+    assert dep.up(timeout=120).returncode == 0, dep.diagnostics()
+    dep.wait_for(lambda s: all_ready(s, 2), timeout=30, what="2 ready replicas")
+    root = pebble.issuing_root()
+    _, serial = tls_get(dep.port, root)
+    pids, listener = dep.replica_pids(), acme_listener_pid(dep)
+    before = tls_status(dep)
+    new_binary = dep.dir / "deployctl-new"
+    shutil.copy2(os.environ["DEPLOYCTL_BIN"], new_binary)
+    with TlsClientLoop(dep.port, root, hostname=DOMAIN) as clients, Redirects(http_port) as redirects:
+        wait_until(lambda: clients.serials[serial] >= 20 and redirects.successes >= 20, 20,
+                   "TLS connections and redirects before the upgrade")
+        run = dep.deployctl("upgrade", "--name", dep.name, "--binary", str(new_binary),
+                            timeout=40)
+        assert run.returncode == 0, run.describe() + dep.diagnostics()
+        status = dep.wait_for(lambda s: s["supervisor"]["upgrades"] == 1, what="the upgrade")
+        assert dep.replica_pids(status) == pids
+        # The certificate keeps being served; the schedule and report were carried.
+        tls = status["services"][0]["tls"]
+        assert tls["last_renewal"] == before["last_renewal"], (tls, before)
+        assert tls["next_renewal"] == before["next_renewal"], (tls, before)
+        assert dep_attempts(dep) == 1
+        assert acme_listener_pid(dep) == listener  # the same listener, on the same socket
+        assert "HTTP-01 listener on 127.0.0.1:%d (pid %d) taken over" % (http_port, listener) \
+            in dep.log_text()
+        new_serial = renew_rolls(dep, root, clients)
+        wait_until(lambda: redirects.successes >= 40, 20, "redirects after the renewal")
+    measure(f"acme upgrade in place + renew: {sum(clients.serials.values())} TLS connections, "
+            f"{len(clients.failures)} failed; {redirects.successes} http:// 308, "
+            f"{len(redirects.failures)} failed")
+    assert clients.failures == [], clients.failures[:5]
+    assert redirects.failures == [], redirects.failures[:5]
+    assert clients.serials[new_serial] >= 20
+    assert dep_attempts(dep) == 2
+
+
+def test_acme_survives_a_kill_9_of_the_supervisor_and_renews_after_it(
+        deployment, pebble_for, measure):
+    from test_crash import fully_supervised, keeper_pid, kill_supervisor
+    http_port = free_port()
+    pebble = pebble_for(http_port)
+    dep = deployment(acme_spec(pebble, http_port))
+    assert dep.up(timeout=120).returncode == 0, dep.diagnostics()
+    dep.wait_for(lambda s: all_ready(s, 2), timeout=30, what="2 ready replicas")
+    root = pebble.issuing_root()
+    _, serial = tls_get(dep.port, root)
+    old_listener = acme_listener_pid(dep)
+    dep.track_pid(old_listener, "the first HTTP-01 listener")
+    with TlsClientLoop(dep.port, root, hostname=DOMAIN) as clients, Redirects(http_port) as redirects:
+        wait_until(lambda: clients.serials[serial] >= 20 and redirects.successes >= 20, 20,
+                   "TLS connections and redirects before the crash")
+        pids, keeper = kill_supervisor(dep)
+        count = redirects.successes
+        wait_until(lambda: redirects.successes >= count + 10, 10, "redirects with no supervisor")
+        run = dep.up(timeout=60)
+        assert run.returncode == 0 and "adopted" in run.stdout, run.describe() + dep.diagnostics()
+        dep.wait_for(lambda s: fully_supervised(s, pids), 15, "every replica adopted")
+        wait_until(lambda: not is_alive(old_listener), 10, "the old listener's exit")
+        new_listener = acme_listener_pid(dep)
+        assert new_listener != old_listener
+        dep.track_pid(new_listener, "the new HTTP-01 listener")
+        dep.track_pid(keeper_pid(dep), "fd keeper")
+        assert tls_get(dep.port, root) == (200, serial)
+        new_serial = renew_rolls(dep, root, clients)
+        count = redirects.successes
+        wait_until(lambda: redirects.successes >= count + 20, 20, "redirects after the renewal")
+    measure(f"acme kill -9 + adoption + renew: {sum(clients.serials.values())} TLS connections, "
+            f"{len(clients.failures)} failed; {redirects.successes} http:// 308, "
+            f"{len(redirects.failures)} failed")
+    assert clients.failures == [], clients.failures[:5]
+    assert redirects.failures == [], redirects.failures[:5]
+    assert clients.serials[new_serial] >= 20
+    assert dep.down().returncode == 0
+    assert wait_gone([new_listener], 5) == []

@@ -286,6 +286,7 @@ def test_without_the_keeper_the_leftovers_are_stopped(deployment):
     assert dep.up().returncode == 0
     pids, keeper = kill_supervisor(dep)
     os.kill(keeper, signal.SIGKILL)
+    assert wait_gone([keeper], 5) == []  # it may hold the deployment's lock until it is gone
     run = dep.up()
     assert run.returncode == 0, run.describe()
     assert "cannot adopt" in run.stderr and "fd keeper is gone" in run.stderr, run.describe()

@@ -272,12 +272,15 @@ def version_of(system: System, name: str, cli: str = "deployctl") -> dict:
 def test_dpkg_upgrade_moves_the_running_supervisor_in_place_under_load(system, packages):
     wait_until(lambda: system.all_ready(4), 20, "4 ready")
     # Also upgraded: one started by hand from the package's binary. Left alone: one running
-    # another deployctl (the build tree's), though its state is in the same directory. Not
-    # upgradable (memory limits are not carried): reported, keeps the old binary, and the
-    # package upgrade still succeeds.
+    # another deployctl (the build tree's), though its state is in the same directory. Upgraded
+    # with its memory limit carried: one with [memory]. Not upgradable (its spec file was edited
+    # without a reload): reported, keeps the old binary, and the package upgrade still succeeds.
     start_by_hand(system, "byhand", "/usr/bin/deployctl")
     start_by_hand(system, "notours", deployctl_bin())
     start_by_hand(system, "limited", "/usr/bin/deployctl", '[services.web.memory]\nmax = "1GiB"\n')
+    start_by_hand(system, "edited", "/usr/bin/deployctl")
+    edited = system.ns.shared_dir / "edited.toml"
+    edited.write_text(edited.read_text() + "replicas = 2\n")
     main = system.show("MainPID")
     before = system.status()
     pids = system.replica_pids()
@@ -310,12 +313,14 @@ def test_dpkg_upgrade_moves_the_running_supervisor_in_place_under_load(system, p
     assert "notours" not in upgraded.stdout + upgraded.stderr, describe(upgraded)
     other = version_of(system, "notours", deployctl_bin())
     assert other["upgrades"] == 0 and other["executable"] == deployctl_bin(), other
-    assert re.search(r"supervisor \d+ \(/run/deployctl/limited\) was not upgraded in place and "
-                     r"keeps running the previous binary \(exit 1\): .*memory limits",
-                     upgraded.stderr), describe(upgraded)
-    limited = version_of(system, "limited")
-    assert limited["version"] == packages.old_version and limited["upgrade_failures"] == 1
-    for name in ("byhand", "notours", "limited"):
+    assert "limited: upgraded in place" in upgraded.stdout, describe(upgraded)
+    assert version_of(system, "limited")["version"] == packages.new_version
+    assert re.search(r"supervisor \d+ \(/run/deployctl/edited\) was not upgraded in place and "
+                     r"keeps running the previous binary \(exit 1\): .*changed since it was "
+                     r"applied", upgraded.stderr), describe(upgraded)
+    edited = version_of(system, "edited")
+    assert edited["version"] == packages.old_version and edited["upgrade_failures"] == 1
+    for name in ("byhand", "notours", "limited", "edited"):
         system.ns.run(["deployctl", "down", "--name", name], timeout=60)
     print(upgraded.stdout)
     print(f"dpkg -i upgrade: {fresh.successes} + {kept.successes} requests, 0 failed")

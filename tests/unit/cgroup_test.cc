@@ -98,6 +98,31 @@ TEST_CASE("cgroup: a delegated v2 tree (fake) is chosen and laid out as the v2 r
   CHECK_FALSE(fs::exists(root.path / "supervisor"));
 }
 
+TEST_CASE("cgroup: adopt finds a running replica's cgroup; OOM kills count from a baseline") {
+  TempDir root;
+  std::string error;
+  const std::string path = (root.path / "shop.web.0").string();
+  CHECK_FALSE(ReplicaCgroup::adopt(MemoryMode::cgroup2, path, std::nullopt));  // none yet
+  auto created =
+      ReplicaCgroup::create(MemoryMode::cgroup2, root.path.string(), "shop.web.0", {64u << 20, {}},
+                            &error);
+  REQUIRE_MESSAGE(created, error);
+  put(root.path / "shop.web.0" / "memory.events", "oom 2\noom_kill 2\n");
+  // After an exec: the baseline carried (0, when the run began) keeps the two kills counted.
+  auto carried = ReplicaCgroup::adopt(MemoryMode::cgroup2, path, created->oom_baseline());
+  REQUIRE(carried);
+  CHECK(carried->path() == path);
+  CHECK(carried->oom_kills() == 2u);
+  // After a crash: counted from the adoption on.
+  auto found = ReplicaCgroup::adopt(MemoryMode::cgroup2, path, std::nullopt);
+  REQUIRE(found);
+  CHECK(found->oom_kills() == 0u);
+  put(root.path / "shop.web.0" / "memory.events", "oom 3\noom_kill 3\n");
+  CHECK(found->oom_kills() == 1u);
+  CHECK_FALSE(ReplicaCgroup::adopt(MemoryMode::sampling, path, std::nullopt));
+  CHECK(found->remove());
+}
+
 TEST_CASE("cgroup: without the memory controller or write access, sampling, with the reason") {
   TempDir root;
   put(root.path / "cgroup.controllers", "cpu pids\n");
