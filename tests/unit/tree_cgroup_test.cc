@@ -192,14 +192,22 @@ TEST_CASE("tree cgroup: a replica is born in its cgroup (clone3), or moves there
 
   SUBCASE("born there: no migration (where the kernel has CLONE_INTO_CGROUP)") {
     // The shell's first act is reading its own cgroup.
-    auto [result, output] = run_in_cgroup(cgroup->procs_file(), "cat /proc/self/cgroup");
+    // Named members, not a structured binding: clang (the sanitizer build) cannot capture
+    // one in the lambda REQUIRE_MESSAGE expands to.
+    const auto ran = run_in_cgroup(cgroup->procs_file(), "cat /proc/self/cgroup");
+    const SpawnResult& result = ran.first;
+    const std::string& output = ran.second;
     REQUIRE_MESSAGE(result.pid > 0, result.message);
     CHECK(result.born_in_cgroup == clone_into_cgroup_expected());
     CHECK(v2_line(output).ends_with(expected));
   }
   SUBCASE("DEPLOYCTL_CLONE_INTO_CGROUP=off: the clone() fallback moves the child before exec") {
     setenv("DEPLOYCTL_CLONE_INTO_CGROUP", "off", 1);
-    auto [result, output] = run_in_cgroup(cgroup->procs_file(), "cat /proc/self/cgroup");
+    // Named members, not a structured binding: clang (the sanitizer build) cannot capture
+    // one in the lambda REQUIRE_MESSAGE expands to.
+    const auto ran = run_in_cgroup(cgroup->procs_file(), "cat /proc/self/cgroup");
+    const SpawnResult& result = ran.first;
+    const std::string& output = ran.second;
     unsetenv("DEPLOYCTL_CLONE_INTO_CGROUP");
     REQUIRE_MESSAGE(result.pid > 0, result.message);
     CHECK_FALSE(result.born_in_cgroup);
