@@ -170,6 +170,12 @@ constexpr bool kMaySpawnIntoCgroup = true;
 ChildError* failure_report(ChildError* local) { return local; }
 #endif
 
+}  // namespace
+
+bool spawn_into_cgroup_built() { return kMaySpawnIntoCgroup && clone3_vm_available(); }
+
+namespace {
+
 // The child's stack: it runs only while the parent sleeps (CLONE_VFORK), one child at a time
 // (the event loop is single-threaded), so one static stack serves every spawn.
 alignas(64) char child_stack[64 * 1024];

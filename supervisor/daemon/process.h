@@ -59,6 +59,10 @@ std::optional<std::uint64_t> child_fd_limit_soft();  // nullopt: unset
 // One spawn at a time: call from one thread only.
 SpawnResult spawn_process(const SpawnRequest& request);
 
+// Whether this build can create a child inside its cgroup (clone3 with CLONE_INTO_CGROUP):
+// an x86-64 build without the sanitizers. The kernel may still refuse (< 5.7, cgroup v1).
+bool spawn_into_cgroup_built();
+
 // Finds `name` like execvp would in `path_env` (a PATH value), then next to this executable.
 // Names containing '/' are returned unchanged (relative ones resolve against the working dir).
 std::string resolve_command(const std::string& name, const std::string& path_env);

@@ -167,7 +167,7 @@ std::pair<SpawnResult, std::string> run_in_cgroup(const std::string& procs,
 bool clone_into_cgroup_expected() {
   utsname host{};
   int major = 0, minor = 0;
-  return clone3_vm_available() && uname(&host) == 0 &&
+  return spawn_into_cgroup_built() && uname(&host) == 0 &&
          std::sscanf(host.release, "%d.%d", &major, &minor) == 2 &&
          (major > 5 || (major == 5 && minor >= 7));
 }
