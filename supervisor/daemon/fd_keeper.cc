@@ -269,13 +269,17 @@ bool FdKeeper::send(const std::string& message, int fd) {
 
 bool FdKeeper::sync(const std::map<std::string, int>& fds,
                     const std::map<std::string, pid_t>& pids) {
-  for (auto it = held_.begin(); it != held_.end();) {
-    if (fds.count(it->first) || !send("D " + it->first)) {
-      ++it;
-    } else {
-      it = held_.erase(it);
+  // What the keeper holds or watches that is no longer wanted: dropped ("D"), forgotten once sent.
+  auto drop_unwanted = [this](auto& kept, const auto& wanted) {
+    for (auto it = kept.begin(); it != kept.end();) {
+      if (wanted.count(it->first) || !send("D " + it->first)) {
+        ++it;
+      } else {
+        it = kept.erase(it);
+      }
     }
-  }
+  };
+  drop_unwanted(held_, fds);
   for (const auto& [name, fd] : fds) {
     struct stat info {};
     if (fd < 0 || fstat(fd, &info) != 0) continue;
@@ -283,13 +287,7 @@ bool FdKeeper::sync(const std::map<std::string, int>& fds,
     if (auto it = held_.find(name); it != held_.end() && it->second == identity) continue;
     if (send("A " + name, fd)) held_[name] = identity;
   }
-  for (auto it = watched_.begin(); it != watched_.end();) {
-    if (pids.count(it->first) || !send("D " + it->first)) {
-      ++it;
-    } else {
-      it = watched_.erase(it);
-    }
-  }
+  drop_unwanted(watched_, pids);
   for (const auto& [name, pid] : pids) {
     if (auto it = watched_.find(name); it != watched_.end() && it->second == pid) continue;
     if (send("P " + name + " " + std::to_string(pid))) watched_[name] = pid;

@@ -28,6 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_util import become_subreaper, free_base_port  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from harness import connections_to  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "examples" / "fastapi"
 REPLICAS = 4
@@ -56,25 +59,6 @@ timeout = "500ms"
 failures = 1
 start_period = "30s"
 """
-
-
-def established_to(pid: int, port: int) -> int:
-    """Established TCP connections of process `pid` to 127.0.0.1:`port`."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    count = 0
-    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if (fields[9] in inodes and int(fields[2].split(":")[1], 16) == port
-                and fields[3] == "01"):
-            count += 1
-    return count
 
 
 def main() -> int:
@@ -106,7 +90,7 @@ def main() -> int:
         started = time.monotonic()
         while time.monotonic() - started < args.seconds:  # the window is the measurement
             time.sleep(2.0)
-            samples.append(established_to(supervisor, port))
+            samples.append(connections_to(supervisor, {port}))
         metrics = ctl("metrics", "--name", "health-bench")
         status = json.loads(ctl("status", "--json", "--name", "health-bench"))
     finally:

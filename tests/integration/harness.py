@@ -166,6 +166,31 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process `pid` holds open."""
+    inodes = set()
+    for entry in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{entry}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def connections_to(pid: int, ports: set[int]) -> int:
+    """Established IPv4 TCP connections of process `pid` to a port in `ports` (as `ss -tnp`)."""
+    inodes = socket_inodes(pid)
+    count = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port = int(fields[2].split(":")[1], 16)
+        if fields[9] in inodes and remote_port in ports and fields[3] == "01":  # ESTABLISHED
+            count += 1
+    return count
+
+
 def pids_with_environment(variable: str, value: str) -> list[int]:
     needle = f"{variable}={value}".encode()
     found = []
@@ -250,6 +275,37 @@ def http_get(port: int, path: str = "/whoami", timeout: float = 5.0) -> HttpResu
     if not 200 <= response.status < 300:
         return HttpResult(response.status, body, "status", f"HTTP {response.status}: {body[:200]}")
     return HttpResult(response.status, body, None)
+
+
+class RequestLoop(threading.Thread):
+    """Calls `attempt()` in a background thread, one call after the other, until stopped, `limit`
+    calls or `seconds`, pausing `pause` seconds between calls. A context manager; subclasses
+    record what each attempt saw."""
+
+    def __init__(self, limit: int, seconds: float, pause: float = 0.0):
+        super().__init__(daemon=True)
+        self.limit, self.seconds, self.pause = limit, seconds, pause
+        self.stopping = threading.Event()
+
+    def attempt(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        for _ in range(self.limit):
+            if self.stopping.is_set() or time.monotonic() > deadline:
+                return
+            self.attempt()
+            if self.pause:
+                self.stopping.wait(self.pause)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.join(30)
 
 
 class ClientLoop:

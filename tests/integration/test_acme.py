@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import shutil
-import threading
 
 from acme_pebble import DOMAIN, acme_spec, needs_pebble, pebble_for  # noqa: F401 (a fixture)
-from harness import all_ready, free_port, is_alive, wait_gone, wait_until
+from harness import RequestLoop, all_ready, free_port, is_alive, wait_gone, wait_until
 from tls_certs import TlsClientLoop, https_get
 
 pytestmark = needs_pebble
@@ -222,43 +221,29 @@ def dep_attempts(dep) -> int:
                if line.startswith("deployctl_acme_renewals_total{"))
 
 
-class Redirects(threading.Thread):
+class Redirects(RequestLoop):
     """http:// GETs on http_listen, each on a new connection, bounded in count and time: every
     answer must be the 308 to https://."""
 
     def __init__(self, port: int, limit: int = 4000, seconds: float = 90.0):
-        super().__init__(daemon=True)
-        self.port, self.limit, self.seconds = port, limit, seconds
-        self.stopping = threading.Event()
+        super().__init__(limit, seconds, pause=0.01)
+        self.port = port
         self.failures: list[str] = []
         self.successes = 0
 
-    def run(self) -> None:
-        deadline = time.monotonic() + self.seconds
-        for _ in range(self.limit):
-            if self.stopping.is_set() or time.monotonic() > deadline:
-                return
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/x?y=1", headers={"Host": DOMAIN})
-                response = conn.getresponse()
-                response.read()
-                conn.close()
-                if response.status == 308:
-                    self.successes += 1
-                else:
-                    self.failures.append(f"HTTP {response.status}")
-            except (OSError, http.client.HTTPException) as error:
-                self.failures.append(repr(error))
-            self.stopping.wait(0.01)
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping.set()
-        self.join(30)
+    def attempt(self) -> None:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            conn.request("GET", "/x?y=1", headers={"Host": DOMAIN})
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            if response.status == 308:
+                self.successes += 1
+            else:
+                self.failures.append(f"HTTP {response.status}")
+        except (OSError, http.client.HTTPException) as error:
+            self.failures.append(repr(error))
 
 
 def acme_listener_pid(dep) -> int:

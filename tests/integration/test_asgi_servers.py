@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness import (all_ready, client_loops, deploy_example, descendants, failures_by_kind,
-                     get_json, replaced, summaries, wait_until)
+                     get_json, replaced, socket_inodes, summaries, wait_until)
 
 REPLICAS = 2
 START_TIMEOUT = 60  # `up -d` of Python replicas on a busy 2-core machine
@@ -55,18 +55,6 @@ def keepalive_latencies_ms(port: int, count: int) -> list[float]:
     finally:
         connection.close()
     return latencies
-
-
-def socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    for entry in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{entry}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    return inodes
 
 
 def tcp_connection_inodes(supervisor: int) -> set[str]:

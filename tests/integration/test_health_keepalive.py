@@ -9,9 +9,9 @@ import collections
 import os
 import signal
 import time
-from pathlib import Path
 
-from harness import all_ready, free_port_range, replaced, server_bin, toml_array, wait_until
+from harness import (all_ready, connections_to, free_port_range, replaced, server_bin, toml_array,
+                     wait_until)
 
 # One replica's server on 127.0.0.1:PORT. Appends "PID accept" / "PID request" to LOG. Closes a
 # connection idle for IDLE seconds (0: never). While the file HANG exists, answers a request
@@ -181,25 +181,6 @@ crash_loop = {{ restarts = 10000, within = "60s" }}
 
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def connections_to(pid: int, ports: set[int]) -> int:
-    """TCP sockets of process `pid` connected to 127.0.0.1:PORT for PORT in `ports`."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    count = 0
-    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        remote_port = int(fields[2].split(":")[1], 16)
-        if fields[9] in inodes and remote_port in ports and fields[3] == "01":  # ESTABLISHED
-            count += 1
-    return count
 
 
 def test_no_fd_leak_across_200_restarts(deployment, measure):

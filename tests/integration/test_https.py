@@ -310,32 +310,12 @@ def assert_nobody_loads_from_descriptors(dep, pki) -> None:
         assert environ["SEEN_KEY"] == environ["DEPLOYCTL_TLS_KEY"]
 
 
-@pytest.mark.parametrize("server", ["deploy-server", *sorted(ASGI_SERVERS)])
-def test_replicas_of_another_user_serve_https_from_files_they_cannot_open(deployment, pki,
-                                                                         server):
-    extra = f'{OTHER_USER}\nenv = {{ SEEN_KEY = "{{tls_key}}" }}'
-    if server == "deploy-server":
-        dep = deployment(f'''
-name = "@NAME@"
-
-[services.web]
-command = @SERVER_COMMAND@
-replicas = 2
-listen = ["127.0.0.1:@PORT@"]
-working_dir = "/"
-{extra}
-{tls_section(pki)}''')
-    else:
-        dep = deployment(asgi_spec(server, tls_section(pki), extra))
-        write_asgi_app(dep.dir)
-        os.chmod(dep.dir, 0o711)  # nobody reaches app/ (the state directory stays 0700)
-    serve_and_verify(dep, pki, 2)
-    assert_nobody_loads_from_descriptors(dep, pki)
+SEEN_KEY = 'env = { SEEN_KEY = "{tls_key}" }'  # how the replica's environment names the key
 
 
-def test_replicas_of_another_user_roll_onto_replaced_files_with_zero_failures(deployment, pki,
-                                                                            measure):
-    dep = deployment(f'''
+def nobody_server_spec(pki) -> str:
+    """2 deploy-server replicas as nobody, with the pki's files (which nobody cannot open)."""
+    return f'''
 name = "@NAME@"
 
 [services.web]
@@ -344,8 +324,26 @@ replicas = 2
 listen = ["127.0.0.1:@PORT@"]
 working_dir = "/"
 {OTHER_USER}
-env = {{ SEEN_KEY = "{{tls_key}}" }}
-{tls_section(pki)}''')
+{SEEN_KEY}
+{tls_section(pki)}'''
+
+
+@pytest.mark.parametrize("server", ["deploy-server", *sorted(ASGI_SERVERS)])
+def test_replicas_of_another_user_serve_https_from_files_they_cannot_open(deployment, pki,
+                                                                         server):
+    if server == "deploy-server":
+        dep = deployment(nobody_server_spec(pki))
+    else:
+        dep = deployment(asgi_spec(server, tls_section(pki), f"{OTHER_USER}\n{SEEN_KEY}"))
+        write_asgi_app(dep.dir)
+        os.chmod(dep.dir, 0o711)  # nobody reaches app/ (the state directory stays 0700)
+    serve_and_verify(dep, pki, 2)
+    assert_nobody_loads_from_descriptors(dep, pki)
+
+
+def test_replicas_of_another_user_roll_onto_replaced_files_with_zero_failures(deployment, pki,
+                                                                            measure):
+    dep = deployment(nobody_server_spec(pki))
     serve_and_verify(dep, pki, 2)
     rotation = Rotation(dep, pki)
     measure(f"rotation, replicas as nobody: {rotation.connections()} TLS connections, "

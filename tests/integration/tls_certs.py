@@ -8,9 +8,9 @@ import os
 import socket
 import ssl
 import subprocess
-import threading
-import time
 from pathlib import Path
+
+from harness import RequestLoop
 
 TIMEOUT = 20
 
@@ -77,41 +77,27 @@ def s_client_verifies(port: int, ca: Path) -> subprocess.CompletedProcess:
          "-brief"], input="", capture_output=True, text=True, timeout=TIMEOUT)
 
 
-class TlsClientLoop(threading.Thread):
+class TlsClientLoop(RequestLoop):
     """New verified TLS connections, one GET /whoami each, one after the other, until stopped
     or bounded (count and time). Records failures and the serials served."""
 
     def __init__(self, port: int, ca: Path, hostname: str = "localhost", limit: int = 5000,
                  seconds: float = 60.0):
-        super().__init__(daemon=True)
+        super().__init__(limit, seconds)
         self.port, self.ca, self.hostname = port, ca, hostname
-        self.limit, self.seconds = limit, seconds
-        self.stopping = threading.Event()
         self.failures: list[str] = []
         self.serials: collections.Counter = collections.Counter()
         self.last_serial = ""
 
-    def run(self) -> None:
-        deadline = time.monotonic() + self.seconds
-        for _ in range(self.limit):
-            if self.stopping.is_set() or time.monotonic() > deadline:
-                return
-            try:
-                code, serial = https_get(self.port, self.ca, "/whoami", hostname=self.hostname)
-                self.serials[serial] += 1
-                self.last_serial = serial
-                if code != 200:
-                    self.failures.append(f"HTTP {code}")
-            except (OSError, ValueError) as error:
-                self.failures.append(repr(error))
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping.set()
-        self.join(30)
+    def attempt(self) -> None:
+        try:
+            code, serial = https_get(self.port, self.ca, "/whoami", hostname=self.hostname)
+            self.serials[serial] += 1
+            self.last_serial = serial
+            if code != 200:
+                self.failures.append(f"HTTP {code}")
+        except (OSError, ValueError) as error:
+            self.failures.append(repr(error))
 
 
 ASGI_APP = '''
