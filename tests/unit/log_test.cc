@@ -16,20 +16,13 @@
 #include "log_file.h"
 #include "log_format.h"
 #include "log_reader.h"
+#include "temp_dir.h"
 
 using namespace deployctl;
+using deployctl::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempDir {
-  TempDir() {
-    char pattern[] = "/tmp/dctl-logtest-XXXXXX";
-    path = mkdtemp(pattern);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string path;
-};
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
@@ -138,33 +131,33 @@ TEST_CASE("logs: the log directory's precedence") {
 TEST_CASE("logs: a rotating file keeps every line, in order, across keep+1 files") {
   TempDir dir;
   const std::string one = numbered(0, 1);
-  RotatingFile file(dir.path + "/sub", "web", {one.size() * 10, 3});
+  RotatingFile file(dir.path.string() + "/sub", "web", {one.size() * 10, 3});
   for (int n = 0; n < 40; n += 5) CHECK(file.append(numbered(n, n + 5)).error.empty());
   // 40 lines, 10 per file: web.log.3 (0-9) .. web.log (30-39), no line split or repeated.
-  CHECK(read_text(dir.path + "/sub/web.log.3") == numbered(0, 10));
-  CHECK(read_text(dir.path + "/sub/web.log.1") == numbered(20, 30));
-  CHECK(read_text(dir.path + "/sub/web.log") == numbered(30, 40));
+  CHECK(read_text(dir.path.string() + "/sub/web.log.3") == numbered(0, 10));
+  CHECK(read_text(dir.path.string() + "/sub/web.log.1") == numbered(20, 30));
+  CHECK(read_text(dir.path.string() + "/sub/web.log") == numbered(30, 40));
   CHECK(file.append(numbered(40, 41)).error.empty());  // rotates: the oldest is dropped
-  CHECK(read_text(dir.path + "/sub/web.log.3") == numbered(10, 20));
-  CHECK(read_text(dir.path + "/sub/web.log") == numbered(40, 41));
-  CHECK_FALSE(fs::exists(dir.path + "/sub/web.log.4"));
+  CHECK(read_text(dir.path.string() + "/sub/web.log.3") == numbered(10, 20));
+  CHECK(read_text(dir.path.string() + "/sub/web.log") == numbered(40, 41));
+  CHECK_FALSE(fs::exists(dir.path.string() + "/sub/web.log.4"));
 }
 
 TEST_CASE("logs: an unwritable place is an error value, not a crash") {
   TempDir dir;
-  std::ofstream(dir.path + "/file") << "x";
-  RotatingFile file(dir.path + "/file/logs", "web", {});
+  std::ofstream(dir.path.string() + "/file") << "x";
+  RotatingFile file(dir.path.string() + "/file/logs", "web", {});
   auto result = file.append(numbered(0, 3));
   CHECK(result.lost == 3);
-  CHECK(result.error.find("cannot create " + dir.path + "/file/logs") == 0);
+  CHECK(result.error.find("cannot create " + dir.path.string() + "/file/logs") == 0);
 }
 
 TEST_CASE("logs: the reader's tail spans rotated files; poll follows a rotation") {
   TempDir dir;
   const std::string one = numbered(0, 1);
-  RotatingFile file(dir.path, "web", {one.size() * 10, 5});
+  RotatingFile file(dir.path.string(), "web", {one.size() * 10, 5});
   CHECK(file.append(numbered(0, 25)).error.empty());
-  LogReader reader(dir.path, "web");
+  LogReader reader(dir.path.string(), "web");
   REQUIRE(reader.open());
   logs::Selector all;
   auto tail = reader.tail(12, all);
@@ -179,5 +172,5 @@ TEST_CASE("logs: the reader's tail spans rotated files; poll follows a rotation"
   std::string joined;
   for (const auto& line : more) joined += line;
   CHECK(joined == numbered(25, 47));
-  CHECK(LogReader::bases_in(dir.path) == std::vector<std::string>{"web"});
+  CHECK(LogReader::bases_in(dir.path.string()) == std::vector<std::string>{"web"});
 }

@@ -19,28 +19,16 @@
 
 #include "child_watcher.h"
 #include "pre_start.h"
+#include "temp_dir.h"
 
 using namespace deployctl;
+using deployctl::test::TempDir;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
-
-struct TempDir {
-  TempDir() {
-    char pattern[] = "/tmp/deployctl-pre-start-XXXXXX";
-    REQUIRE(mkdtemp(pattern) != nullptr);
-    path = fs::canonical(pattern);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  fs::path path;
-};
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);

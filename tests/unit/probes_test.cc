@@ -18,8 +18,10 @@
 #include "clock.h"
 #include "io_loop.h"
 #include "probes.h"
+#include "temp_dir.h"
 
 using namespace deployctl;
+using deployctl::test::TempDir;
 using namespace std::chrono_literals;
 using boost::asio::ip::tcp;
 using boost::system::error_code;
@@ -169,19 +171,6 @@ pid_t read_pid_file(const std::filesystem::path& path) {
   in >> pid;
   return pid;
 }
-
-struct TempDir {
-  TempDir() {
-    char pattern[] = "/tmp/deployctl-probes-test-XXXXXX";
-    REQUIRE(mkdtemp(pattern) != nullptr);
-    path = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-  std::filesystem::path path;
-};
 
 }  // namespace
 

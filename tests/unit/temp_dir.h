@@ -4,6 +4,10 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <string>
+#include <system_error>
+
+#include <doctest/doctest.h>
 
 namespace deployctl::test {
 
@@ -11,11 +15,18 @@ struct TempDir {
   std::filesystem::path path;
   TempDir() {
     char name[] = "/tmp/deployctl-unit-XXXXXX";
-    path = mkdtemp(name);
+    REQUIRE(mkdtemp(name) != nullptr);
+    path = std::filesystem::canonical(name);
   }
-  ~TempDir() { std::filesystem::remove_all(path); }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
+
+  // The path of `name` inside the directory, as a string.
+  std::string file(const std::string& name) const { return (path / name).string(); }
 };
 
 }  // namespace deployctl::test
