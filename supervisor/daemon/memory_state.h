@@ -8,6 +8,7 @@
 #include "cgroup.h"
 #include "memory_policy.h"
 #include "spec.h"
+#include "tree_cgroup.h"
 
 namespace deployctl {
 
@@ -21,10 +22,12 @@ inline MemoryLimits memory_limits(const ServiceSpec& spec) {
   return {spec.memory.max, spec.memory.restart_above};
 }
 
-// The name of a replica's memory cgroup below the supervisor's (the same for every run, so a
-// successor finds it after a crash).
-inline std::string memory_cgroup_name(const std::string& deployment, const std::string& replica) {
-  return deployment + "." + replica;
+// The name of a replica's memory cgroup below the supervisor's: the same for every run, so a
+// successor finds it after a crash, and distinct for deployments of one name under different
+// state dirs (as the replica trees' cgroups: deployment_cgroup_name).
+inline std::string memory_cgroup_name(const std::string& deployment, const std::string& state_dir,
+                                      const std::string& replica) {
+  return deployment_cgroup_name(deployment, state_dir) + "." + replica;
 }
 
 }  // namespace deployctl

@@ -57,7 +57,7 @@ bool Supervisor::prepare_memory(const ReplicaPtr& replica, SpawnRequest& request
   memory.policy.emplace(limits, MemoryPolicyOptions{.enforce_max = mode == MemoryMode::sampling});
   if (mode != MemoryMode::sampling) {
     memory.cgroup = ReplicaCgroup::create(mode, memory_setup_.dir,
-                                          memory_cgroup_name(spec_.name, replica->id), limits,
+                                          memory_cgroup_name(spec_.name, paths_.dir, replica->id), limits,
                                           error);
     if (!memory.cgroup) {
       *error += "; set DEPLOYCTL_MEMORY_MODE=sampling to enforce limits without cgroups";

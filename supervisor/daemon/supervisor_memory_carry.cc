@@ -41,7 +41,7 @@ void Supervisor::adopt_memory(const ReplicaPtr& replica, const json::Value* carr
   auto& memory = replica->memory;
   if (!limits.any()) return;
   const MemoryMode mode = memory_setup_.mode;
-  std::string path = memory_setup_.dir + "/" + memory_cgroup_name(spec_.name, replica->id);
+  std::string path = memory_setup_.dir + "/" + memory_cgroup_name(spec_.name, paths_.dir, replica->id);
   std::optional<std::uint64_t> baseline;  // after a crash: OOM kills count from now
   if (carried) {
     if (const auto* cgroup = json::find(*carried, "cgroup"); cgroup && cgroup->is_string()) {

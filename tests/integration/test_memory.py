@@ -60,7 +60,8 @@ def host_cgroup_mode() -> str | None:
 
 
 def replica_cgroup_dirs(parent: Path, name: str) -> list[Path]:
-    return sorted(parent.glob(f"{name}.*")) if parent.exists() else []
+    """The memory cgroups of deployment `name`: deployctl-<name>-<hash of its state dir>.<id>."""
+    return sorted(parent.glob(f"deployctl-{name}-*.*")) if parent.exists() else []
 
 
 def own_v1_memory_dir() -> Path:
@@ -129,7 +130,7 @@ def test_hard_limit_kills_the_hog_in_the_hosts_cgroup_and_it_restarts(deployment
     assert "memory limits: cgroup1" in dep.log_text()
     replica = replica_by_id(status, "hog.0")
     assert replica["memory"]["mode"] == "cgroup1" and replica["memory"]["max"] == 64 * MiB
-    cgroup = own_v1_memory_dir() / f"{dep.name}.hog.0"
+    [cgroup] = own_v1_memory_dir().glob(f"deployctl-{dep.name}-*.hog.0")
     assert (cgroup / "memory.limit_in_bytes").read_text().strip() == str(64 * MiB)
     assert str(replica["pid"]) in (cgroup / "cgroup.procs").read_text().split()
     table = dep.deployctl("status", str(dep.spec_path)).stdout
@@ -144,6 +145,31 @@ def test_hard_limit_kills_the_hog_in_the_hosts_cgroup_and_it_restarts(deployment
 
     assert dep.down().returncode == 0
     assert replica_cgroup_dirs(own_v1_memory_dir(), dep.name) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or host_cgroup_mode() is None,
+                    reason="needs root and a writable cgroup v1 memory controller")
+def test_two_deployments_of_one_name_keep_their_memory_cgroups_apart(deployment):
+    """Same name, different runtime dirs: each replica in a cgroup of its own deployment, and
+    the first one's `down` leaves the second one's cgroup, limit and replica as they were."""
+    spec = hog_spec('max = "64MiB"')
+    first, second = deployment(spec, name="twin"), deployment(spec, name="twin")
+    assert first.dir != second.dir
+    pids = []
+    for dep in (first, second):
+        assert dep.up().returncode == 0, dep.diagnostics()
+        pids.append(replica_by_id(dep.status(), "hog.0")["pid"])
+    cgroups = replica_cgroup_dirs(own_v1_memory_dir(), "twin")
+    assert len(cgroups) == 2, cgroups
+    owner = {cgroup: (cgroup / "cgroup.procs").read_text().split() for cgroup in cgroups}
+    assert sorted(p for procs in owner.values() for p in procs) == sorted(map(str, pids))
+    assert first.down().returncode == 0
+    [left] = replica_cgroup_dirs(own_v1_memory_dir(), "twin")
+    assert (left / "cgroup.procs").read_text().split() == [str(pids[1])]
+    assert (left / "memory.limit_in_bytes").read_text().strip() == str(64 * MiB)
+    assert replica_by_id(second.status(), "hog.0")["pid"] == pids[1]
+    assert second.down().returncode == 0
+    assert replica_cgroup_dirs(own_v1_memory_dir(), "twin") == []
 
 
 def test_hard_limit_in_the_forced_sampling_mode(deployment, measure):
@@ -238,7 +264,7 @@ def test_cgroup2_on_a_fake_tree_layout_oom_and_soft_limit(deployment, tmp_path):
     assert dep.status()["memory_mode"] == "cgroup2"
     assert (tree / "supervisor" / "cgroup.procs").read_text() == "0"
     assert (tree / "cgroup.subtree_control").read_text() == "+memory"
-    replica_dir = tree / f"{dep.name}.hog.0"
+    [replica_dir] = tree.glob(f"deployctl-{dep.name}-*.hog.0")
     assert (replica_dir / "memory.max").read_text() == str(64 * MiB)
     assert (replica_dir / "cgroup.procs").read_text() == "0"  # written by the child before exec
 

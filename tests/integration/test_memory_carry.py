@@ -13,7 +13,7 @@ import pytest
 
 from harness import ClientLoop, deployctl_bin, replica_by_id, wait_until
 from test_crash import fully_supervised, kill_supervisor, keeper_pid
-from test_memory import HOG, MiB, host_cgroup_mode, own_v1_memory_dir
+from test_memory import HOG, MiB, host_cgroup_mode, own_v1_memory_dir, replica_cgroup_dirs
 
 SPEC = """
 name = "@NAME@"
@@ -41,8 +41,8 @@ stop = { timeout = "2s" }
 
 
 def start(deployment, forced: str):
-    # Memory cgroups are named <deployment>.<replica> below the supervisor's: a name of its own
-    # keeps these apart from test_memory.py's ("itest") when ctest runs both at once.
+    # Memory cgroups are named deployctl-<deployment>-<hash of the state dir>.<replica> below the
+    # supervisor's: a name of its own also keeps these apart from test_memory.py's ("itest").
     dep = deployment(SPEC, name="memcarry")
     mode = host_cgroup_mode() if os.geteuid() == 0 and forced != "sampling" else None
     if mode is None:
@@ -62,7 +62,7 @@ def limits_still_apply(dep, mode: str | None, carried: set[int]):
     assert {hog["pid"], fat["pid"]} <= carried
     assert hog["memory"]["mode"] == (mode or "sampling") and hog["memory"]["max"] == 64 * MiB
     if mode == "cgroup1":  # the replica is still in its cgroup, which still holds the limit
-        cgroup = own_v1_memory_dir() / f"{dep.name}.hog.0"
+        [cgroup] = own_v1_memory_dir().glob(f"deployctl-{dep.name}-*.hog.0")
         assert (cgroup / "memory.limit_in_bytes").read_text().strip() == str(64 * MiB)
         assert str(hog["pid"]) in (cgroup / "cgroup.procs").read_text().split()
     (dep.dir / f"go-{hog['pid']}").touch()
@@ -103,7 +103,7 @@ def test_limits_survive_an_upgrade_in_place(deployment, measure, forced):
     limits_still_apply(dep, mode, set(before.values()))
     assert dep.down().returncode == 0
     if mode == "cgroup1":
-        assert sorted(own_v1_memory_dir().glob(f"{dep.name}.*")) == []
+        assert replica_cgroup_dirs(own_v1_memory_dir(), dep.name) == []
 
 
 @pytest.mark.parametrize("forced", ["host", "sampling"])
@@ -123,4 +123,4 @@ def test_limits_survive_a_crash_of_the_supervisor(deployment, measure, forced):
     limits_still_apply(dep, mode, set(pids.values()))
     assert dep.down().returncode == 0
     if mode == "cgroup1":
-        assert sorted(own_v1_memory_dir().glob(f"{dep.name}.*")) == []
+        assert replica_cgroup_dirs(own_v1_memory_dir(), dep.name) == []
