@@ -265,6 +265,11 @@ bool AcmeManager::prepare_reload(const Spec& next, std::function<void(const std:
     if (current != jobs_.end()) {
       const Job& job = *current->second;
       if (job.acme() == acme && https_port(job.spec) == https_port(service)) continue;
+      if (job.lego) {  // two legos of one service could install each other's certificate
+        *error = "a certificate request for '" + service.name +
+                 "' is under way (deployctl status shows it); reload again once it has ended";
+        break;
+      }
       renew = job.acme().domains != acme.domains || job.acme().directory != acme.directory;
     }
     auto job = make_job(service, &jobs_, error);
@@ -278,6 +283,8 @@ bool AcmeManager::prepare_reload(const Spec& next, std::function<void(const std:
     return false;
   }
   for (auto& [name, job] : staged_) {
+    // The running job waits: no scheduled attempt of its own until the reload ends.
+    if (auto current = jobs_.find(name); current != jobs_.end()) current->second->timer.cancel();
     spdlog::info("{}: acme: the reload's settings start before it applies (HTTP-01 listener on "
                  "{}{})",
                  name, job->acme().http_listen.text,
@@ -330,6 +337,7 @@ void AcmeManager::cancel_reload() {
   for (auto& [name, job] : staged_) {
     retire(*job);
     retired_.push_back(std::move(job));
+    if (auto current = jobs_.find(name); current != jobs_.end()) plan(*current->second);
   }
   staged_.clear();
 }

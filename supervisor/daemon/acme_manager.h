@@ -101,6 +101,9 @@ class AcmeManager {
   void cancel_reload();  // stops the staged jobs; no-op without any
   // `deployctl renew`: runs lego for `service` now. False with *error if it has no acme.
   bool force(const std::string& service, std::string* error);
+  // Whether a reload under way has staged new acme settings for `service`: its job gets the
+  // certificate those ask for, and the running job neither renews nor may be forced meanwhile.
+  bool reload_staged(const std::string& service) const { return staged_.count(service) != 0; }
   std::optional<AcmeReport> report(const std::string& service) const;
   void stop();  // SIGKILLs everything it started; nothing runs afterwards
 

@@ -81,6 +81,13 @@ void Supervisor::handle_renew(const json::Value& request, ManagementServer::Repl
     }
   }
   for (const auto& name : services) {
+    if (acme_->reload_staged(name)) {
+      return reply(management_error("a reload is changing the acme settings of '" + name +
+                                        "'; renew again once it has ended",
+                                    kExitBusy));
+    }
+  }
+  for (const auto& name : services) {
     std::string error;
     if (!acme_->force(name, &error)) return reply(management_error(error, kExitUsage));
   }

@@ -3,6 +3,7 @@ pebble-challtestsrv on loopback (acme_pebble.py), lego (Debian) run by the super
 client. Nothing is mocked."""
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import shutil
 
-from acme_pebble import DOMAIN, acme_spec, needs_pebble, pebble_for  # noqa: F401 (a fixture)
+from acme_pebble import DOMAIN, acme_spec, needs_pebble, pebble_for, renewed  # noqa: F401 (a fixture)
 from harness import RequestLoop, all_ready, free_port, is_alive, wait_gone, wait_until
 from tls_certs import TlsClientLoop, https_get
 
@@ -346,3 +347,56 @@ def test_acme_survives_a_kill_9_of_the_supervisor_and_renews_after_it(
     assert clients.serials[new_serial] >= 20
     assert dep.down().returncode == 0
     assert wait_gone([new_listener], 5) == []
+
+
+def test_one_lego_per_service_renew_and_reload_wait_for_each_other(deployment, pebble_for,
+                                                                    tmp_path):
+    """Two legos of one service could install each other's certificate: while a renewal runs,
+    a reload that changes the service's acme settings is refused, and while a reload's lego
+    runs, `renew` is refused as busy. A `lego` wrapper first on PATH holds each run at its start
+    while the file `hold` exists, so the windows do not depend on timing."""
+    http_port = free_port()
+    pebble = pebble_for(http_port)
+    acme = acme_spec(pebble, http_port)
+    dep = deployment(acme)
+    bin_dir, hold = tmp_path / "bin", tmp_path / "hold"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "lego"
+    wrapper.write_text(f'#!/bin/sh\ntouch "{tmp_path}/started-$$"\n'
+                       f'while [ -e "{hold}" ]; do sleep 0.05; done\n'
+                       f'exec {shutil.which("lego")} "$@"\n')
+    wrapper.chmod(0o755)
+    dep.env["PATH"] = f"{bin_dir}:{dep.env['PATH']}"
+
+    def legos_started() -> int:
+        return len(list(tmp_path.glob("started-*")))
+
+    assert dep.up(timeout=120).returncode == 0, dep.diagnostics()
+    dep.wait_for(lambda s: all_ready(s, 2), timeout=30, what="2 ready HTTPS replicas")
+    assert legos_started() == 1
+    try:
+        hold.touch()
+        assert dep.deployctl("renew", "--name", dep.name).returncode == 0
+        wait_until(lambda: legos_started() == 2, 10, "the renewal's lego")
+        pids = dep.replica_pids()
+        dep.write_spec(acme.replace(f'["{DOMAIN}"]', f'["www.{DOMAIN}"]'))
+        refused = dep.deployctl("reload", str(dep.spec_path))
+        assert refused.returncode == 1, refused.describe()
+        assert "a certificate request for 'web' is under way" in refused.stderr, refused.stderr
+        assert "nothing was changed" in refused.stderr and dep.replica_pids() == pids
+        hold.unlink()
+        dep.wait_for(renewed(dep, 2), timeout=60, what="the renewal done")
+
+        hold.touch()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(dep.deployctl, "reload", str(dep.spec_path), timeout=120)
+            wait_until(lambda: legos_started() == 3 or pending.done(), 10, "the reload's lego")
+            busy = dep.deployctl("renew", "--name", dep.name)
+            hold.unlink()
+            reloaded = pending.result()
+        assert busy.returncode == 6, busy.describe()
+        assert "a reload is changing the acme settings of 'web'" in busy.stderr, busy.stderr
+        assert reloaded.returncode == 0, reloaded.describe() + dep.diagnostics()
+        assert legos_started() == 3
+    finally:
+        hold.unlink(missing_ok=True)
