@@ -9,9 +9,9 @@ import signal
 import threading
 import time
 
-from harness import (ClientLoop, all_ready, all_replicas, client_loops, deployctl_bin,
-                     failures_by_kind, is_alive, replaced, server_bin, service_by_name, summaries,
-                     wait_until)
+from harness import (ClientLoop, all_ready, all_replicas, client_loops, deploy_example,
+                     deployctl_bin, failures_by_kind, is_alive, replaced, server_bin,
+                     service_by_name, summaries, wait_until)
 from test_reuseport import (DEPLOY_SERVER, answering_replicas, down_leaves_nothing, listeners,
                             roll_and_scale_under_load)
 
@@ -169,6 +169,39 @@ def test_upgrade_carries_per_replica_sockets_and_their_steering(deployment, meas
     ids = set(dep.replica_pids())  # a rollout renames replicas (web.4...)
     assert len(ids) == 4 and answering_replicas(dep.port, ids) == ids
     assert listeners(dep.port) == 4
+    down_leaves_nothing(dep)
+
+
+def test_upgrade_of_the_quick_start_under_load(deployment, measure):
+    """What users run: the quick start (FastAPI + uvicorn x4 on per-replica sockets, memory
+    limits, a pre-start step) upgraded in place under client loops, then rolled by the new
+    binary: 0 failed requests, the same uvicorn pids across the exec."""
+    dep = deploy_example(deployment, "quickstart.toml", {'"127.0.0.1:8000"': '"127.0.0.1:@PORT@"'})
+    assert dep.up(timeout=90).returncode == 0
+    dep.wait_for(lambda s: all_ready(s, 4), 60, "4 ready uvicorn replicas")
+    before = dep.status()
+    new_binary = dep.dir / "deployctl-new"
+    shutil.copy2(deployctl_bin(), new_binary)
+    with client_loops(dep.port, [("/",)] * 2) as loops:
+        for loop in loops:
+            loop.wait_for_successes(20, 10)
+        run = upgrade(dep, str(new_binary))
+        assert run.returncode == 0, run.describe() + dep.diagnostics()
+        for loop in loops:
+            loop.wait_for_successes(loop.successes + 20, 10)
+        after = dep.status()
+        upgraded_failures = failures_by_kind(loops)
+        restart = dep.deployctl("restart", "web", "--name", dep.name, timeout=120)
+        assert restart.returncode == 0, restart.describe()
+        for loop in loops:
+            loop.wait_for_successes(loop.successes + 20, 20)
+    assert upgraded_failures == {}, summaries(loops)
+    assert failures_by_kind(loops) == {}, summaries(loops)
+    assert after["pid"] == before["pid"] and after["supervisor"]["upgrades"] == 1
+    assert dep.replica_pids(after) == dep.replica_pids(before)
+    assert after["memory_mode"] == before["memory_mode"]
+    measure(f"quick start (FastAPI/uvicorn x4, per-replica, [memory]) upgrade in place + rolling "
+            f"restart: {sum(loop.successes for loop in loops)} requests, 0 failed")
     down_leaves_nothing(dep)
 
 
