@@ -82,6 +82,20 @@ def upgrade(dep, binary: str):
     return dep.deployctl("upgrade", "--name", dep.name, "--binary", binary, timeout=40)
 
 
+def upgrade_under(dep, loops) -> tuple[dict, dict]:
+    """Upgrades `dep` in place to a copy of the binary while `loops` run; waits for 20 more
+    successes of each. Returns the status after it and the loops' failures by kind so far."""
+    new_binary = dep.dir / "deployctl-new"
+    shutil.copy2(deployctl_bin(), new_binary)
+    run = upgrade(dep, str(new_binary))
+    assert run.returncode == 0, run.describe() + dep.diagnostics()
+    for loop in loops:
+        loop.wait_for_successes(loop.successes + 20, 10)
+    after = dep.status()
+    assert after["supervisor"]["executable"] == str(new_binary)
+    return after, failures_by_kind(loops)
+
+
 def test_upgrade_in_place_under_load(deployment, measure):
     dep = deployment(SPEC)
     assert dep.up().returncode == 0
@@ -148,20 +162,12 @@ def test_upgrade_carries_per_replica_sockets_and_their_steering(deployment, meas
     assert dep.up().returncode == 0
     dep.wait_for(lambda s: all_ready(s, 4), what="4 ready replicas")
     before = dep.status()
-    new_binary = dep.dir / "deployctl-new"
-    shutil.copy2(deployctl_bin(), new_binary)
     with client_loops(dep.port, [("/whoami",)] * 2) as loops:
-        run = upgrade(dep, str(new_binary))
-        assert run.returncode == 0, run.describe() + dep.diagnostics()
-        for loop in loops:
-            loop.wait_for_successes(loop.successes + 20, 10)
-        after = dep.status()
-        upgraded_failures = failures_by_kind(loops)
+        after, upgraded_failures = upgrade_under(dep, loops)
         restart = roll_and_scale_under_load(dep, loops)
     assert upgraded_failures == {}, summaries(loops)
     assert failures_by_kind(loops) == {}, summaries(loops)
     assert after["pid"] == before["pid"] and after["supervisor"]["upgrades"] == 1
-    assert after["supervisor"]["executable"] == str(new_binary)
     assert dep.replica_pids(after) == dep.replica_pids(before)
     assert "queued connection(s)" not in dep.log_text(), dep.diagnostics()
     measure(f"per-replica upgrade in place, then rolling restart {restart:.1f} s and scale "
@@ -180,17 +186,10 @@ def test_upgrade_of_the_quick_start_under_load(deployment, measure):
     assert dep.up(timeout=90).returncode == 0
     dep.wait_for(lambda s: all_ready(s, 4), 60, "4 ready uvicorn replicas")
     before = dep.status()
-    new_binary = dep.dir / "deployctl-new"
-    shutil.copy2(deployctl_bin(), new_binary)
     with client_loops(dep.port, [("/",)] * 2) as loops:
         for loop in loops:
             loop.wait_for_successes(20, 10)
-        run = upgrade(dep, str(new_binary))
-        assert run.returncode == 0, run.describe() + dep.diagnostics()
-        for loop in loops:
-            loop.wait_for_successes(loop.successes + 20, 10)
-        after = dep.status()
-        upgraded_failures = failures_by_kind(loops)
+        after, upgraded_failures = upgrade_under(dep, loops)
         restart = dep.deployctl("restart", "web", "--name", dep.name, timeout=120)
         assert restart.returncode == 0, restart.describe()
         for loop in loops:
