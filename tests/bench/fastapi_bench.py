@@ -43,8 +43,8 @@ import uuid
 from pathlib import Path
 
 from bench_util import (TAG_VARIABLE, BenchError, comm, free_base_port, is_alive, probe_gaps,
-                        kill_tree_and_tag, memory_kib, parse_wrk, reap_orphans, tagged_pids,
-                        tree, wait_until)
+                        kill_tree_and_tag, memory_kib, parse_wrk, reap_orphans,
+                        server_connections, signal_all, tagged_pids, tree, wait_until)
 
 HERE = Path(__file__).resolve().parent
 APP_DIR = HERE.parents[1] / "config" / "examples" / "fastapi"
@@ -124,7 +124,15 @@ def app_pids_answering(port: int, timeout: float = 0.5) -> int | None:
 
 class Side:
     """One way of running the app with PROCESSES processes, in its own temp dir with the
-    app, a migrated database and an environment tag on every process it starts."""
+    app, a migrated database and an environment tag on every process it starts.
+
+    Every side starts in a session of its own, as a server a user starts is, apart from the
+    client's: with the kernel's autogroup scheduling (sched_autogroup_enabled, on unless
+    systemd puts services in cpu cgroups), CPU is shared out per session first, so a server
+    in wrk's own session shares wrk's slot while `deployctl up -d` (which calls setsid) has
+    one of its own (docs/bench.md, "FastAPI: deployctl+gunicorn vs gunicorn -w4")."""
+
+    new_session = True
 
     def __init__(self, name: str, command: list[str], server: str, log_dir: Path):
         self.name, self.server = name, server
@@ -144,7 +152,8 @@ class Side:
     def launch(self, argv: list[str]) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, env=self.env, cwd=self.dir)
+                                            stderr=subprocess.STDOUT, env=self.env, cwd=self.dir,
+                                            start_new_session=self.new_session)
 
     def start(self) -> None:
         self.launch(self.command)
@@ -327,6 +336,29 @@ def measure_rolling(side: Side, close: bool) -> dict:
     return {**result, "restart_ms": restart_ms}
 
 
+def is_deployctl(pid: int) -> bool:
+    """The supervisor or its fd keeper (`deployctl __keeper`, whose comm is "exe")."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return False
+    return os.path.basename(argv0) == b"deployctl"
+
+
+def kill_counting(side: Side, victim: int) -> int:
+    """kill -9 of victim; returns the client connections its process tree held at that moment
+    (the requests in flight that die with it). The tree is frozen (SIGSTOP) first, so it can
+    neither accept nor finish a connection between the count and the kill; the rest of the
+    tree (gunicorn -w1's worker under a killed master) is let go on afterwards as before."""
+    frozen = tree(victim)
+    signal_all(frozen, signal.SIGSTOP)
+    supervisor = [pid for pid in side.all_pids() if is_deployctl(pid)]
+    held = sum(server_connections(side.port, frozen, supervisor).values())
+    os.kill(victim, signal.SIGKILL)
+    signal_all([pid for pid in frozen if pid != victim], signal.SIGCONT)
+    return held
+
+
 def measure_kill(side: Side) -> dict:
     """kill -9 of one app process under `Connection: close` load."""
     victim = (side.replica_pids() if isinstance(side, DeployctlSide) else side.app_pids())[-1]
@@ -334,8 +366,8 @@ def measure_kill(side: Side) -> dict:
     load = Load(side.port, close=True, probes=False)
     try:
         time.sleep(1.0)
+        held = kill_counting(side, victim)
         killed = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
         recovered_ms = None
         deadline = killed + 10.0
         while time.monotonic() < deadline:
@@ -347,7 +379,7 @@ def measure_kill(side: Side) -> dict:
         time.sleep(1.0)
     finally:
         result = load.stop()
-    return {**result, "recovered_ms": recovered_ms}
+    return {**result, "recovered_ms": recovered_ms, "victim_connections": held}
 
 
 def median_run(runs: list[dict]) -> dict:
