@@ -117,15 +117,30 @@ def measure(side: Side, seconds: int) -> dict:
             "cpu_pct": cpu, "loadavg": os.getloadavg()[0]}
 
 
+def one_worker(measured: dict) -> bool:
+    """Whether one worker held >= 90% of the connections: the side could use one core only,
+    whatever the server (the kernel queued wrk's burst of connects while one worker ran)."""
+    conns = measured["conns"]
+    return bool(conns) and conns[0] >= 0.9 * sum(conns)
+
+
 def ratio_summary(rounds: list[dict], key: str) -> dict:
     ratios = [r["a"][key] / r["b"][key] for r in rounds]
+    if not ratios:
+        return {"rounds": 0}
     return {"ratios": [round(x, 3) for x in ratios], "median": round(statistics.median(ratios), 3),
             "min": round(min(ratios), 3), "max": round(max(ratios), 3),
             "a_ahead": sum(x > 1 for x in ratios), "rounds": len(ratios)}
 
 
 def summarize(rounds: list[dict]) -> dict:
-    return {key: ratio_summary(rounds, key) for key in ("requests_per_s", "requests_per_cpu_s")}
+    """Ratios over every round, and over the rounds in which neither side ran on one worker."""
+    spread = [r for r in rounds if not one_worker(r["a"]) and not one_worker(r["b"])]
+    return {"requests_per_s": ratio_summary(rounds, "requests_per_s"),
+            "requests_per_cpu_s": ratio_summary(rounds, "requests_per_cpu_s"),
+            "requests_per_s, both spread": ratio_summary(spread, "requests_per_s"),
+            "one_worker_rounds": {side: sum(one_worker(r[side]) for r in rounds)
+                                  for side in ("a", "b")}}
 
 
 def print_round(index: int, first: str, a: dict, b: dict) -> None:
@@ -139,6 +154,16 @@ def print_round(index: int, first: str, a: dict, b: dict) -> None:
           f"{a['requests_per_s'] / b['requests_per_s']:.3f} "
           f"{a['requests_per_cpu_s'] / b['requests_per_cpu_s']:.3f}  {a['loadavg']:4.1f}",
           flush=True)
+
+
+def print_summary(summary: dict) -> None:
+    for key, figures in summary.items():
+        if key == "one_worker_rounds":
+            print(f"rounds with >= 90% of the connections on one worker: A {figures['a']}, "
+                  f"B {figures['b']}")
+        elif figures["rounds"]:
+            print(f"A/B {key}: median {figures['median']}, min {figures['min']}, max "
+                  f"{figures['max']}; A ahead in {figures['a_ahead']} of {figures['rounds']}")
 
 
 HEADER = """\
@@ -172,9 +197,7 @@ def run(pair: str, rounds: int, seconds: int, log_dir: Path) -> dict:
     finally:
         problems = [problem for side in sides for problem in side.close()]
     summary = summarize(results)
-    for key, figures in summary.items():
-        print(f"A/B {key}: median {figures['median']}, min {figures['min']}, max "
-              f"{figures['max']}; A ahead in {figures['a_ahead']} of {figures['rounds']} rounds")
+    print_summary(summary)
     for problem in problems:
         print(f"cleanup: {problem}", file=sys.stderr)
     return {"a": names[0], "b": names[1], "seconds": seconds, "rounds": results,

@@ -42,7 +42,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench_util import (TAG_VARIABLE, BenchError, comm, free_base_port, is_alive, probe_gaps,
+from bench_util import (TAG_VARIABLE, BenchError, free_base_port, is_alive, probe_gaps,
                         kill_tree_and_tag, memory_kib, parse_wrk, reap_orphans,
                         server_connections, signal_all, tagged_pids, tree, wait_until)
 
@@ -120,6 +120,15 @@ def app_pids_answering(port: int, timeout: float = 0.5) -> int | None:
         return None
     finally:
         connection.close()
+
+
+def is_deployctl(pid: int) -> bool:
+    """The supervisor or its fd keeper (`deployctl __keeper`, whose comm is "exe")."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return False
+    return os.path.basename(argv0) == b"deployctl"
 
 
 class Side:
@@ -228,7 +237,7 @@ class DeployctlSide(Side):
         return [r["pid"] for s in status["services"] for r in s["replicas"] if r["pid"]]
 
     def app_pids(self) -> list[int]:
-        return [pid for pid in self.all_pids() if comm(pid) != "deployctl"]
+        return [pid for pid in self.all_pids() if not is_deployctl(pid)]
 
     def restart(self) -> None:
         self.ctl("restart", "web")
@@ -334,15 +343,6 @@ def measure_rolling(side: Side, close: bool) -> dict:
     finally:
         result = load.stop()
     return {**result, "restart_ms": restart_ms}
-
-
-def is_deployctl(pid: int) -> bool:
-    """The supervisor or its fd keeper (`deployctl __keeper`, whose comm is "exe")."""
-    try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-    except OSError:
-        return False
-    return os.path.basename(argv0) == b"deployctl"
 
 
 def kill_counting(side: Side, victim: int) -> int:
