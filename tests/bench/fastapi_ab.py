@@ -5,19 +5,26 @@ systematic throughput difference from the machine's noise (issue 12). Stdlib onl
         [--rounds 7] [--seconds 8] [--json OUT] [--bin DIR]
 
 --pair gunicorn (default): deployctl+gunicorn-uw (4 replicas of `gunicorn -w1` on fd 3) vs
-bare `gunicorn -w4 -k UvicornWorker`; --pair uvicorn: deployctl+uvicorn-std vs
-`uvicorn --workers 4`. Both sides run at once on 127.0.0.1; each round runs wrk (-t2 -c32
-keep-alive, as fastapi_bench.py) on A then B, the order alternating round by round, so a
-drift in the machine's load hits both alike. Per round and side it records, besides req/s and
-p99:
+bare `gunicorn -w4 -k UvicornWorker`; uvicorn: deployctl+uvicorn-std vs `uvicorn --workers 4`;
+per-replica: deployctl+uvicorn-std with sockets = "per-replica" vs the shared socket;
+per-replica-gunicorn: the former vs `gunicorn -w4`. Both sides run at once on 127.0.0.1, each
+in a session of its own (--peer-in-wrk-session: the peer in this script's, as
+fastapi_bench.py once did); each round runs wrk (-t2 -c32 keep-alive, as fastapi_bench.py) on
+A then B, the order alternating round by round, so a drift in the machine's load hits both
+alike. Per round and side it records, besides req/s and p99:
 
-- conns: the established server-side connections each app process holds, sampled mid-run
-  (how the kernel's shared-socket accept spread wrk's 32 connections), sorted high to low;
-- CPU, in % of one core over the run: the side's workers (the processes holding
-  connections), their masters (gunicorn arbiters; none for uvicorn --workers' children) and
-  deployctl's own processes (supervisor and fd keeper: health checks, log pipes).
+- conns: the established server-side connections each worker holds, sampled mid-run (how the
+  kernel's shared-socket accept spread wrk's 32 connections; deployctl's kept health-check
+  connections left out), sorted high to low;
+- CPU, in % of one core over the run: the side's workers (leaf processes), their masters
+  (gunicorn arbiters, uvicorn's supervisor), deployctl's own processes (supervisor and fd
+  keeper: health checks, log pipes), wrk, and "other": the rest of the machine's busy time;
+- req/cpu-s: requests per CPU-second of the side's own processes, which does not depend on how
+  much of the machine the side got.
 
-The summary: per-round ratio A/B, its median, min-max, and how many rounds A won. Bounded:
+The summary: per-round ratios A/B of req/s and of req/cpu-s, their median, min-max and how
+many rounds A was ahead; the rounds in which all connections sat on one worker (the side
+capped at one core), per side, and the req/s ratio over the rounds where neither did. Bounded:
 (2 x rounds x seconds) of load plus start-up, under 5 minutes with the defaults.
 """
 from __future__ import annotations
@@ -35,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_util import (CLK_TCK, BenchError, become_subreaper, proc_stat,  # noqa: E402
-                        server_connections)  # noqa: E402
+                        server_connections)
 from fastapi_bench import (DEPLOYCTL_SIDES, PEER_SIDES, DeployctlSide, GunicornSide,  # noqa
                            Side, is_deployctl, run_wrk)
 

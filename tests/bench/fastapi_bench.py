@@ -21,8 +21,9 @@ in the machine's load hits all alike. Figures:
   the longest window in which fresh connections (one every ~2 ms) got no answer. deployctl:
   `deployctl restart web`; gunicorn: SIGHUP (its own graceful reload). uvicorn 0.17 and
   hypercorn 0.13 have no rolling restart of their workers: not measured;
-- kill -9 of one process under `Connection: close` load: wrk's errors, and the time until a
-  new process answers GET / (the app returns its pid); uvicorn --workers and hypercorn -w do
+- kill -9 of one process under `Connection: close` load: wrk's errors, the client connections
+  the process held when killed (each error is one of them), and the time until a new process
+  answers GET / (the app returns its pid); uvicorn --workers and hypercorn -w do
   not replace a dead worker (measured as "never" within the window);
 - memory: RSS and PSS summed over every process of the side (supervisor included).
 """
@@ -139,7 +140,7 @@ class Side:
     client's: with the kernel's autogroup scheduling (sched_autogroup_enabled, on unless
     systemd puts services in cpu cgroups), CPU is shared out per session first, so a server
     in wrk's own session shares wrk's slot while `deployctl up -d` (which calls setsid) has
-    one of its own (docs/bench.md, "FastAPI: deployctl+gunicorn vs gunicorn -w4")."""
+    one of its own (docs/bench.md, "deployctl + gunicorn against gunicorn -w4")."""
 
     new_session = True
 
