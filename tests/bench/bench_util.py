@@ -104,6 +104,37 @@ def signal_all(pids, number: int) -> None:
             pass
 
 
+def socket_owners(pids) -> dict[str, int]:
+    """socket inode -> the pid (of `pids`) holding it open."""
+    owners = {}
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    owners[target[8:-1]] = pid
+        except OSError:
+            continue
+    return owners
+
+
+def server_connections(port: int, pids, skip_clients=()) -> dict[int, int]:
+    """The established TCP connections (IPv4) on local port `port` each of `pids` holds,
+    leaving out those whose client end a process in `skip_clients` holds (e.g. deployctl's
+    kept health-check connections)."""
+    owners = socket_owners(pids)
+    clients_of = socket_owners(skip_clients)
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    skipped_ports = {row[1].split(":")[1] for row in rows if row[9] in clients_of}
+    counts = dict.fromkeys(pids, 0)
+    for row in rows:
+        local, remote = row[1].split(":")[1], row[2].split(":")[1]
+        if (int(local, 16) == port and row[3] == "01" and row[9] in owners and
+                remote not in skipped_ports):
+            counts[owners[row[9]]] += 1
+    return counts
+
+
 def become_subreaper() -> None:
     """Orphans of the supervisors we kill become our children (not pid 1's), so we reap them
     and no zombie outlives the bench."""

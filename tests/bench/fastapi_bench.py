@@ -21,8 +21,9 @@ in the machine's load hits all alike. Figures:
   the longest window in which fresh connections (one every ~2 ms) got no answer. deployctl:
   `deployctl restart web`; gunicorn: SIGHUP (its own graceful reload). uvicorn 0.17 and
   hypercorn 0.13 have no rolling restart of their workers: not measured;
-- kill -9 of one process under `Connection: close` load: wrk's errors, and the time until a
-  new process answers GET / (the app returns its pid); uvicorn --workers and hypercorn -w do
+- kill -9 of one process under `Connection: close` load: wrk's errors, the client connections
+  the process held when killed (each error is one of them), and the time until a new process
+  answers GET / (the app returns its pid); uvicorn --workers and hypercorn -w do
   not replace a dead worker (measured as "never" within the window);
 - memory: RSS and PSS summed over every process of the side (supervisor included).
 """
@@ -42,9 +43,9 @@ import time
 import uuid
 from pathlib import Path
 
-from bench_util import (TAG_VARIABLE, BenchError, comm, free_base_port, is_alive, probe_gaps,
-                        kill_tree_and_tag, memory_kib, parse_wrk, reap_orphans, tagged_pids,
-                        tree, wait_until)
+from bench_util import (TAG_VARIABLE, BenchError, free_base_port, is_alive, probe_gaps,
+                        kill_tree_and_tag, memory_kib, parse_wrk, reap_orphans,
+                        server_connections, signal_all, tagged_pids, tree, wait_until)
 
 HERE = Path(__file__).resolve().parent
 APP_DIR = HERE.parents[1] / "config" / "examples" / "fastapi"
@@ -122,9 +123,26 @@ def app_pids_answering(port: int, timeout: float = 0.5) -> int | None:
         connection.close()
 
 
+def is_deployctl(pid: int) -> bool:
+    """The supervisor or its fd keeper (`deployctl __keeper`, whose comm is "exe")."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return False
+    return os.path.basename(argv0) == b"deployctl"
+
+
 class Side:
     """One way of running the app with PROCESSES processes, in its own temp dir with the
-    app, a migrated database and an environment tag on every process it starts."""
+    app, a migrated database and an environment tag on every process it starts.
+
+    Every side starts in a session of its own, as a server a user starts is, apart from the
+    client's: with the kernel's autogroup scheduling (sched_autogroup_enabled, on unless
+    systemd puts services in cpu cgroups), CPU is shared out per session first, so a server
+    in wrk's own session shares wrk's slot while `deployctl up -d` (which calls setsid) has
+    one of its own (docs/bench.md, "deployctl + gunicorn against gunicorn -w4")."""
+
+    new_session = True
 
     def __init__(self, name: str, command: list[str], server: str, log_dir: Path):
         self.name, self.server = name, server
@@ -144,7 +162,8 @@ class Side:
     def launch(self, argv: list[str]) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, env=self.env, cwd=self.dir)
+                                            stderr=subprocess.STDOUT, env=self.env, cwd=self.dir,
+                                            start_new_session=self.new_session)
 
     def start(self) -> None:
         self.launch(self.command)
@@ -219,7 +238,7 @@ class DeployctlSide(Side):
         return [r["pid"] for s in status["services"] for r in s["replicas"] if r["pid"]]
 
     def app_pids(self) -> list[int]:
-        return [pid for pid in self.all_pids() if comm(pid) != "deployctl"]
+        return [pid for pid in self.all_pids() if not is_deployctl(pid)]
 
     def restart(self) -> None:
         self.ctl("restart", "web")
@@ -327,6 +346,20 @@ def measure_rolling(side: Side, close: bool) -> dict:
     return {**result, "restart_ms": restart_ms}
 
 
+def kill_counting(side: Side, victim: int) -> int:
+    """kill -9 of victim; returns the client connections its process tree held at that moment
+    (the requests in flight that die with it). The tree is frozen (SIGSTOP) first, so it can
+    neither accept nor finish a connection between the count and the kill; the rest of the
+    tree (gunicorn -w1's worker under a killed master) is let go on afterwards as before."""
+    frozen = tree(victim)
+    signal_all(frozen, signal.SIGSTOP)
+    supervisor = [pid for pid in side.all_pids() if is_deployctl(pid)]
+    held = sum(server_connections(side.port, frozen, supervisor).values())
+    os.kill(victim, signal.SIGKILL)
+    signal_all([pid for pid in frozen if pid != victim], signal.SIGCONT)
+    return held
+
+
 def measure_kill(side: Side) -> dict:
     """kill -9 of one app process under `Connection: close` load."""
     victim = (side.replica_pids() if isinstance(side, DeployctlSide) else side.app_pids())[-1]
@@ -334,8 +367,8 @@ def measure_kill(side: Side) -> dict:
     load = Load(side.port, close=True, probes=False)
     try:
         time.sleep(1.0)
+        held = kill_counting(side, victim)
         killed = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
         recovered_ms = None
         deadline = killed + 10.0
         while time.monotonic() < deadline:
@@ -347,7 +380,7 @@ def measure_kill(side: Side) -> dict:
         time.sleep(1.0)
     finally:
         result = load.stop()
-    return {**result, "recovered_ms": recovered_ms}
+    return {**result, "recovered_ms": recovered_ms, "victim_connections": held}
 
 
 def median_run(runs: list[dict]) -> dict:

@@ -24,17 +24,19 @@ def print_fastapi(results: dict) -> None:
               f"{cl['p99_ms']:>7.1f}{cl['errors']:>5}{mem['rss_kib'] / 1024:>9.0f}"
               f"{mem['pss_kib'] / 1024:>9.0f}")
     print(f"\n  {'side':<34}{'rolling k-a err':>16}{'gap ms':>8}{'rolling close err':>18}"
-          f"{'gap ms':>8}{'restart s':>10}{'kill -9 err':>12}{'new pid ms':>11}")
+          f"{'gap ms':>8}{'restart s':>10}{'kill -9 err':>12}{'held':>5}{'new pid ms':>11}")
     for name, r in sides.items():
         rk, rc, kill = r.get("rolling_keepalive"), r.get("rolling_close"), r["kill"]
         print(f"  {name:<34}{fmt(rk and rk['errors'], '>16')}"
               f"{fmt(rk and rk['longest_no_answer_ms'], '>8.0f')}"
               f"{fmt(rc and rc['errors'], '>18')}{fmt(rc and rc['longest_no_answer_ms'], '>8.0f')}"
               f"{fmt(rk and rk['restart_ms'] / 1000, '>10.1f')}{kill['errors']:>12}"
+              f"{fmt(kill.get('victim_connections'), '>5')}"
               f"{fmt(kill['recovered_ms'], '>11.0f', 'never')}")
     print("  (medians of the runs; p50/p99 in ms; err: wrk's socket errors + non-2xx; gap: the "
-          "longest\n   window with no answer to fresh connections; new pid ms: kill -9 until a "
-          "new process answers)")
+          "longest\n   window with no answer to fresh connections; held: client connections the "
+          "killed process\n   held when it was killed; new pid ms: kill -9 until a new process "
+          "answers)")
     for problem in results.get("cleanup", []):
         print(f"    cleanup: {problem}")
 
