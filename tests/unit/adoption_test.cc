@@ -109,8 +109,7 @@ TEST_CASE("adoption: unsettled_reason names exactly the states refused whatever 
   sim.behaviour["web"].obeys_stop = false;
   sim.down();
   states.push_back(sim.core.state());
-  CHECK(unsettled_reason(states.back()) ==
-        "its supervisor died while the deployment was stopping");
+  CHECK(unsettled_reason(states.back()) == "its supervisor died while the deployment was stopping");
   // Every unsettled state is refused with that reason for any alive set: which of them the
   // record holds does not change what a crash leads to (supervisor_crash.cc writes only one).
   const std::set<std::uint64_t> all(serials.begin(), serials.end());
