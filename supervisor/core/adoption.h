@@ -34,4 +34,10 @@ struct AdoptionPlan {
 AdoptionPlan plan_adoption(const DeploymentState& recorded, bool same_spec,
                            const std::set<std::uint64_t>& alive);
 
+// Why plan_adoption refuses `recorded` whatever processes are alive and whatever the spec ("":
+// it is settled, the outcome depends on them). The running supervisor writes its record only
+// when this changes or is "" (supervisor_crash.cc): between two unsettled records a crash ends
+// in the same refusal, so the states in between (a scale's `ready` events) need not be written.
+std::string unsettled_reason(const DeploymentState& recorded);
+
 }  // namespace deployctl

@@ -75,6 +75,8 @@ class ReplicaCgroup {
   std::uint64_t oom_kills() const;
   std::uint64_t oom_baseline() const { return oom_baseline_; }
   std::vector<int> members() const;
+  // create() made the directory (it was not there): no members and no OOM kills yet.
+  bool fresh() const { return fresh_; }
   // SIGKILLs every member (cgroup.kill on v2 too); grandchildren that left the process group
   // with setsid are members as well.
   void kill_all() const;
@@ -89,6 +91,7 @@ class ReplicaCgroup {
   MemoryMode mode_;
   std::string path_;
   std::uint64_t oom_baseline_ = 0;
+  bool fresh_ = false;
 };
 
 // The first number after `key ` on a line of a "key value" file (memory.stat, memory.events,

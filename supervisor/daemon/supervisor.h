@@ -351,6 +351,7 @@ class Supervisor {
     std::string text;                   // the spec file as applied; "" if unknown
   } spec_text_;
   std::string adoption_written_;  // as last written to STATE/adopt.json
+  bool adoption_written_settled_ = false;  // ... and its core state was settled (adoption.h)
 
   MemorySetup memory_setup_;
   bool memory_cgroup2_ready_ = false;  // prepare_cgroup2 done

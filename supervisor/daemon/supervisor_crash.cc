@@ -109,7 +109,9 @@ const std::string& Supervisor::applied_spec_text() {
   return spec_text_.text;
 }
 
-// STATE/adopt.json: rewritten only when its content changes (a state transition, a new pid).
+// STATE/adopt.json: rewritten only when its content changes (a state transition, a new pid),
+// and not from one unsettled state to another: a crash in between ends in the same refusal
+// (unsettled_reason, adoption.h), so a scale's `ready` events before the last are not written.
 void Supervisor::record_adoption(const std::vector<RecordedReplica>& live) {
   const std::string path = adoption_record_path(paths_.dir);
   const std::string& spec_text = live.empty() ? "" : applied_spec_text();
@@ -118,6 +120,8 @@ void Supervisor::record_adoption(const std::vector<RecordedReplica>& live) {
     adoption_written_.clear();
     return;
   }
+  const bool settled = unsettled_reason(core_.state()).empty();
+  if (!settled && !adoption_written_.empty() && !adoption_written_settled_) return;
   json::Value doc;
   doc["format"] = kAdoptionRecordFormat;
   doc["spec_path"] = spec_.path;
@@ -144,6 +148,7 @@ void Supervisor::record_adoption(const std::vector<RecordedReplica>& live) {
   if (text == adoption_written_) return;
   write_atomically(path, text);
   adoption_written_ = std::move(text);
+  adoption_written_settled_ = settled;
 }
 
 // An adopted replica is not our child: its exit is seen on a pidfd, its status is unknown.

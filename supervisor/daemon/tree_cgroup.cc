@@ -109,7 +109,8 @@ std::optional<ReplicaCgroup> TreeCgroups::prepare(const std::string& replica_id,
   auto cgroup = ReplicaCgroup::create(MemoryMode::cgroup2, dir_, replica_id, MemoryLimits{}, error);
   if (!cgroup) return std::nullopt;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
-  while (!cgroup->members().empty() && std::chrono::steady_clock::now() < deadline) {
+  while (!cgroup->fresh() && !cgroup->members().empty() &&
+         std::chrono::steady_clock::now() < deadline) {
     cgroup->kill_all();  // an earlier run's tree: it must not share the new run's cgroup
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }

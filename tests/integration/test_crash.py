@@ -53,6 +53,17 @@ health = { kind = "none" }
 stop = { timeout = "1s" }
 """
 
+# Ready while @DIR@/ready exists (an exec probe): a scale started without it stays starting.
+GATED = """
+name = "@NAME@"
+
+[services.web]
+command = ["/bin/sleep", "600"]
+replicas = 1
+health = { kind = "exec", command = ["/bin/test", "-e", "@DIR@/ready"] }
+stop = { timeout = "1s" }
+"""
+
 CLIENTS = 2
 FULL_SUPERVISION_TARGET_S = 2.0
 
@@ -396,3 +407,29 @@ def test_kill_9_of_the_main_pid_under_systemd_is_adopted(measure):
         left = [pid for pid in pids if ns.run(["test", "-d", f"/proc/{pid}"],
                                               check=False).returncode == 0]
         assert left == [], f"left running after systemctl stop: {left}"
+
+
+def test_kill_9_during_a_scale_is_refused_the_leftovers_are_stopped(deployment):
+    """STATE/adopt.json is not rewritten from one unsettled state to another (a scale's `ready`
+    events), but the first unsettled state is written: a crash while new replicas start is a
+    refused adoption (the leftovers stopped), never the adoption of the state before the scale."""
+    dep = deployment(GATED, name="crashscale")
+    flag = dep.dir / "ready"
+    flag.touch()
+    assert dep.up().returncode == 0
+    flag.unlink()
+    scale = threading.Thread(target=dep.deployctl, args=("scale", "web=3"), daemon=True)
+    scale.start()  # waits for readiness that cannot come: ends when the supervisor dies
+    dep.wait_for(lambda s: [r["state"] for r in all_replicas(s)] ==
+                 ["ready", "starting", "starting"], 10, "two replicas starting")
+    record = json.loads((dep.state_dir / "adopt.json").read_text())
+    assert len(record["replicas"]) == 3, record
+    pids, keeper = kill_supervisor(dep)
+    scale.join(15)
+    flag.touch()
+    run = dep.up()
+    assert run.returncode == 0, run.describe()
+    assert "cannot adopt the replicas of the crashed supervisor: web.1 was starting" \
+        in run.stderr, run.describe()
+    assert wait_gone([keeper, *pids.values()], 10) == []
+    assert set(dep.replica_pids().values()).isdisjoint(pids.values())

@@ -92,3 +92,36 @@ TEST_CASE("adoption: replicas waiting to restart are re-armed, unanswered reques
   CHECK(plan.state.waiters.empty());
   CHECK_FALSE(plan_adoption(state, true, {serials[0], serials[1]}).adopt);
 }
+
+TEST_CASE("adoption: unsettled_reason names exactly the states refused whatever is alive") {
+  auto sim = running_web(1);
+  CHECK(unsettled_reason(sim.core.state()).empty());
+  sim.behaviour["web"].becomes_ready = false;
+  sim.scale("web", 3);  // replicas starting one after another become ready: one state each
+  std::vector<DeploymentState> states{sim.core.state()};
+  const auto serials = sim.serials("web");
+  for (std::size_t i = 1; i < serials.size(); ++i) {
+    CHECK(unsettled_reason(states.back()).find("was starting") != std::string::npos);
+    sim.feed({.kind = Event::Kind::ready, .replica = serials[i]});
+    states.push_back(sim.core.state());
+  }
+  CHECK(unsettled_reason(states.back()).empty());  // the last `ready` settles it
+  sim.behaviour["web"].obeys_stop = false;
+  sim.down();
+  states.push_back(sim.core.state());
+  CHECK(unsettled_reason(states.back()) == "its supervisor died while the deployment was stopping");
+  // Every unsettled state is refused with that reason for any alive set: which of them the
+  // record holds does not change what a crash leads to (supervisor_crash.cc writes only one).
+  const std::set<std::uint64_t> all(serials.begin(), serials.end());
+  for (const auto& state : states) {
+    const std::string why = unsettled_reason(state);
+    for (const auto& alive : {std::set<std::uint64_t>{}, all}) {
+      const auto plan = plan_adoption(state, true, alive);
+      if (!why.empty()) {
+        CHECK_FALSE(plan.adopt);
+        CHECK(plan.refusal == why);
+      }
+    }
+  }
+  CHECK(plan_adoption(states[states.size() - 2], true, all).adopt);
+}
