@@ -133,8 +133,14 @@ TEST_CASE("tree cgroup: a restart's prepare kills what the last run left, setsid
   const auto left = first->members();
   REQUIRE(left.size() == 1);  // the detached sleep, in the replica's cgroup
 
-  auto second = cgroups.prepare("web.0", &why);  // the restart
+  auto second = cgroups.prepare("web.0", &why);  // the restart: SIGKILLs what is left
   REQUIRE(second);
+  // prepare waits at most 100 ms for the killed tree to be gone; under load the kernel may
+  // take longer to run a killed process's exit, so the test waits (bounded) for it.
+  const auto gone_by = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!second->members().empty() && std::chrono::steady_clock::now() < gone_by) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   CHECK(second->members().empty());
   CHECK(second->remove());
   cgroups.close();
