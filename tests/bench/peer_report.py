@@ -127,12 +127,13 @@ def fastest_peer(results: dict, value) -> tuple[str, float] | None:
 
 
 def below_floor(results: dict, factor: float, peer: tuple[str, float]) -> str:
-    """'; unreachable: ...' when factor x the peer's median is below the floor's median."""
+    """Where the floor stands against the peer, and 'unreachable' when factor x the peer's
+    median is below the floor's median ("" for a scenario without a floor)."""
     floor = results.get(FLOOR, {}).get("ms", {}).get("median")
-    if not floor or factor * peer[1] >= floor:
+    if not floor:
         return ""
-    return (f"; unreachable: the floor ({FLOOR}, {floor:.1f} ms) is {floor / peer[1]:.2f}x "
-            f"{peer[0]}")
+    where = f"the floor ({FLOOR}, {floor:.1f} ms) is {floor / peer[1]:.2f}x {peer[0]}"
+    return f"; unreachable: {where}" if factor * peer[1] < floor else f"; {where}"
 
 
 def targets(report: dict) -> list[str]:
