@@ -132,8 +132,10 @@ def below_floor(results: dict, factor: float, peer: tuple[str, float]) -> str:
     floor = results.get(FLOOR, {}).get("ms", {}).get("median")
     if not floor:
         return ""
-    where = f"the floor ({FLOOR}, {floor:.1f} ms) is {floor / peer[1]:.2f}x {peer[0]}"
-    return f"; unreachable: {where}" if factor * peer[1] < floor else f"; {where}"
+    where = f"the floor ({FLOOR} {floor:.1f} ms = {floor / peer[1]:.3f}x {peer[0]})"
+    if factor * peer[1] < floor:
+        return f"; unreachable: {factor}x {peer[0]} = {factor * peer[1]:.1f} ms is below {where}"
+    return f"; {where}"
 
 
 def targets(report: dict) -> list[str]:
