@@ -102,7 +102,8 @@ bool Supervisor::start(std::string* error) {
   start_tls();
   // The replicas start once every acme service has its certificate (at once if stored).
   acme_->when_issued([this](const std::string& problem) { acme_issued(problem); });
-  // Posted after the start event queued just above: the first replicas are spawned before it.
+  // Posted after the start event just queued (at once unless an ACME certificate is awaited):
+  // the first replicas are spawned before it runs.
   asio::post(io_, [this] { start_keeper_after_spawns(); });
   return true;
 }
