@@ -305,7 +305,6 @@ def test_the_keeper_starts_after_the_first_replicas(deployment):
     assert dep.up().returncode == 0
     status = dep.status()
     pids, keeper = dep.replica_pids(status), keeper_pid(dep)
-    dep.track_pid(keeper, "fd keeper")
     if any(pid < status["pid"] for pid in [keeper, *pids.values()]):
         pytest.skip("pid numbers wrapped around during `up`: their order says nothing")
     assert keeper > max(pids.values()), (keeper, pids)
