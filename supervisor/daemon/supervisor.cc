@@ -100,10 +100,22 @@ bool Supervisor::start(std::string* error) {
   start_dbus();
   if (!start_acme(error, {})) return false;  // makes the acme directories start_tls() watches
   start_tls();
-  start_keeper();
   // The replicas start once every acme service has its certificate (at once if stored).
   acme_->when_issued([this](const std::string& problem) { acme_issued(problem); });
+  // Posted after the start event just queued (at once unless an ACME certificate is awaited):
+  // the first replicas are spawned before it runs.
+  asio::post(io_, [this] { start_keeper_after_spawns(); });
   return true;
+}
+
+// The fd keeper is a fork+exec of this binary (a second dynamic load): started once the first
+// replicas are spawned, not before, so that it does not delay them on a busy machine. It then
+// gets everything at once; until then a crash leaves no keeper, and the next `up` stops the
+// recorded replicas instead of adopting them (as when the keeper cannot start).
+void Supervisor::start_keeper_after_spawns() {
+  if (finished()) return;  // stopped already: close_down() had no keeper to quit
+  start_keeper();
+  record_replicas();  // syncs the keeper and records its pid
 }
 
 // ---- the event queue -------------------------------------------------------------------------

@@ -192,6 +192,7 @@ class Supervisor {
   // Crash survival (supervisor_crash.cc, docs/upgrade.md): the fd keeper, the adoption record.
   void start_keeper();
   void sync_keeper();
+  void start_keeper_after_spawns();
   void record_adoption(const std::vector<RecordedReplica>& live);
   const std::string& applied_spec_text();
   void watch_adopted(const ReplicaPtr& replica);

@@ -31,6 +31,23 @@ def print_timing(results: dict) -> None:
               f"{ratio_text(stats['median'], base, 13)}")
 
 
+FLOOR = "direct"  # the startup floor (direct_launch.c), a reference side, not a peer
+
+
+def print_startup(results: dict) -> None:
+    """print_timing plus each side's ratio to the floor and deployctl's overhead over it."""
+    print_timing(results)
+    floor = results.get(FLOOR, {}).get("ms", {}).get("median")
+    if not floor:
+        return
+    print("  ÷ floor: " + ", ".join(f"{name} {stats['ms']['median'] / floor:.2f}x"
+                                    for name, stats in each(results) if name != FLOOR))
+    ours = results.get("deployctl", {}).get("ms", {}).get("median")
+    if ours is not None:
+        print(f"  deployctl over the floor: {ours - floor:+.1f} ms")
+    print(f"  (floor: {FLOOR} = direct_launch.c, fork+exec of the workers and nothing else)")
+
+
 def print_rolling(results: dict) -> None:
     print(f"  {'supervisor':<25}{'req/s':>9}{'non-2xx':>9}{'sock err':>10}"
           f"{'no-answer ms':>14}{'failed probes':>15}{'restart ms':>12}")
@@ -98,15 +115,27 @@ def print_crash(result: dict) -> None:
         print(f"    cleanup: {problem}")
 
 
-PRINTERS = {"recovery": print_timing, "startup": print_timing, "scale": print_scale,
+PRINTERS = {"recovery": print_timing, "startup": print_startup, "scale": print_scale,
             "footprint": print_footprint, "rolling": print_rolling,
             "throughput": print_throughput, "crash_loop": print_crash, "fastapi": print_fastapi}
 
 
 def fastest_peer(results: dict, value) -> tuple[str, float] | None:
     peers = [(name, value(r)) for name, r in results.items()
-             if name != "deployctl" and "error" not in r]
+             if name not in ("deployctl", FLOOR) and "error" not in r]
     return min(peers, key=lambda pair: pair[1]) if peers else None
+
+
+def below_floor(results: dict, factor: float, peer: tuple[str, float]) -> str:
+    """Where the floor stands against the peer, and 'unreachable' when factor x the peer's
+    median is below the floor's median ("" for a scenario without a floor)."""
+    floor = results.get(FLOOR, {}).get("ms", {}).get("median")
+    if not floor:
+        return ""
+    where = f"the floor ({FLOOR} {floor:.1f} ms = {floor / peer[1]:.3f}x {peer[0]})"
+    if factor * peer[1] < floor:
+        return f"; unreachable: {factor}x {peer[0]} = {factor * peer[1]:.1f} ms is below {where}"
+    return f"; {where}"
 
 
 def targets(report: dict) -> list[str]:
@@ -122,7 +151,7 @@ def targets(report: dict) -> list[str]:
             verdict = "met" if ours <= factor * peer[1] else "MISSED"
             lines.append(f"{scenario} median ≤ {factor}x {only or 'the fastest peer'}'s: "
                          f"{verdict} ({ours:.1f} ms vs {peer[0]} {peer[1]:.1f} ms, "
-                         f"{ours / peer[1]:.2f}x)")
+                         f"{ours / peer[1]:.2f}x){below_floor(results, factor, peer)}")
     up = report.get("scale", {}).get("deployctl", {}).get("up_ms", {}).get("median")
     if up is not None:
         lines.append(f"scale 1 -> N ≤ 250 ms: {'met' if up <= 250 else 'MISSED'} ({up:.0f} ms)")

@@ -451,6 +451,20 @@ class Gunicorn(Supervisor):
                                   f"{sorted(old)})")
 
 
+class Direct(Supervisor):
+    """The floor, not a peer: direct_launch.c (built next to the worker) fork+execs the workers
+    with the same argv and only waits; no supervisor can start them faster in this measurement.
+    Startup scenario only; stopped by killing its tree like every other side."""
+    name = "direct"
+
+    def prepare(self) -> None:
+        pass
+
+    def command(self) -> list[str]:
+        return [str(self.worker.parent / "direct_launch"), str(self.replicas), str(self.worker),
+                "--port", str(self.base)]
+
+
 SUPERVISORS = [Deployctl, Runit, S6, Supervisord]
 ROLLING_PEERS = SUPERVISORS + [Gunicorn]
 ROLLING_ALL = [DeployServer] + ROLLING_PEERS  # deploy-server drains on DRAIN=1

@@ -22,7 +22,10 @@ the details and the choices made):
    new pid. Each kill waits until the target has run > 1.1 s: runit and s6 hold back a restart
    of a service that ran under 1 s, deployctl's bench spec resets its backoff after 500 ms, so
    every supervisor is measured on its immediate-restart path.
-2. startup: from launching the supervisor until all 8 replicas answer HTTP.
+2. startup: from launching the supervisor until all 8 replicas answer HTTP. Also measured, as
+   the floor (not a peer): `direct`, tests/bench/direct_launch.c, which only fork+execs the 8
+   workers with the same argv and waits; each side is shown as a multiple of it, and
+   deployctl's overhead over it in ms.
 3. scale: 1 -> 100 replicas (every port answers) and back to 1 (99 workers gone), each peer its
    own way: deployctl `scale web=N`; runit new service dirs / `sv down` + `sv exit`; s6 new
    service dirs + `s6-svscanctl -a` / dirs removed + `s6-svscanctl -an`; supervisord numprocs
@@ -77,7 +80,7 @@ from peer_crash import measure_crash_loop  # noqa: E402
 from peer_report import print_report  # noqa: E402
 from peer_scenarios import measure_recovery, measure_rolling, measure_startup  # noqa: E402
 from peer_supervisors import (ROLLING_ALL, ROLLING_PEERS, SUPERVISORS,  # noqa: E402
-                              DeployServer, Deployctl)
+                              DeployServer, Deployctl, Direct)
 from peer_throughput import measure_throughput  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -124,7 +127,7 @@ SCENARIOS = {
     "recovery": ("kill -9 of one of 4 replicas until a new pid answers HTTP on its port",
                  per_supervisor(measure_recovery, SUPERVISORS)),
     "startup": ("launch of the supervisor until all 8 replicas answer HTTP",
-                per_supervisor(measure_startup, SUPERVISORS)),
+                per_supervisor(measure_startup, [Direct] + SUPERVISORS)),
     "scale": ("1 -> N replicas answering (N = 100; quick: 20), then back to 1",
               per_supervisor(measure_scale, SUPERVISORS)),
     "footprint": ("N idle replicas (100; quick: 20): the supervisor's own processes",
@@ -176,13 +179,14 @@ def install() -> None:
 
 
 def build_worker(out_dir: Path) -> Path:
-    """Compiles tiny_worker.c into out_dir; exits with the compiler's message if it fails."""
-    binary = out_dir / "tiny_worker"
-    build = subprocess.run(["cc", "-O2", "-o", str(binary), str(HERE / "tiny_worker.c")],
-                           capture_output=True, text=True)
-    if build.returncode:
-        sys.exit(f"peers: cc -O2 tiny_worker.c failed:\n{build.stderr}")
-    return binary
+    """Compiles tiny_worker.c and direct_launch.c (the startup floor) into out_dir; returns the
+    worker; exits with the compiler's message if either fails."""
+    for name in ("direct_launch", "tiny_worker"):
+        build = subprocess.run(["cc", "-O2", "-o", str(out_dir / name), str(HERE / f"{name}.c")],
+                               capture_output=True, text=True)
+        if build.returncode:
+            sys.exit(f"peers: cc -O2 {name}.c failed:\n{build.stderr}")
+    return out_dir / "tiny_worker"
 
 
 def check_tools(bin_dir: Path) -> None:

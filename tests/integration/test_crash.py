@@ -10,6 +10,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from harness import (all_replicas, client_loops, deploy_example, deployctl_bin, failures_by_kind,
                      free_port, http_get, is_alive, replaced, server_bin, source_dir, summaries, toml_array,
                      wait_gone, wait_until)
@@ -304,6 +306,23 @@ def test_without_the_keeper_the_leftovers_are_stopped(deployment):
     assert "a previous supervisor died and left" in run.stderr, run.describe()
     assert wait_gone(list(pids.values()), 10) == []
     assert set(dep.replica_pids().values()).isdisjoint(pids.values())
+
+
+def test_the_keeper_starts_after_the_first_replicas(deployment):
+    """The keeper (a fork+exec of deployctl) is started once the initial replicas are spawned,
+    not before them (docs/upgrade.md): its pid comes after theirs, and it still holds them all
+    (a crash right after `up` is adopted)."""
+    dep = deployment(SLEEPERS, name="keeperlast")
+    assert dep.up().returncode == 0
+    status = dep.status()
+    pids, keeper = dep.replica_pids(status), keeper_pid(dep)
+    if any(pid < status["pid"] for pid in [keeper, *pids.values()]):
+        pytest.skip("pid numbers wrapped around during `up`: their order says nothing")
+    assert keeper > max(pids.values()), (keeper, pids)
+    pids, _ = kill_supervisor(dep)
+    run = dep.up()
+    assert run.returncode == 0 and "adopted" in run.stdout, run.describe()
+    dep.wait_for(lambda s: fully_supervised(s, pids), 10, "every replica adopted and ready")
 
 
 def test_another_spec_is_not_adopted_the_leftovers_are_stopped(deployment):
