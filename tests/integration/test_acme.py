@@ -270,7 +270,9 @@ def renew_rolls(dep, root: Path, clients: TlsClientLoop) -> str:
     return new_serial
 
 
-def test_acme_survives_an_upgrade_in_place_and_renews_after_it(deployment, pebble_for, measure):
+def acme_up(deployment, pebble_for):
+    """A deployment of acme_spec up with its certificate and 2 ready replicas:
+    (dep, http_port, pebble's issuing root, the served serial)."""
     http_port = free_port()
     pebble = pebble_for(http_port)
     dep = deployment(acme_spec(pebble, http_port))
@@ -278,6 +280,22 @@ def test_acme_survives_an_upgrade_in_place_and_renews_after_it(deployment, pebbl
     dep.wait_for(lambda s: all_ready(s, 2), timeout=30, what="2 ready replicas")
     root = pebble.issuing_root()
     _, serial = tls_get(dep.port, root)
+    return dep, http_port, root, serial
+
+
+def served_without_failures(measure, what: str, clients, redirects, new_serial: str) -> None:
+    """Shows and checks what `clients` and `redirects` saw: none failed, and the renewed
+    certificate (`new_serial`) served at least 20 connections."""
+    measure(f"{what}: {sum(clients.serials.values())} TLS connections, "
+            f"{len(clients.failures)} failed; {redirects.successes} http:// 308, "
+            f"{len(redirects.failures)} failed")
+    assert clients.failures == [], clients.failures[:5]
+    assert redirects.failures == [], redirects.failures[:5]
+    assert clients.serials[new_serial] >= 20
+
+
+def test_acme_survives_an_upgrade_in_place_and_renews_after_it(deployment, pebble_for, measure):
+    dep, http_port, root, serial = acme_up(deployment, pebble_for)
     pids, listener = dep.replica_pids(), acme_listener_pid(dep)
     before = tls_status(dep)
     new_binary = dep.dir / "deployctl-new"
@@ -300,25 +318,15 @@ def test_acme_survives_an_upgrade_in_place_and_renews_after_it(deployment, pebbl
             in dep.log_text()
         new_serial = renew_rolls(dep, root, clients)
         wait_until(lambda: redirects.successes >= 40, 20, "redirects after the renewal")
-    measure(f"acme upgrade in place + renew: {sum(clients.serials.values())} TLS connections, "
-            f"{len(clients.failures)} failed; {redirects.successes} http:// 308, "
-            f"{len(redirects.failures)} failed")
-    assert clients.failures == [], clients.failures[:5]
-    assert redirects.failures == [], redirects.failures[:5]
-    assert clients.serials[new_serial] >= 20
+    served_without_failures(measure, "acme upgrade in place + renew", clients, redirects,
+                            new_serial)
     assert dep_attempts(dep) == 2
 
 
 def test_acme_survives_a_kill_9_of_the_supervisor_and_renews_after_it(
         deployment, pebble_for, measure):
     from test_crash import fully_supervised, keeper_pid, kill_supervisor
-    http_port = free_port()
-    pebble = pebble_for(http_port)
-    dep = deployment(acme_spec(pebble, http_port))
-    assert dep.up(timeout=120).returncode == 0, dep.diagnostics()
-    dep.wait_for(lambda s: all_ready(s, 2), timeout=30, what="2 ready replicas")
-    root = pebble.issuing_root()
-    _, serial = tls_get(dep.port, root)
+    dep, http_port, root, serial = acme_up(deployment, pebble_for)
     old_listener = acme_listener_pid(dep)
     dep.track_pid(old_listener, "the first HTTP-01 listener")
     with TlsClientLoop(dep.port, root, hostname=DOMAIN) as clients, Redirects(http_port) as redirects:
@@ -339,12 +347,8 @@ def test_acme_survives_a_kill_9_of_the_supervisor_and_renews_after_it(
         new_serial = renew_rolls(dep, root, clients)
         count = redirects.successes
         wait_until(lambda: redirects.successes >= count + 20, 20, "redirects after the renewal")
-    measure(f"acme kill -9 + adoption + renew: {sum(clients.serials.values())} TLS connections, "
-            f"{len(clients.failures)} failed; {redirects.successes} http:// 308, "
-            f"{len(redirects.failures)} failed")
-    assert clients.failures == [], clients.failures[:5]
-    assert redirects.failures == [], redirects.failures[:5]
-    assert clients.serials[new_serial] >= 20
+    served_without_failures(measure, "acme kill -9 + adoption + renew", clients, redirects,
+                            new_serial)
     assert dep.down().returncode == 0
     assert wait_gone([new_listener], 5) == []
 
